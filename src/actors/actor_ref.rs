@@ -1,0 +1,96 @@
+//! The caller's side of an actor: its address, its name and the timeout every
+//! call carries. Handlers hold these (never a pool, map or registry), and
+//! every way a call can fail (the actor is dead, restarting, given up, or
+//! silent past the timeout) becomes a fast 503 problem, never a hang.
+
+use std::time::Duration;
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, MailboxError, Message};
+
+use super::supervision::{ActorState, ActorStatus, Status, Supervise};
+use crate::error::ApiError;
+
+pub struct ActorRef<A: Actor> {
+    name: &'static str,
+    addr: Addr<A>,
+    timeout: Duration,
+}
+
+impl<A: Actor> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name,
+            addr: self.addr.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl<A: Actor> ActorRef<A> {
+    pub fn new(name: &'static str, addr: Addr<A>, timeout: Duration) -> Self {
+        Self {
+            name,
+            addr,
+            timeout,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Sends a message and waits for the reply, at most the call timeout.
+    pub async fn ask<M>(&self, msg: M) -> Result<M::Result, ApiError>
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        self.addr
+            .send(msg)
+            .timeout(self.timeout)
+            .await
+            .map_err(|err| {
+                let detail = match err {
+                    MailboxError::Timeout => {
+                        format!("the {} actor did not answer in time", self.name)
+                    }
+                    MailboxError::Closed => format!("the {} actor is not running", self.name),
+                };
+                tracing::warn!(actor = self.name, %err, "actor call failed");
+                ApiError::unavailable(detail)
+            })
+    }
+
+    /// Sends a message that needs no answer; dropped if the mailbox is full.
+    pub fn tell<M>(&self, msg: M)
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let _ = self.addr.try_send(msg);
+    }
+}
+
+impl<A: Supervise> ActorRef<A> {
+    /// The actor's own account of its health; a silent or dead actor is
+    /// reported as such.
+    pub async fn status(&self) -> ActorStatus
+    where
+        A: Handler<Status>,
+    {
+        self.ask(Status).await.unwrap_or(ActorStatus {
+            actor: self.name,
+            state: if self.addr.connected() {
+                ActorState::Restarting
+            } else {
+                ActorState::Stopped
+            },
+            restarts: 0,
+        })
+    }
+}

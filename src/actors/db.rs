@@ -1,0 +1,171 @@
+//! `DbActor`: owns the database pool. Its messages are the users operations
+//! and a readiness ping.
+//!
+//! Queries never run one after another in the mailbox: each handler clones
+//! the pool handle and answers with a future (`ResponseFuture`) that actix
+//! runs as its own task, so concurrency is bounded by the pool's size, not by
+//! the actor's thread. A panic inside such a future fails only that request;
+//! a panic in a handler itself restarts the actor with a fresh pool.
+
+use std::future::Future;
+
+use actix::dev::ResponseFuture;
+use actix::{Context, Handler, Message};
+
+use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
+use crate::config::DatabaseUrl;
+use crate::db::pool::PoolStatus;
+use crate::db::{users, DbError, DbPool};
+use crate::domain::{NewUser, User, UserId, UserPatch};
+
+pub struct DbActor {
+    url: DatabaseUrl,
+    pool_size: usize,
+    pool: DbPool,
+    supervision: Supervision,
+}
+
+impl DbActor {
+    pub fn new(url: DatabaseUrl, pool_size: usize, pool: DbPool) -> Self {
+        Self {
+            url,
+            pool_size,
+            pool,
+            supervision: Supervision::new("db"),
+        }
+    }
+
+    /// Runs one query as its own task on a clone of the pool handle.
+    fn query<T, F, Fut>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        query: F,
+    ) -> ResponseFuture<Result<T, DbError>>
+    where
+        T: 'static,
+        F: FnOnce(DbPool) -> Fut,
+        Fut: Future<Output = Result<T, DbError>> + 'static,
+    {
+        run_guarded(self, ctx, |act, _| {
+            Box::pin(query(act.pool.clone())) as ResponseFuture<_>
+        })
+    }
+}
+
+impl Supervise for DbActor {
+    fn supervision(&mut self) -> &mut Supervision {
+        &mut self.supervision
+    }
+
+    /// A fresh pool: connections the failed actor held are closed as they
+    /// come back.
+    fn reset(&mut self) {
+        match DbPool::build(&self.url, self.pool_size) {
+            Ok(pool) => std::mem::replace(&mut self.pool, pool).close(),
+            Err(reason) => tracing::error!(
+                actor = "db",
+                reason,
+                "cannot rebuild the pool; keeping the old one"
+            ),
+        }
+    }
+
+    fn on_shutdown(&mut self) {
+        self.pool.close();
+    }
+}
+
+supervised_actor!(DbActor);
+
+impl From<ActorUnavailable> for DbError {
+    fn from(why: ActorUnavailable) -> Self {
+        Self::Unavailable(why.to_string())
+    }
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "Result<User, DbError>")]
+pub struct CreateUser(pub NewUser);
+
+#[derive(Debug, Message)]
+#[rtype(result = "Result<User, DbError>")]
+pub struct GetUser(pub UserId);
+
+/// Up to `limit` users with ids above `after`, in id order.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<User>, DbError>")]
+pub struct ListUsers {
+    pub after: i64,
+    pub limit: i64,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "Result<User, DbError>")]
+pub struct UpdateUser {
+    pub id: UserId,
+    pub patch: UserPatch,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), DbError>")]
+pub struct DeleteUser(pub UserId);
+
+/// A round trip to the database; answers the pool's state.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<PoolStatus, DbError>")]
+pub struct Ping;
+
+impl Handler<CreateUser> for DbActor {
+    type Result = ResponseFuture<Result<User, DbError>>;
+
+    fn handle(&mut self, CreateUser(user): CreateUser, ctx: &mut Context<Self>) -> Self::Result {
+        self.query(ctx, |pool| async move { users::create(&pool, &user).await })
+    }
+}
+
+impl Handler<GetUser> for DbActor {
+    type Result = ResponseFuture<Result<User, DbError>>;
+
+    fn handle(&mut self, GetUser(id): GetUser, ctx: &mut Context<Self>) -> Self::Result {
+        self.query(ctx, |pool| async move { users::get(&pool, id).await })
+    }
+}
+
+impl Handler<ListUsers> for DbActor {
+    type Result = ResponseFuture<Result<Vec<User>, DbError>>;
+
+    fn handle(&mut self, msg: ListUsers, ctx: &mut Context<Self>) -> Self::Result {
+        self.query(ctx, |pool| async move {
+            users::list(&pool, msg.after, msg.limit).await
+        })
+    }
+}
+
+impl Handler<UpdateUser> for DbActor {
+    type Result = ResponseFuture<Result<User, DbError>>;
+
+    fn handle(&mut self, msg: UpdateUser, ctx: &mut Context<Self>) -> Self::Result {
+        self.query(ctx, |pool| async move {
+            users::update(&pool, msg.id, &msg.patch).await
+        })
+    }
+}
+
+impl Handler<DeleteUser> for DbActor {
+    type Result = ResponseFuture<Result<(), DbError>>;
+
+    fn handle(&mut self, DeleteUser(id): DeleteUser, ctx: &mut Context<Self>) -> Self::Result {
+        self.query(ctx, |pool| async move { users::delete(&pool, id).await })
+    }
+}
+
+impl Handler<Ping> for DbActor {
+    type Result = ResponseFuture<Result<PoolStatus, DbError>>;
+
+    fn handle(&mut self, _: Ping, ctx: &mut Context<Self>) -> Self::Result {
+        self.query(ctx, |pool| async move {
+            users::ping(&pool).await?;
+            Ok(pool.status())
+        })
+    }
+}

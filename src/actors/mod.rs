@@ -1,0 +1,8 @@
+//! The actors that own switchboard's state, one module each, and the
+//! supervision they all run under. Handlers reach them through [`ActorRef`].
+
+pub mod actor_ref;
+pub mod db;
+pub mod supervision;
+
+pub use actor_ref::ActorRef;

@@ -1,0 +1,177 @@
+//! The connection pool: deadpool over diesel-async, on PostgreSQL
+//! (`AsyncPgConnection`) or SQLite (`SyncConnectionWrapper<SqliteConnection>`,
+//! bundled libsqlite3). diesel-async has no multi-backend connection, so the
+//! pool is an enum and [`with_conn!`] runs the same diesel code on either.
+//!
+//! SQLite connections are set up for a server: WAL so readers never block the
+//! writer, `synchronous=FULL` so an acknowledged write survives a crash, and a
+//! busy timeout so concurrent writers queue instead of failing with
+//! "database is locked".
+
+use std::time::Duration;
+
+use deadpool::Runtime;
+use diesel::{Connection, ConnectionError, SqliteConnection};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::DatabaseUrl;
+
+pub type SqliteAsyncConnection = SyncConnectionWrapper<SqliteConnection>;
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+
+/// How long a caller waits for a free connection before the request is
+/// answered 503 instead of queueing forever.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub enum DbPool {
+    Postgres(Pool<AsyncPgConnection>),
+    Sqlite(Pool<SqliteAsyncConnection>),
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of either backend;
+/// a checkout failure returns early as a [`super::DbError`].
+macro_rules! with_conn {
+    ($pool:expr, $conn:ident => $body:expr) => {
+        match $pool {
+            $crate::db::DbPool::Postgres(pool) => {
+                let mut object = pool.get().await?;
+                let $conn = &mut *object;
+                $body
+            }
+            $crate::db::DbPool::Sqlite(pool) => {
+                let mut object = pool.get().await?;
+                let $conn = &mut *object;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_conn;
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct PoolStatus {
+    pub max_size: usize,
+    pub size: usize,
+    pub idle: usize,
+    pub waiting: usize,
+}
+
+impl DbPool {
+    /// Builds a pool; no connection is opened until one is needed.
+    pub fn build(url: &DatabaseUrl, size: usize) -> Result<Self, String> {
+        match url {
+            DatabaseUrl::Postgres(url) => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+                Pool::builder(manager)
+                    .max_size(size)
+                    .wait_timeout(Some(CHECKOUT_TIMEOUT))
+                    .create_timeout(Some(CHECKOUT_TIMEOUT))
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map(Self::Postgres)
+                    .map_err(|e| e.to_string())
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let mut config = ManagerConfig::<SqliteAsyncConnection>::default();
+                config.custom_setup = Box::new(|url| {
+                    let url = url.to_owned();
+                    Box::pin(async move {
+                        let mut conn = SqliteAsyncConnection::establish(&url).await?;
+                        conn.batch_execute(SQLITE_SETUP)
+                            .await
+                            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    })
+                });
+                let manager =
+                    AsyncDieselConnectionManager::<SqliteAsyncConnection>::new_with_config(
+                        path.to_string_lossy(),
+                        config,
+                    );
+                Pool::builder(manager)
+                    .max_size(size)
+                    .wait_timeout(Some(CHECKOUT_TIMEOUT))
+                    .create_timeout(Some(CHECKOUT_TIMEOUT))
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map(Self::Sqlite)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        let status = match self {
+            Self::Postgres(pool) => pool.status(),
+            Self::Sqlite(pool) => pool.status(),
+        };
+        PoolStatus {
+            max_size: status.max_size,
+            size: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        }
+    }
+
+    /// Closes the pool: idle connections are dropped now, busy ones when
+    /// they are returned, and later checkouts fail.
+    pub fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close(),
+            Self::Sqlite(pool) => pool.close(),
+        }
+    }
+}
+
+/// Creates (SQLite: with its folder) and migrates the database. Runs on a
+/// thread of its own: diesel's migration harness is synchronous, and
+/// diesel-async's wrapper must not block the async runtime's thread.
+pub async fn migrate(url: &DatabaseUrl) -> Result<(), String> {
+    let url = url.clone();
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("migrations".into())
+        .spawn(move || {
+            let _ = done.send(run_migrations(&url));
+        })
+        .map_err(|e| e.to_string())?;
+    result
+        .await
+        .unwrap_or_else(|_| Err("the migration thread panicked".into()))
+}
+
+fn run_migrations(url: &DatabaseUrl) -> Result<(), String> {
+    let applied = match url {
+        DatabaseUrl::Postgres(url) => {
+            let mut conn =
+                <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(url)
+                    .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+            conn.run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|versions| versions.len())
+        }
+        DatabaseUrl::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            let mut conn = SqliteConnection::establish(&path.to_string_lossy())
+                .map_err(|e| format!("cannot open SQLite file {}: {e}", path.display()))?;
+            conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|versions| versions.len())
+        }
+    }
+    .map_err(|e| format!("migrations failed: {e}"))?;
+    tracing::info!(applied, backend = url.backend_name(), "database migrated");
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The one error type that reaches clients, rendered as RFC 9457 problem
+//! details (`application/problem+json`).
+//!
+//! Every failure a handler, an extractor or an actor call can produce maps to
+//! one variant here, so status codes and problem types are decided in one
+//! place. 5xx bodies are generic by construction: internals (SQL, panic text)
+//! go to the log, never into a response.
+
+use std::time::Duration;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::db::DbError;
+use crate::domain::FieldError;
+use crate::middleware::request_context;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("invalid fields: {}", field_names(.0))]
+    Validation(Vec<FieldError>),
+    /// An actor or the database cannot answer now; the client may retry.
+    #[error("{detail}")]
+    Unavailable {
+        detail: String,
+        retry_after: Duration,
+    },
+    /// `/ready` found a check failing; `checks` says which.
+    #[error("a readiness check failed")]
+    NotReady(serde_json::Value),
+    #[error("the server could not complete the request")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::Unavailable {
+            detail: detail.into(),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
+    /// The problem `type` (a stable slug clients can branch on) and `title`.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::BadRequest(_) => ("bad-request", "Bad request"),
+            Self::NotFound(_) => ("not-found", "Not found"),
+            Self::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
+            Self::Conflict(_) => ("conflict", "Conflict"),
+            Self::PayloadTooLarge(_) => ("payload-too-large", "Payload too large"),
+            Self::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
+            Self::Validation(_) => ("validation-error", "Invalid request fields"),
+            Self::Unavailable { .. } => ("unavailable", "Service unavailable"),
+            Self::NotReady(_) => ("not-ready", "Not ready"),
+            Self::Internal => ("internal-error", "Internal server error"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<&'a serde_json::Value>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable { .. } | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (slug, title) = self.kind();
+        let errors = match self {
+            Self::Validation(errors) => Some(errors.as_slice()),
+            _ => None,
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::Unavailable { retry_after, .. } = self {
+            response.insert_header((
+                header::RETRY_AFTER,
+                retry_after.as_secs().max(1).to_string(),
+            ));
+        }
+        response
+            .content_type("application/problem+json")
+            .json(Problem {
+                kind: format!("/problems/{slug}"),
+                title,
+                status: self.status_code().as_u16(),
+                detail: self.to_string(),
+                request_id: request_context::current_request_id(),
+                errors,
+                checks: match self {
+                    Self::NotReady(checks) => Some(checks),
+                    _ => None,
+                },
+            })
+    }
+}
+
+fn field_names(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.field.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::NotFound => Self::NotFound("no such user".into()),
+            DbError::EmailTaken => {
+                Self::Conflict("a user with this email address already exists".into())
+            }
+            DbError::Unavailable(reason) => {
+                tracing::warn!(%reason, "database unavailable");
+                Self::unavailable("the database is unavailable")
+            }
+            DbError::Internal(reason) => {
+                tracing::error!(%reason, "database error");
+                Self::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Per-request context: the request id and the access log line.
+//!
+//! The id is taken from the client's `X-Request-Id` when it sent a sane one
+//! (so a trace can follow a request across services), else made up. It is
+//! kept in a task-local for the request's lifetime, so a problem body built
+//! anywhere below (an extractor, a handler, the 404 fallback) can carry it
+//! without threading it through every signature, and it is echoed on every
+//! response. One log line per request names the route template, never just
+//! the raw path, so logs group by endpoint.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::Error;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client-sent request id that is echoed rather than replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being handled on this task, if any.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// The client's request id, if it is one we can safely echo.
+fn incoming_id(req: &ServiceRequest) -> Option<String> {
+    let value = req.headers().get(&REQUEST_ID_HEADER)?.to_str().ok()?;
+    let sane = !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_LEN
+        && value.bytes().all(|b| b.is_ascii_graphic());
+    sane.then(|| value.to_owned())
+}
+
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let id = incoming_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // Every layer inside renders its failures as responses (never `Err`), so
+    // each one gets the id header and the log line below.
+    let mut response = REQUEST_ID.scope(id.clone(), next.call(req)).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let request = response.request();
+    let route = request.match_pattern();
+    tracing::info!(
+        method = %request.method(),
+        route = route.as_deref().unwrap_or("unmatched"),
+        path = request.path(),
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        request_id = %id,
+        "request"
+    );
+    Ok(response)
+}

@@ -1,0 +1,67 @@
+//! HTTP routes, one module per resource. Handlers are thin: extract, build a
+//! message, send it to an actor, map the reply to a response.
+
+pub mod debug;
+pub mod health;
+pub mod hello;
+pub mod users;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+
+use crate::error::ApiError;
+
+/// Registers every route; the fault drills only when `chaos` is on.
+pub fn configure(cfg: &mut web::ServiceConfig, chaos: bool) {
+    cfg.service(resource("/health").get(health::health))
+        .service(resource("/ready").get(health::ready))
+        .service(resource("/hello").get(hello::anonymous))
+        .service(resource("/hello/{name}").get(hello::named))
+        .service(resource("/users").get(users::list).post(users::create))
+        .service(
+            resource("/users/{id}")
+                .get(users::get)
+                .patch(users::update)
+                .delete(users::delete),
+        );
+    if chaos {
+        cfg.service(resource("/debug/crash/{actor}").post(debug::crash))
+            .service(resource("/debug/slow/{ms}").get(debug::slow));
+    }
+}
+
+/// A resource whose other methods are answered 405 problem+json.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// The fallback for paths no route matches.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())).error_response()
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    ApiError::MethodNotAllowed(req.method().to_string()).error_response()
+}
+
+/// How body, query and path extraction failures reach the client.
+pub fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    match err {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge(limit),
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType(
+            "the body must be JSON (Content-Type: application/json)".into(),
+        ),
+        JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("malformed JSON: {e}")),
+        other => ApiError::BadRequest(format!("cannot read the request body: {other}")),
+    }
+    .into()
+}
+
+pub fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid query string: {err}")).into()
+}
+
+pub fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid path: {err}")).into()
+}

@@ -1,0 +1,116 @@
+//! The users API: create, read (one, or a page), update, delete.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::actors::db::{CreateUser, DeleteUser, GetUser, ListUsers, UpdateUser};
+use crate::app_state::AppState;
+use crate::db::DbError;
+use crate::domain::{NewUser, UserId, UserPatch};
+use crate::error::ApiError;
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 100;
+
+pub async fn create(
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let user = NewUser::from_json(&body).map_err(ApiError::Validation)?;
+    let created = state.db.ask(CreateUser(user)).await??;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/users/{}", created.id)))
+        .json(created))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
+    let user = state.db.ask(GetUser(id)).await?.map_err(about(id))?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(raw) => raw
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("limit must be a whole number from 1 to {MAX_PAGE}"))
+            })?,
+    };
+    let after = match query.after.as_deref() {
+        None => 0,
+        Some(raw) => UserId::parse(raw)
+            .map_err(|_| {
+                ApiError::BadRequest("after must be a user id (a whole number from 1)".into())
+            })?
+            .get(),
+    };
+    // One more than asked for says whether another page exists.
+    let mut users = state
+        .db
+        .ask(ListUsers {
+            after,
+            limit: limit + 1,
+        })
+        .await??;
+    let mut response = HttpResponse::Ok();
+    if users.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
+        users.truncate(users.len() - 1);
+        if let Some(last) = users.last() {
+            response.insert_header((
+                header::LINK,
+                format!("</users?limit={limit}&after={}>; rel=\"next\"", last.id),
+            ));
+        }
+    }
+    Ok(response.json(users))
+}
+
+pub async fn update(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
+    let patch = UserPatch::from_json(&body).map_err(ApiError::Validation)?;
+    let user = state
+        .db
+        .ask(UpdateUser { id, patch })
+        .await?
+        .map_err(about(id))?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+pub async fn delete(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
+    state.db.ask(DeleteUser(id)).await?.map_err(about(id))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Names the user in a not-found problem.
+fn about(id: UserId) -> impl FnOnce(DbError) -> ApiError {
+    move |err| match err {
+        DbError::NotFound => ApiError::NotFound(format!("no user with id {id}")),
+        other => other.into(),
+    }
+}
