@@ -149,6 +149,7 @@ impl From<DbError> for ApiError {
                 tracing::warn!(%reason, "database unavailable");
                 Self::unavailable("the database is unavailable")
             }
+            DbError::ActorUnavailable(why) => Self::unavailable(why.to_string()),
             DbError::Internal(reason) => {
                 tracing::error!(%reason, "database error");
                 Self::Internal

@@ -112,6 +112,10 @@ impl Application {
                 .wrap(from_fn(request_context))
         })
         .workers(settings.workers)
+        // Signals are handled in `run_until_stopped`: actix-server's own
+        // handler would also stop the actix system, and with it the actors'
+        // arbiters, before they are shut down in order.
+        .disable_signals()
         .shutdown_timeout(settings.shutdown_timeout.as_secs())
         .listen(listener)
         .map_err(bind_error)?
@@ -141,10 +145,33 @@ impl Application {
     /// Serves until a signal or [`ServerHandle::stop`], drains, then stops
     /// the actors and closes the pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let on_signal = actix_web::rt::spawn(async move {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "shutting down: draining requests in flight");
+            handle.stop(true).await;
+        });
         let served = self.server.await;
+        on_signal.abort();
         tracing::info!("server stopped; shutting down actors");
         self.db.stop().await;
         tracing::info!("switchboard stopped");
         served
+    }
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for shutdown signals");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
     }
 }

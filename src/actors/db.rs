@@ -79,7 +79,7 @@ supervised_actor!(DbActor);
 
 impl From<ActorUnavailable> for DbError {
     fn from(why: ActorUnavailable) -> Self {
-        Self::Unavailable(why.to_string())
+        Self::ActorUnavailable(why)
     }
 }
 

@@ -21,6 +21,9 @@ pub enum DbError {
     /// No connection could be had in time (pool exhausted, database down).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database actor itself could not take the query.
+    #[error("{0}")]
+    ActorUnavailable(crate::actors::supervision::ActorUnavailable),
     /// Anything else; the text is for the log only.
     #[error("database error: {0}")]
     Internal(String),

@@ -26,8 +26,10 @@ pub type SqliteAsyncConnection = SyncConnectionWrapper<SqliteConnection>;
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+/// busy_timeout comes first: even switching to WAL takes a lock, and
+/// connections opened together must wait for it rather than fail.
+const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
 
 /// How long a caller waits for a free connection before the request is
 /// answered 503 instead of queueing forever.

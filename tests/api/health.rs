@@ -1,0 +1,105 @@
+//! Liveness, readiness, hello, request ids and unknown routes.
+
+use serde_json::Value;
+
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, Backend};
+
+async fn health_answers_without_touching_actors(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let response = app.get("/health").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "healthy");
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(body["uptime_seconds"].is_u64());
+}
+
+async fn ready_reports_database_and_actors(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let response = app.get("/ready").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["database"]["status"], "up");
+    let actors = body["checks"]["actors"].as_array().unwrap();
+    assert!(
+        actors
+            .iter()
+            .any(|a| a["actor"] == "db" && a["state"] == "running"),
+        "{body}"
+    );
+}
+
+on_both_backends!(
+    health_answers_without_touching_actors,
+    ready_reports_database_and_actors
+);
+
+#[actix_web::test]
+async fn hello_greets_by_name_or_anonymous() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let response = app.get("/hello").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "Hello, Anonymous!");
+    let response = app.get("/hello/Zo%C3%AB").await;
+    assert_eq!(response.text().await.unwrap(), "Hello, Zoë!");
+}
+
+#[actix_web::test]
+async fn request_id_is_echoed_or_made_up() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/hello"))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-abc-123");
+
+    let first = app.get("/health").await.headers()["x-request-id"].clone();
+    let second = app.get("/health").await.headers()["x-request-id"].clone();
+    assert!(!first.is_empty());
+    assert_ne!(first, second);
+
+    // Not echoed: a value with spaces is replaced by a fresh id.
+    let response = app
+        .client
+        .get(app.url("/hello"))
+        .header("x-request-id", "has spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.headers()["x-request-id"], "has spaces");
+}
+
+#[actix_web::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let problem = assert_problem(app.get("/no/such/route").await, 404).await;
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("/no/such/route"));
+    let response = app.client.put(app.url("/users")).send().await.unwrap();
+    assert_problem(response, 405).await;
+}
+
+#[actix_web::test]
+async fn crash_drill_is_absent_without_chaos() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.chaos = false)
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .post(app.url("/debug/crash/db"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404).await;
+    assert_eq!(app.get("/ready").await.status(), 200);
+}

@@ -1,0 +1,159 @@
+//! The real binary: durability across a kill, graceful shutdown on SIGTERM,
+//! start-up refusal of bad settings, and the log lines operators rely on.
+
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, ProcessApp, TestDatabase};
+
+async fn acknowledged_writes_survive_a_kill(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let app = ProcessApp::start(&db.url(), &[]);
+    let mut acknowledged = Vec::new();
+    for i in 0..25 {
+        let response = client
+            .post(app.url("/users"))
+            .json(&json!({"name": format!("Durable {i}"), "email": format!("d{i}@example.com")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        acknowledged.push(response.json::<Value>().await.unwrap());
+    }
+    let first = acknowledged[0]["id"].clone();
+    let patched: Value = client
+        .patch(app.url(&format!("/users/{first}")))
+        .json(&json!({"name": "Renamed"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    acknowledged[0] = patched;
+    let deleted = acknowledged.pop().unwrap();
+    let response = client
+        .delete(app.url(&format!("/users/{}", deleted["id"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    app.signal(Signal::SIGKILL);
+    drop(app);
+
+    let app = ProcessApp::start(&db.url(), &[]);
+    for user in &acknowledged {
+        let read: Value = client
+            .get(app.url(&format!("/users/{}", user["id"])))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(&read, user);
+    }
+    let response = client
+        .get(app.url(&format!("/users/{}", deleted["id"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        404,
+        "an acknowledged delete stays deleted"
+    );
+}
+
+on_both_backends!(acknowledged_writes_survive_a_kill);
+
+#[actix_web::test]
+async fn sigterm_drains_requests_in_flight_then_exits_zero() {
+    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let mut app = ProcessApp::start(&db.url(), &[("SWITCHBOARD_CHAOS", "true")]);
+    let slow = tokio::spawn(reqwest::get(app.url("/debug/slow/1500")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.signal(Signal::SIGTERM);
+
+    let response = slow.await.unwrap().expect("the slow request is answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["slept_ms"], 1500);
+    let status = app.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert_eq!(app.logged("actor stopped").len(), 1);
+    assert_eq!(app.logged("switchboard stopped").len(), 1);
+}
+
+#[test]
+fn bad_settings_stop_start_up_naming_the_setting() {
+    for (var, value) in [
+        ("SWITCHBOARD_WORKERS", "many"),
+        ("SWITCHBOARD_BIND", "not-an-address"),
+        ("SWITCHBOARD_LOG_FORMAT", "xml"),
+        ("DATABASE_URL", "mysql://db/x"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .env(var, value)
+            .output()
+            .expect("run switchboard");
+        assert!(!output.status.success(), "{var}={value} must not start");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(var), "{var}: {stderr}");
+    }
+}
+
+#[actix_web::test]
+async fn operators_see_structured_lines_for_requests_and_restarts() {
+    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let app = ProcessApp::start(&db.url(), &[("SWITCHBOARD_CHAOS", "true")]);
+    app.wait_for_log("actor started", |e| {
+        e["actor"] == "db" && e["restarts"] == 0
+    });
+
+    let client = reqwest::Client::new();
+    let response = client
+        .get(app.url("/users/77"))
+        .header("x-request-id", "log-check-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = client
+        .post(app.url("/debug/crash/db"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    app.wait_for_log("actor started", |e| {
+        e["actor"] == "db" && e["restarts"] == 1
+    });
+
+    let request = app
+        .logged("request")
+        .into_iter()
+        .find(|e| e["request_id"] == "log-check-1")
+        .expect("a request line");
+    assert_eq!(request["method"], "GET");
+    assert_eq!(request["route"], "/users/{id}");
+    assert_eq!(request["status"], 404);
+    assert!(request["latency_ms"].is_f64());
+
+    let failed = app.logged("actor failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["actor"], "db");
+    assert!(failed[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("crash drill"));
+    let restarting = app.logged("actor restarting");
+    assert_eq!(restarting[0]["actor"], "db");
+    assert_eq!(restarting[0]["restarts"], 1);
+    assert!(restarting[0]["delay_ms"].as_u64().unwrap() > 0);
+}
