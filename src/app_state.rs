@@ -1,20 +1,38 @@
-//! What every handler shares: the actors' handles and the start time. No
-//! pools, maps or locks: state lives inside the actors.
+//! What every handler shares: the actors' handles, the request limits and
+//! the start time. No pools, maps or locks: state lives inside the actors.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::actors::cache::CacheActor;
 use crate::actors::db::DbActor;
+use crate::actors::rate_limiter::RateLimiterShards;
 use crate::actors::supervision::ActorStatus;
 use crate::actors::ActorRef;
 
+/// The per-request limits the guards enforce.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub trust_proxy: bool,
+}
+
 pub struct AppState {
     pub db: ActorRef<DbActor>,
+    pub cache: ActorRef<CacheActor>,
+    /// `None` when rate limiting is turned off.
+    pub rate_limiter: Option<RateLimiterShards>,
+    pub limits: RequestLimits,
     pub started_at: Instant,
 }
 
 impl AppState {
     /// Every actor's own account of its health.
     pub async fn actor_statuses(&self) -> Vec<ActorStatus> {
-        vec![self.db.status().await]
+        let mut statuses = vec![self.db.status().await, self.cache.status().await];
+        for shard in self.rate_limiter.iter().flat_map(|l| l.shards()) {
+            statuses.push(shard.status().await);
+        }
+        statuses
     }
 }

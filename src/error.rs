@@ -32,6 +32,12 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("invalid fields: {}", field_names(.0))]
     Validation(Vec<FieldError>),
+    /// The client spent its allowance; `retry_after` says when it comes back.
+    #[error("too many requests: retry in {} s", retry_after_seconds(.retry_after))]
+    TooManyRequests { retry_after: Duration },
+    /// The request ran past its deadline and its work was cancelled.
+    #[error("the request took longer than {} ms", .0.as_millis())]
+    Timeout(Duration),
     /// An actor or the database cannot answer now; the client may retry.
     #[error("{detail}")]
     Unavailable {
@@ -65,6 +71,8 @@ impl ApiError {
             Self::Validation(_) => ("validation-error", "Invalid request fields"),
             Self::Unavailable { .. } => ("unavailable", "Service unavailable"),
             Self::NotReady(_) => ("not-ready", "Not ready"),
+            Self::TooManyRequests { .. } => ("too-many-requests", "Too many requests"),
+            Self::Timeout(_) => ("timeout", "Request timed out"),
             Self::Internal => ("internal-error", "Internal server error"),
         }
     }
@@ -96,6 +104,8 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable { .. } | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -128,6 +138,12 @@ impl ResponseError for ApiError {
                 },
             })
     }
+}
+
+/// Whole seconds to wait, rounded up, at least one.
+pub fn retry_after_seconds(wait: &Duration) -> u64 {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    whole.max(1)
 }
 
 fn field_names(errors: &[FieldError]) -> String {

@@ -15,14 +15,21 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
+use crate::actors::cache::{CacheActor, CacheConfig};
 use crate::actors::db::DbActor;
+use crate::actors::rate_limiter::{RateLimiterActor, RateLimiterShards, RatePolicy};
 use crate::actors::supervision::{Shutdown, Supervise};
 use crate::actors::ActorRef;
-use crate::app_state::AppState;
+use crate::app_state::{AppState, RequestLimits};
 use crate::config::Settings;
 use crate::db::{migrate, DbPool};
+use crate::middleware::guards::WorkerGuards;
 use crate::middleware::request_context::request_context;
 use crate::routes;
+
+/// Rate limiter actors, each on its own arbiter; clients are spread over
+/// them by a hash of their address.
+const RATE_LIMITER_SHARDS: usize = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -66,6 +73,9 @@ impl<A: Supervise + actix::Handler<Shutdown>> Running<A> {
 pub struct Application {
     port: u16,
     server: Server,
+    state: web::Data<AppState>,
+    rate_limiter: Vec<Running<RateLimiterActor>>,
+    cache: Running<CacheActor>,
     db: Running<DbActor>,
 }
 
@@ -81,11 +91,40 @@ impl Application {
         let db = Running::start("db", call_timeout, move || {
             DbActor::new(url, pool_size, pool)
         });
+        let cache_config = CacheConfig {
+            max_entries: settings.cache_max_entries,
+            max_bytes: settings.cache_max_bytes,
+            ttl: settings.cache_ttl,
+            fill_window: call_timeout,
+        };
+        let cache = Running::start("cache", call_timeout, move || CacheActor::new(cache_config));
+        let policy = RatePolicy::new(settings.rate_limit_per_second, settings.rate_limit_burst);
+        let rate_limiter: Vec<Running<RateLimiterActor>> = policy
+            .map(|policy| {
+                (0..RATE_LIMITER_SHARDS)
+                    .map(|_| {
+                        Running::start("rate_limiter", call_timeout, move || {
+                            RateLimiterActor::new(policy, "rate_limiter")
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
 
         let state = web::Data::new(AppState {
             db: db.actor.clone(),
+            cache: cache.actor.clone(),
+            rate_limiter: policy.map(|policy| {
+                RateLimiterShards::new(policy, rate_limiter.iter().map(|r| r.actor.clone()).collect())
+            }),
+            limits: RequestLimits {
+                body_limit_bytes: settings.body_limit_bytes,
+                request_timeout: settings.request_timeout,
+                trust_proxy: settings.trust_proxy,
+            },
             started_at: Instant::now(),
         });
+        let app_state = state.clone();
         let listener = TcpListener::bind(settings.bind).map_err(|source| StartupError::Bind {
             address: settings.bind.to_string(),
             source,
@@ -96,9 +135,11 @@ impl Application {
         };
         let address = listener.local_addr().map_err(bind_error)?;
         let (body_limit, chaos) = (settings.body_limit_bytes, settings.chaos);
+        let (max_in_flight, workers) = (settings.max_in_flight, settings.workers);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(WorkerGuards::new(max_in_flight, workers))
                 .app_data(
                     web::JsonConfig::default()
                         .limit(body_limit)
@@ -129,12 +170,21 @@ impl Application {
         Ok(Self {
             port: address.port(),
             server,
+            state: app_state,
+            rate_limiter,
+            cache,
             db,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// What the handlers share: the actors' handles (tests ask actors
+    /// directly for figures no route shows yet).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
     }
 
     /// Stops the server from outside (tests; signals do the same).
@@ -154,6 +204,10 @@ impl Application {
         let served = self.server.await;
         on_signal.abort();
         tracing::info!("server stopped; shutting down actors");
+        for shard in self.rate_limiter {
+            shard.stop().await;
+        }
+        self.cache.stop().await;
         self.db.stop().await;
         tracing::info!("switchboard stopped");
         served

@@ -2,7 +2,9 @@
 //! supervision they all run under. Handlers reach them through [`ActorRef`].
 
 pub mod actor_ref;
+pub mod cache;
 pub mod db;
+pub mod rate_limiter;
 pub mod supervision;
 
 pub use actor_ref::ActorRef;

@@ -1,3 +1,4 @@
 //! Middleware that wraps every request.
 
+pub mod guards;
 pub mod request_context;

@@ -20,9 +20,15 @@ pub async fn crash(
 ) -> Result<HttpResponse, ApiError> {
     match actor.as_str() {
         "db" => state.db.ask(Crash).await?,
+        "cache" => state.cache.ask(Crash).await?,
+        "rate_limiter" => {
+            for shard in state.rate_limiter.iter().flat_map(|l| l.shards()) {
+                shard.ask(Crash).await?;
+            }
+        }
         other => {
             return Err(ApiError::NotFound(format!(
-                "no actor named {other:?} (expected db)"
+                "no actor named {other:?} (expected db, cache or rate_limiter)"
             )))
         }
     }

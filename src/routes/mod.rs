@@ -6,33 +6,54 @@ pub mod health;
 pub mod hello;
 pub mod users;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError};
 
 use crate::error::ApiError;
+use crate::middleware::guards;
 
 /// Registers every route; the fault drills only when `chaos` is on.
 pub fn configure(cfg: &mut web::ServiceConfig, chaos: bool) {
-    cfg.service(resource("/health").get(health::health))
-        .service(resource("/ready").get(health::ready))
-        .service(resource("/hello").get(hello::anonymous))
-        .service(resource("/hello/{name}").get(hello::named))
-        .service(resource("/users").get(users::list).post(users::create))
+    cfg.service(open("/health").get(health::health))
+        .service(open("/ready").get(health::ready))
+        .service(guarded("/hello").get(hello::anonymous))
+        .service(guarded("/hello/{name}").get(hello::named))
+        .service(guarded("/users").get(users::list).post(users::create))
         .service(
-            resource("/users/{id}")
+            guarded("/users/{id}")
                 .get(users::get)
                 .patch(users::update)
                 .delete(users::delete),
         );
     if chaos {
-        cfg.service(resource("/debug/crash/{actor}").post(debug::crash))
-            .service(resource("/debug/slow/{ms}").get(debug::slow));
+        cfg.service(guarded("/debug/crash/{actor}").post(debug::crash))
+            .service(guarded("/debug/slow/{ms}").get(debug::slow));
     }
 }
 
-/// A resource whose other methods are answered 405 problem+json.
-fn resource(path: &str) -> actix_web::Resource {
+/// A resource outside the guards (probes and scrapes must always answer);
+/// other methods are answered 405 problem+json.
+fn open(path: &str) -> Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// A resource behind the guards: body limit, load shedding, rate limit and
+/// deadline.
+fn guarded(
+    path: &str,
+) -> Resource<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    open(path).wrap(from_fn(guards::guards))
 }
 
 /// The fallback for paths no route matches.

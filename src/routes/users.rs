@@ -1,10 +1,12 @@
 //! The users API: create, read (one, or a page), update, delete.
 
-use actix_web::http::header;
+use actix_web::http::header::{self, ContentType};
+use bytes::Bytes;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::actors::cache::{self, Lookup};
 use crate::actors::db::{CreateUser, DeleteUser, GetUser, ListUsers, UpdateUser};
 use crate::app_state::AppState;
 use crate::db::DbError;
@@ -25,13 +27,27 @@ pub async fn create(
         .json(created))
 }
 
-pub async fn get(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+/// Read through the cache: a hit never touches the database; a miss reads
+/// the database and fills the cache with the token the miss came with. If
+/// the cache actor is down, reads go to the database alone.
+pub async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
+    let key = cache_key(id);
+    let fill = match state.cache.ask(cache::Get(key.clone())).await {
+        Ok(Ok(Lookup::Hit(body))) => return Ok(json_body(body)),
+        Ok(Ok(Lookup::Miss(token))) => Some(token),
+        Ok(Err(_)) | Err(_) => None,
+    };
     let user = state.db.ask(GetUser(id)).await?.map_err(about(id))?;
-    Ok(HttpResponse::Ok().json(user))
+    let body = Bytes::from(serde_json::to_vec(&user).map_err(|_| ApiError::Internal)?);
+    if let Some(token) = fill {
+        state.cache.tell(cache::Put {
+            key,
+            value: body.clone(),
+            token,
+        });
+    }
+    Ok(json_body(body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,7 +120,27 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
     state.db.ask(DeleteUser(id)).await?.map_err(about(id))?;
+    invalidate(&state, id).await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+fn cache_key(id: UserId) -> String {
+    format!("user:{id}")
+}
+
+fn json_body(body: Bytes) -> HttpResponse {
+    HttpResponse::Ok().content_type(ContentType::json()).body(body)
+}
+
+/// Drops the user's cached copy before the write is acknowledged. A cache
+/// actor that is restarting or given up holds no copy to drop (it restarts
+/// empty and refuses fills from before), so only a silent one is a problem,
+/// and that is logged.
+async fn invalidate(state: &AppState, id: UserId) {
+    match state.cache.ask(cache::Invalidate(cache_key(id))).await {
+        Ok(Ok(())) | Ok(Err(_)) => {}
+        Err(err) => tracing::error!(%err, user = %id, "could not invalidate a cached user"),
+    }
 }
 
 /// Names the user in a not-found problem.

@@ -87,7 +87,13 @@ async fn sigterm_drains_requests_in_flight_then_exits_zero() {
     assert_eq!(response.json::<Value>().await.unwrap()["slept_ms"], 1500);
     let status = app.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
-    assert_eq!(app.logged("actor stopped").len(), 1);
+    let mut stopped: Vec<String> = app
+        .logged("actor stopped")
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    stopped.sort();
+    assert_eq!(stopped, ["cache", "db", "rate_limiter"]);
     assert_eq!(app.logged("switchboard stopped").len(), 1);
 }
 

@@ -1,0 +1,284 @@
+//! `CacheActor`: owns the response cache, an LRU map (mini-moka's unsync
+//! `Cache`, so no locks) with a TTL per entry, bounded by entries and bytes.
+//!
+//! Both bounds come from one weigher: every entry weighs at least
+//! `max_bytes / max_entries`, so the byte bound also caps the entry count.
+//!
+//! Read-through without stale fills: a miss hands out a [`FillToken`] (the
+//! invalidation epoch at that moment) and a [`Put`] is dropped if its key was
+//! invalidated after the token was taken. So a reader that fetched a user from
+//! the database just before a concurrent write committed can never put the old
+//! value back after that write's invalidation: once a write is acknowledged,
+//! nobody reads the old value from the cache.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::{AsyncContext, Context, Handler, Message, MessageResult};
+use bytes::Bytes;
+use mini_moka::unsync::Cache;
+use serde::Serialize;
+
+use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
+
+/// How long an invalidation is remembered: longer than any read-through
+/// (a database call plus the put) can take, which every call timeout bounds.
+const TOMBSTONE_FLOOR: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    pub max_bytes: u64,
+    pub ttl: Duration,
+    /// The longest a read-through can take (the actor call timeout).
+    pub fill_window: Duration,
+}
+
+/// Proof of when a miss was seen; a fill carrying it is refused if the key
+/// was invalidated since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillToken(u64);
+
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Hit(Bytes),
+    Miss(FillToken),
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: u64,
+    pub bytes: u64,
+    pub evictions: u64,
+}
+
+pub struct CacheActor {
+    config: CacheConfig,
+    entries: Cache<String, Bytes>,
+    /// Bumped on every invalidation; fill tokens are epochs.
+    epoch: u64,
+    /// Recently invalidated keys and the epoch and time they were invalidated.
+    tombstones: HashMap<String, (u64, Instant)>,
+    /// Tokens older than this are refused outright: their tombstones may be
+    /// gone (purged, or lost in a restart).
+    oldest_valid: u64,
+    stats: CacheStats,
+    supervision: Supervision,
+}
+
+impl CacheActor {
+    pub fn new(config: CacheConfig) -> Self {
+        Self {
+            config,
+            entries: build_cache(&config),
+            epoch: 0,
+            tombstones: HashMap::new(),
+            oldest_valid: 0,
+            stats: CacheStats::default(),
+            supervision: Supervision::new("cache"),
+        }
+    }
+
+    fn stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.entries.entry_count(),
+            bytes: self.entries.weighted_size(),
+            ..self.stats
+        }
+    }
+
+    fn purge_tombstones(&mut self) {
+        let keep_for = self.config.fill_window.max(TOMBSTONE_FLOOR);
+        let mut newest_purged = self.oldest_valid;
+        self.tombstones.retain(|_, (epoch, at)| {
+            let keep = at.elapsed() < keep_for;
+            if !keep {
+                newest_purged = newest_purged.max(*epoch);
+            }
+            keep
+        });
+        self.oldest_valid = newest_purged;
+    }
+}
+
+fn build_cache(config: &CacheConfig) -> Cache<String, Bytes> {
+    let floor = config.max_bytes.div_ceil(config.max_entries.max(1));
+    Cache::builder()
+        .max_capacity(config.max_bytes)
+        .time_to_live(config.ttl)
+        .weigher(move |key: &String, value: &Bytes| {
+            let size = (key.len() + value.len()) as u64;
+            u32::try_from(size.max(floor)).unwrap_or(u32::MAX)
+        })
+        .build()
+}
+
+impl Supervise for CacheActor {
+    fn supervision(&mut self) -> &mut Supervision {
+        &mut self.supervision
+    }
+
+    /// A restarted cache is empty: every read goes to the database again.
+    fn reset(&mut self) {
+        self.entries = build_cache(&self.config);
+        self.tombstones.clear();
+        self.stats = CacheStats::default();
+        // Tokens handed out before the crash must not fill the new cache.
+        self.epoch += 1;
+        self.oldest_valid = self.epoch;
+    }
+
+    fn on_start(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(TOMBSTONE_FLOOR, |act, _| act.purge_tombstones());
+    }
+}
+
+supervised_actor!(CacheActor);
+
+/// Look a key up; a miss comes with the token a later [`Put`] must carry.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Lookup, ActorUnavailable>")]
+pub struct Get(pub String);
+
+/// Store a value read through after a miss. Sent without waiting.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Put {
+    pub key: String,
+    pub value: Bytes,
+    pub token: FillToken,
+}
+
+/// Drop a key; answered once it is gone, so a write can be acknowledged after.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ActorUnavailable>")]
+pub struct Invalidate(pub String);
+
+#[derive(Debug, Message)]
+#[rtype(result = "CacheStats")]
+pub struct Stats;
+
+impl Handler<Get> for CacheActor {
+    type Result = Result<Lookup, ActorUnavailable>;
+
+    fn handle(&mut self, Get(key): Get, ctx: &mut Context<Self>) -> Self::Result {
+        run_guarded(self, ctx, |act, _| {
+            Ok(match act.entries.get(&key) {
+                Some(value) => {
+                    act.stats.hits += 1;
+                    Lookup::Hit(value.clone())
+                }
+                None => {
+                    act.stats.misses += 1;
+                    Lookup::Miss(FillToken(act.epoch))
+                }
+            })
+        })
+    }
+}
+
+impl Handler<Put> for CacheActor {
+    type Result = ();
+
+    fn handle(&mut self, put: Put, ctx: &mut Context<Self>) {
+        run_guarded(self, ctx, |act, _| {
+            let FillToken(seen) = put.token;
+            let stale = seen < act.oldest_valid
+                || act
+                    .tombstones
+                    .get(&put.key)
+                    .is_some_and(|(invalidated, _)| *invalidated > seen);
+            if stale {
+                return;
+            }
+            let before = act.entries.entry_count();
+            let replacing = act.entries.contains_key(&put.key);
+            act.entries.insert(put.key, put.value);
+            let expected = before + u64::from(!replacing);
+            act.stats.evictions += expected.saturating_sub(act.entries.entry_count());
+        })
+    }
+}
+
+impl Handler<Invalidate> for CacheActor {
+    type Result = Result<(), ActorUnavailable>;
+
+    fn handle(&mut self, Invalidate(key): Invalidate, ctx: &mut Context<Self>) -> Self::Result {
+        run_guarded(self, ctx, |act, _| {
+            act.epoch += 1;
+            act.entries.invalidate(&key);
+            act.tombstones.insert(key, (act.epoch, Instant::now()));
+            Ok(())
+        })
+    }
+}
+
+impl Handler<Stats> for CacheActor {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(max_entries: u64, max_bytes: u64) -> CacheConfig {
+        CacheConfig {
+            max_entries,
+            max_bytes,
+            ttl: Duration::from_secs(60),
+            fill_window: Duration::from_secs(1),
+        }
+    }
+
+    #[actix::test]
+    async fn fills_hit_and_a_fill_after_invalidation_is_refused() {
+        let cache = actix::Supervisor::start(|_| CacheActor::new(config(100, 1 << 20)));
+        let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
+            panic!("empty cache hit")
+        };
+        cache.send(Invalidate("k".into())).await.unwrap().unwrap();
+        cache.do_send(Put {
+            key: "k".into(),
+            value: Bytes::from_static(b"old"),
+            token,
+        });
+        assert!(matches!(cache.send(Get("k".into())).await.unwrap().unwrap(), Lookup::Miss(_)));
+
+        let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
+            panic!("stale value was cached")
+        };
+        cache.do_send(Put {
+            key: "k".into(),
+            value: Bytes::from_static(b"new"),
+            token,
+        });
+        let Lookup::Hit(value) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
+            panic!("fresh fill was refused")
+        };
+        assert_eq!(value, Bytes::from_static(b"new"));
+    }
+
+    #[actix::test]
+    async fn entry_bound_holds_through_the_weigher() {
+        let cache = actix::Supervisor::start(|_| CacheActor::new(config(10, 1 << 20)));
+        for i in 0..100 {
+            let Lookup::Miss(token) = cache.send(Get(format!("k{i}"))).await.unwrap().unwrap() else {
+                panic!()
+            };
+            cache.do_send(Put {
+                key: format!("k{i}"),
+                value: Bytes::from_static(b"v"),
+                token,
+            });
+        }
+        let stats = cache.send(Stats).await.unwrap();
+        assert!(stats.entries <= 10, "{stats:?}");
+        assert!(stats.evictions >= 90, "{stats:?}");
+    }
+}

@@ -1,0 +1,260 @@
+//! `RateLimiterActor`: owns per-client limiter state, a keyed GCRA from
+//! `governor` (its `HashMap` store: one actor thread touches it, so the lock
+//! inside is never contended).
+//!
+//! Memory stays bounded under a flood of distinct clients: every second the
+//! actor drops keys whose state is indistinguishable from a fresh one (idle
+//! for `burst / rate` seconds), and shrinks the map now and then.
+//!
+//! One actor's thread can become the ceiling, so [`RateLimiterShards`] runs
+//! several instances, each on its own arbiter, and routes each client to one
+//! shard by a hash of its key: a client's allowance lives in exactly one place.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use actix::{AsyncContext, Context, Handler, Message, MessageResult};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+use serde::Serialize;
+
+use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
+use super::ActorRef;
+use crate::error::ApiError;
+
+const PURGE_EVERY: Duration = Duration::from_secs(1);
+const SHRINK_EVERY: Duration = Duration::from_secs(10);
+
+type Limiter = RateLimiter<IpAddr, HashMapStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
+
+/// The per-client allowance: `burst` at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatePolicy {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl RatePolicy {
+    /// `None` when limiting is turned off (`0` per second).
+    pub fn new(per_second: u32, burst: u32) -> Option<Self> {
+        Some(Self {
+            per_second: NonZeroU32::new(per_second)?,
+            burst: NonZeroU32::new(burst)?,
+        })
+    }
+
+    fn quota(self) -> Quota {
+        Quota::per_second(self.per_second).allow_burst(self.burst)
+    }
+
+    /// Seconds for an empty allowance to refill completely.
+    pub fn window_seconds(self) -> u64 {
+        u64::from(self.burst.get()).div_ceil(u64::from(self.per_second.get())).max(1)
+    }
+
+    /// Time for `used` requests' worth of allowance to come back.
+    fn refill_time(self, used: u32) -> Duration {
+        Duration::from_secs_f64(f64::from(used) / f64::from(self.per_second.get()))
+    }
+}
+
+/// What the limiter decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed { remaining: u32, reset: Duration },
+    Limited { retry_after: Duration, reset: Duration },
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LimiterStats {
+    pub keys: usize,
+    pub allowed: u64,
+    pub limited: u64,
+}
+
+pub struct RateLimiterActor {
+    policy: RatePolicy,
+    limiter: Limiter,
+    stats: LimiterStats,
+    supervision: Supervision,
+}
+
+impl RateLimiterActor {
+    pub fn new(policy: RatePolicy, name: &'static str) -> Self {
+        Self {
+            policy,
+            limiter: new_limiter(policy),
+            stats: LimiterStats::default(),
+            supervision: Supervision::new(name),
+        }
+    }
+
+    fn check(&mut self, key: IpAddr, cost: NonZeroU32) -> Decision {
+        let clock = self.limiter.clock().clone();
+        match self.limiter.check_key_n(&key, cost) {
+            Ok(Ok(snapshot)) => {
+                self.stats.allowed += 1;
+                let remaining = snapshot.remaining_burst_capacity();
+                Decision::Allowed {
+                    remaining,
+                    reset: self.policy.refill_time(self.policy.burst.get() - remaining),
+                }
+            }
+            Ok(Err(not_until)) => {
+                self.stats.limited += 1;
+                Decision::Limited {
+                    retry_after: not_until.wait_time_from(clock.now()),
+                    reset: self.policy.refill_time(self.policy.burst.get()),
+                }
+            }
+            // A cost above the burst can never pass.
+            Err(_) => {
+                self.stats.limited += 1;
+                Decision::Limited {
+                    retry_after: self.policy.refill_time(self.policy.burst.get()),
+                    reset: self.policy.refill_time(self.policy.burst.get()),
+                }
+            }
+        }
+    }
+}
+
+fn new_limiter(policy: RatePolicy) -> Limiter {
+    Limiter::new(policy.quota(), HashMapStateStore::default(), DefaultClock::default())
+}
+
+impl Supervise for RateLimiterActor {
+    fn supervision(&mut self) -> &mut Supervision {
+        &mut self.supervision
+    }
+
+    fn reset(&mut self) {
+        self.limiter = new_limiter(self.policy);
+        self.stats = LimiterStats::default();
+    }
+
+    fn on_start(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(PURGE_EVERY, |act, _| act.limiter.retain_recent());
+        ctx.run_interval(SHRINK_EVERY, |act, _| act.limiter.shrink_to_fit());
+    }
+}
+
+supervised_actor!(RateLimiterActor);
+
+/// May this client spend `cost` requests of its allowance now?
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Decision, ActorUnavailable>")]
+pub struct Check {
+    pub key: IpAddr,
+    pub cost: NonZeroU32,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "LimiterStats")]
+pub struct Stats;
+
+impl Handler<Check> for RateLimiterActor {
+    type Result = Result<Decision, ActorUnavailable>;
+
+    fn handle(&mut self, msg: Check, ctx: &mut Context<Self>) -> Self::Result {
+        run_guarded(self, ctx, |act, _| Ok(act.check(msg.key, msg.cost)))
+    }
+}
+
+impl Handler<Stats> for RateLimiterActor {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(LimiterStats {
+            keys: self.limiter.len(),
+            ..self.stats
+        })
+    }
+}
+
+/// Several limiter actors behind one handle; a client always maps to the
+/// same shard.
+#[derive(Clone)]
+pub struct RateLimiterShards {
+    policy: RatePolicy,
+    shards: Vec<ActorRef<RateLimiterActor>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl RateLimiterShards {
+    pub fn new(policy: RatePolicy, shards: Vec<ActorRef<RateLimiterActor>>) -> Self {
+        assert!(!shards.is_empty(), "at least one limiter shard");
+        Self {
+            policy,
+            shards,
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    pub fn policy(&self) -> RatePolicy {
+        self.policy
+    }
+
+    pub fn shards(&self) -> &[ActorRef<RateLimiterActor>] {
+        &self.shards
+    }
+
+    fn shard(&self, key: &IpAddr) -> &ActorRef<RateLimiterActor> {
+        let mut hasher = self.hasher.build_hasher();
+        key.hash(&mut hasher);
+        let index = usize::try_from(hasher.finish() % self.shards.len() as u64).unwrap_or(0);
+        &self.shards[index]
+    }
+
+    /// The decision for one request of this client.
+    pub async fn check(&self, key: IpAddr) -> Result<Decision, ApiError> {
+        let shard = self.shard(&key);
+        match shard.ask(Check { key, cost: NonZeroU32::MIN }).await? {
+            Ok(decision) => Ok(decision),
+            Err(why) => Err(ApiError::unavailable(why.to_string())),
+        }
+    }
+
+    /// Totals over every shard.
+    pub async fn stats(&self) -> LimiterStats {
+        let mut total = LimiterStats::default();
+        for shard in &self.shards {
+            if let Ok(stats) = shard.ask(Stats).await {
+                total.keys += stats.keys;
+                total.allowed += stats.allowed;
+                total.limited += stats.limited;
+            }
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix::test]
+    async fn burst_then_refill() {
+        let policy = RatePolicy::new(10, 5).unwrap();
+        let limiter = actix::Supervisor::start(move |_| RateLimiterActor::new(policy, "rate_limiter"));
+        let key: IpAddr = "10.0.0.1".parse().unwrap();
+        let check = || limiter.send(Check { key, cost: NonZeroU32::MIN });
+        for expected in (0..5).rev() {
+            match check().await.unwrap().unwrap() {
+                Decision::Allowed { remaining, .. } => assert_eq!(remaining, expected),
+                other => panic!("{other:?}"),
+            }
+        }
+        let Decision::Limited { retry_after, .. } = check().await.unwrap().unwrap() else {
+            panic!("the sixth request passed")
+        };
+        assert!(retry_after <= Duration::from_millis(100));
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let fresh = limiter.send(Check { key: other, cost: NonZeroU32::MIN }).await.unwrap().unwrap();
+        assert!(matches!(fresh, Decision::Allowed { remaining: 4, .. }));
+    }
+}

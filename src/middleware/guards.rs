@@ -1,0 +1,176 @@
+//! The guards in front of every limited route: body size, load shedding,
+//! per-client rate limit and the request deadline, in that order (cheapest
+//! refusal first).
+//!
+//! - Bodies that declare a length over the limit get 413 before a byte is
+//!   read (the JSON extractor stops chunked bodies at the same limit).
+//! - Load shedding counts requests in flight per worker: each worker owns its
+//!   share of `SWITCHBOARD_MAX_IN_FLIGHT` in a plain `Cell`, so there is no
+//!   shared counter and no lock. Past it: an immediate 503 with Retry-After.
+//! - The rate limiter is asked per client; if it is dead or restarting, the
+//!   request is let through (fail-open) and that is logged, because a broken
+//!   limiter must not take the service down with it.
+//! - The deadline drops the handler's future when it fires, which cancels the
+//!   work it was awaiting, and answers 504.
+//!
+//! This runs as resource middleware, after routing, so the request can be
+//! cloned to answer the 504 (cloning it before routing is not allowed).
+
+use std::cell::Cell;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, ResponseError};
+
+use crate::actors::rate_limiter::{Decision, RatePolicy};
+use crate::app_state::AppState;
+use crate::error::{retry_after_seconds, ApiError};
+
+/// How often, at most, each worker logs that it let requests through
+/// because the rate limiter was unavailable.
+const FAIL_OPEN_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// One worker's guard state. Each worker builds its own; nothing is shared.
+pub struct WorkerGuards {
+    in_flight: Cell<usize>,
+    max_in_flight: usize,
+    fail_open: Cell<u64>,
+    fail_open_logged: Cell<Option<Instant>>,
+}
+
+impl WorkerGuards {
+    /// This worker's share of the process-wide in-flight cap.
+    pub fn new(max_in_flight: usize, workers: usize) -> Rc<Self> {
+        Rc::new(Self {
+            in_flight: Cell::new(0),
+            max_in_flight: max_in_flight.div_ceil(workers.max(1)).max(1),
+            fail_open: Cell::new(0),
+            fail_open_logged: Cell::new(None),
+        })
+    }
+
+    fn try_enter(self: &Rc<Self>) -> Option<InFlightPermit> {
+        let current = self.in_flight.get();
+        (current < self.max_in_flight).then(|| {
+            self.in_flight.set(current + 1);
+            InFlightPermit(Rc::clone(self))
+        })
+    }
+
+    fn record_fail_open(&self, err: &ApiError) {
+        self.fail_open.set(self.fail_open.get() + 1);
+        let due = self
+            .fail_open_logged
+            .get()
+            .is_none_or(|at| at.elapsed() >= FAIL_OPEN_LOG_EVERY);
+        if due {
+            self.fail_open_logged.set(Some(Instant::now()));
+            tracing::warn!(%err, fail_open_total = self.fail_open.get(), "rate limiter unavailable: letting requests through");
+        }
+    }
+}
+
+/// A request's place among those in flight, given back when dropped (also
+/// when the request is cancelled).
+struct InFlightPermit(Rc<WorkerGuards>);
+
+impl Drop for InFlightPermit {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+    }
+}
+
+/// The client a request is counted against.
+fn client_key(req: &ServiceRequest, trust_proxy: bool) -> Option<IpAddr> {
+    if trust_proxy {
+        // The last hop is the one our proxy saw; earlier ones are the
+        // client's word and can be forged.
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|list| list.rsplit(',').next())
+            .and_then(|last| last.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    req.peer_addr().map(|addr| addr.ip())
+}
+
+pub async fn guards(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let (Some(state), Some(worker)) = (
+        req.app_data::<web::Data<AppState>>().cloned(),
+        req.app_data::<Rc<WorkerGuards>>().cloned(),
+    ) else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let limits = &state.limits;
+
+    let declared_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_length.is_some_and(|len| len > limits.body_limit_bytes as u64) {
+        return Ok(req.into_response(ApiError::PayloadTooLarge(limits.body_limit_bytes).error_response()));
+    }
+
+    let Some(_permit) = worker.try_enter() else {
+        let shed = ApiError::Unavailable {
+            detail: "the server is at capacity; retry shortly".into(),
+            retry_after: Duration::from_secs(1),
+        };
+        return Ok(req.into_response(shed.error_response()));
+    };
+
+    let mut decision = None;
+    if let (Some(limiter), Some(key)) = (&state.rate_limiter, client_key(&req, limits.trust_proxy)) {
+        match limiter.check(key).await {
+            Ok(Decision::Limited { retry_after, reset }) => {
+                let mut response = ApiError::TooManyRequests { retry_after }.error_response();
+                rate_limit_headers(response.headers_mut(), limiter.policy(), 0, reset);
+                return Ok(req.into_response(response));
+            }
+            Ok(Decision::Allowed { remaining, reset }) => decision = Some((limiter.policy(), remaining, reset)),
+            Err(err) => worker.record_fail_open(&err),
+        }
+    }
+
+    let request = req.request().clone();
+    let mut response = match actix_web::rt::time::timeout(limits.request_timeout, next.call(req)).await {
+        Ok(response) => response?.map_into_boxed_body(),
+        Err(_) => ServiceResponse::new(request, ApiError::Timeout(limits.request_timeout).error_response()),
+    };
+    if let Some((policy, remaining, reset)) = decision {
+        rate_limit_headers(response.headers_mut(), policy, remaining, reset);
+    }
+    Ok(response)
+}
+
+/// The IETF httpapi draft's `RateLimit-Policy` and `RateLimit` fields, and
+/// the older `RateLimit-Limit/-Remaining/-Reset` for clients that read those.
+fn rate_limit_headers(headers: &mut HeaderMap, policy: RatePolicy, remaining: u32, reset: Duration) {
+    let burst = policy.burst.get();
+    let reset = retry_after_seconds(&reset);
+    let fields = [
+        ("ratelimit-policy", format!("\"default\";q={burst};w={}", policy.window_seconds())),
+        ("ratelimit", format!("\"default\";r={remaining};t={reset}")),
+        ("ratelimit-limit", burst.to_string()),
+        ("ratelimit-remaining", remaining.to_string()),
+        ("ratelimit-reset", reset.to_string()),
+    ];
+    for (name, value) in fields {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
