@@ -1,6 +1,7 @@
 //! What every handler shares: the actors' handles, the request limits and
 //! the start time. No pools, maps or locks: state lives inside the actors.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::actors::cache::CacheActor;
@@ -20,8 +21,9 @@ pub struct RequestLimits {
 pub struct AppState {
     pub db: ActorRef<DbActor>,
     pub cache: ActorRef<CacheActor>,
-    /// `None` when rate limiting is turned off.
-    pub rate_limiter: Option<RateLimiterShards>,
+    /// One shard per HTTP worker, set once the workers have started them;
+    /// never set when rate limiting is turned off.
+    pub rate_limiter: OnceLock<RateLimiterShards>,
     pub limits: RequestLimits,
     pub started_at: Instant,
 }
@@ -30,7 +32,7 @@ impl AppState {
     /// Every actor's own account of its health.
     pub async fn actor_statuses(&self) -> Vec<ActorStatus> {
         let mut statuses = vec![self.db.status().await, self.cache.status().await];
-        for shard in self.rate_limiter.iter().flat_map(|l| l.shards()) {
+        for shard in self.rate_limiter.get().iter().flat_map(|l| l.shards()) {
             statuses.push(shard.status().await);
         }
         statuses

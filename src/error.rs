@@ -117,11 +117,9 @@ impl ResponseError for ApiError {
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());
-        if let Self::Unavailable { retry_after, .. } = self {
-            response.insert_header((
-                header::RETRY_AFTER,
-                retry_after.as_secs().max(1).to_string(),
-            ));
+        if let Self::Unavailable { retry_after, .. } | Self::TooManyRequests { retry_after } = self
+        {
+            response.insert_header((header::RETRY_AFTER, retry_after_seconds(retry_after)));
         }
         response
             .content_type("application/problem+json")

@@ -8,11 +8,13 @@
 //! database actor closes its pool) and its arbiter is stopped and joined.
 
 use std::net::TcpListener;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use actix::{Arbiter, Supervisor};
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::ServerHandle;
 use actix_web::middleware::from_fn;
+use actix_web::rt::task::JoinHandle;
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::cache::{CacheActor, CacheConfig};
@@ -27,12 +29,13 @@ use crate::middleware::guards::WorkerGuards;
 use crate::middleware::request_context::request_context;
 use crate::routes;
 
-/// Rate limiter actors, each on its own arbiter; clients are spread over
-/// them by a hash of their address.
-const RATE_LIMITER_SHARDS: usize = 1;
+/// How long the HTTP workers may take to start their rate limiter shards.
+const SHARD_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("the HTTP workers did not start")]
+    Workers,
     #[error("database: {0}")]
     Database(String),
     #[error("cannot listen on {address}: {source}")]
@@ -72,9 +75,9 @@ impl<A: Supervise + actix::Handler<Shutdown>> Running<A> {
 
 pub struct Application {
     port: u16,
-    server: Server,
+    server: JoinHandle<std::io::Result<()>>,
+    handle: ServerHandle,
     state: web::Data<AppState>,
-    rate_limiter: Vec<Running<RateLimiterActor>>,
     cache: Running<CacheActor>,
     db: Running<DbActor>,
 }
@@ -99,24 +102,10 @@ impl Application {
         };
         let cache = Running::start("cache", call_timeout, move || CacheActor::new(cache_config));
         let policy = RatePolicy::new(settings.rate_limit_per_second, settings.rate_limit_burst);
-        let rate_limiter: Vec<Running<RateLimiterActor>> = policy
-            .map(|policy| {
-                (0..RATE_LIMITER_SHARDS)
-                    .map(|_| {
-                        Running::start("rate_limiter", call_timeout, move || {
-                            RateLimiterActor::new(policy, "rate_limiter")
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-
         let state = web::Data::new(AppState {
             db: db.actor.clone(),
             cache: cache.actor.clone(),
-            rate_limiter: policy.map(|policy| {
-                RateLimiterShards::new(policy, rate_limiter.iter().map(|r| r.actor.clone()).collect())
-            }),
+            rate_limiter: OnceLock::new(),
             limits: RequestLimits {
                 body_limit_bytes: settings.body_limit_bytes,
                 request_timeout: settings.request_timeout,
@@ -136,7 +125,15 @@ impl Application {
         let address = listener.local_addr().map_err(bind_error)?;
         let (body_limit, chaos) = (settings.body_limit_bytes, settings.chaos);
         let (max_in_flight, workers) = (settings.max_in_flight, settings.workers);
+        // One rate limiter shard per worker, on the worker's own thread: a
+        // check for a client whose shard is local costs no thread hop.
+        let (shard_started, mut started_shards) = tokio::sync::mpsc::unbounded_channel();
         let server = HttpServer::new(move || {
+            if let Some(policy) = policy {
+                let shard =
+                    Supervisor::start(move |_| RateLimiterActor::new(policy, "rate_limiter"));
+                let _ = shard_started.send(ActorRef::new("rate_limiter", shard, call_timeout));
+            }
             App::new()
                 .app_data(state.clone())
                 .app_data(WorkerGuards::new(max_in_flight, workers))
@@ -161,6 +158,21 @@ impl Application {
         .listen(listener)
         .map_err(bind_error)?
         .run();
+        let handle = server.handle();
+        // Polling the server is what starts its workers.
+        let server = actix_web::rt::spawn(server);
+        if let Some(policy) = policy {
+            let mut shards = Vec::with_capacity(settings.workers);
+            while shards.len() < settings.workers {
+                match tokio::time::timeout(SHARD_START_TIMEOUT, started_shards.recv()).await {
+                    Ok(Some(shard)) => shards.push(shard),
+                    _ => return Err(StartupError::Workers),
+                }
+            }
+            let _ = app_state
+                .rate_limiter
+                .set(RateLimiterShards::new(policy, shards));
+        }
         tracing::info!(
             %address,
             backend = settings.database_url.backend_name(),
@@ -170,8 +182,8 @@ impl Application {
         Ok(Self {
             port: address.port(),
             server,
+            handle,
             state: app_state,
-            rate_limiter,
             cache,
             db,
         })
@@ -189,24 +201,24 @@ impl Application {
 
     /// Stops the server from outside (tests; signals do the same).
     pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+        self.handle.clone()
     }
 
     /// Serves until a signal or [`ServerHandle::stop`], drains, then stops
     /// the actors and closes the pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let handle = self.server.handle();
+        let handle = self.handle.clone();
         let on_signal = actix_web::rt::spawn(async move {
             let signal = shutdown_signal().await;
             tracing::info!(signal, "shutting down: draining requests in flight");
             handle.stop(true).await;
         });
-        let served = self.server.await;
+        let served = self
+            .server
+            .await
+            .unwrap_or_else(|join_error| Err(std::io::Error::other(join_error)));
         on_signal.abort();
         tracing::info!("server stopped; shutting down actors");
-        for shard in self.rate_limiter {
-            shard.stop().await;
-        }
         self.cache.stop().await;
         self.db.stop().await;
         tracing::info!("switchboard stopped");

@@ -248,7 +248,10 @@ mod tests {
             value: Bytes::from_static(b"old"),
             token,
         });
-        assert!(matches!(cache.send(Get("k".into())).await.unwrap().unwrap(), Lookup::Miss(_)));
+        assert!(matches!(
+            cache.send(Get("k".into())).await.unwrap().unwrap(),
+            Lookup::Miss(_)
+        ));
 
         let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
             panic!("stale value was cached")
@@ -268,7 +271,8 @@ mod tests {
     async fn entry_bound_holds_through_the_weigher() {
         let cache = actix::Supervisor::start(|_| CacheActor::new(config(10, 1 << 20)));
         for i in 0..100 {
-            let Lookup::Miss(token) = cache.send(Get(format!("k{i}"))).await.unwrap().unwrap() else {
+            let Lookup::Miss(token) = cache.send(Get(format!("k{i}"))).await.unwrap().unwrap()
+            else {
                 panic!()
             };
             cache.do_send(Put {

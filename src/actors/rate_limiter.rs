@@ -6,11 +6,13 @@
 //! actor drops keys whose state is indistinguishable from a fresh one (idle
 //! for `burst / rate` seconds), and shrinks the map now and then.
 //!
-//! One actor's thread can become the ceiling, so [`RateLimiterShards`] runs
-//! several instances, each on its own arbiter, and routes each client to one
-//! shard by a hash of its key: a client's allowance lives in exactly one place.
+//! One actor's thread would be the ceiling, and every check a thread hop, so
+//! [`RateLimiterShards`] runs one instance per HTTP worker, on that worker's
+//! own thread, and routes each client to one shard by a hash of its key: a
+//! client's allowance lives in exactly one place, and the checks for clients
+//! of the local shard cost no hop at all.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -25,11 +27,13 @@ use serde::Serialize;
 use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
 use super::ActorRef;
 use crate::error::ApiError;
+use crate::middleware::guards::PolicyHeaders;
 
 const PURGE_EVERY: Duration = Duration::from_secs(1);
 const SHRINK_EVERY: Duration = Duration::from_secs(10);
 
-type Limiter = RateLimiter<IpAddr, HashMapStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
+type Limiter =
+    RateLimiter<IpAddr, HashMapStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
 
 /// The per-client allowance: `burst` at once, refilled at `per_second`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +57,9 @@ impl RatePolicy {
 
     /// Seconds for an empty allowance to refill completely.
     pub fn window_seconds(self) -> u64 {
-        u64::from(self.burst.get()).div_ceil(u64::from(self.per_second.get())).max(1)
+        u64::from(self.burst.get())
+            .div_ceil(u64::from(self.per_second.get()))
+            .max(1)
     }
 
     /// Time for `used` requests' worth of allowance to come back.
@@ -65,8 +71,14 @@ impl RatePolicy {
 /// What the limiter decided for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    Allowed { remaining: u32, reset: Duration },
-    Limited { retry_after: Duration, reset: Duration },
+    Allowed {
+        remaining: u32,
+        reset: Duration,
+    },
+    Limited {
+        retry_after: Duration,
+        reset: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -124,7 +136,11 @@ impl RateLimiterActor {
 }
 
 fn new_limiter(policy: RatePolicy) -> Limiter {
-    Limiter::new(policy.quota(), HashMapStateStore::default(), DefaultClock::default())
+    Limiter::new(
+        policy.quota(),
+        HashMapStateStore::default(),
+        DefaultClock::default(),
+    )
 }
 
 impl Supervise for RateLimiterActor {
@@ -178,9 +194,8 @@ impl Handler<Stats> for RateLimiterActor {
 
 /// Several limiter actors behind one handle; a client always maps to the
 /// same shard.
-#[derive(Clone)]
 pub struct RateLimiterShards {
-    policy: RatePolicy,
+    headers: PolicyHeaders,
     shards: Vec<ActorRef<RateLimiterActor>>,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -189,14 +204,15 @@ impl RateLimiterShards {
     pub fn new(policy: RatePolicy, shards: Vec<ActorRef<RateLimiterActor>>) -> Self {
         assert!(!shards.is_empty(), "at least one limiter shard");
         Self {
-            policy,
+            headers: PolicyHeaders::new(policy),
             shards,
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
-    pub fn policy(&self) -> RatePolicy {
-        self.policy
+    /// The response headers that depend only on the policy.
+    pub fn headers(&self) -> &PolicyHeaders {
+        &self.headers
     }
 
     pub fn shards(&self) -> &[ActorRef<RateLimiterActor>] {
@@ -204,16 +220,20 @@ impl RateLimiterShards {
     }
 
     fn shard(&self, key: &IpAddr) -> &ActorRef<RateLimiterActor> {
-        let mut hasher = self.hasher.build_hasher();
-        key.hash(&mut hasher);
-        let index = usize::try_from(hasher.finish() % self.shards.len() as u64).unwrap_or(0);
-        &self.shards[index]
+        let index = self.hasher.hash_one(key) % self.shards.len() as u64;
+        &self.shards[usize::try_from(index).unwrap_or(0)]
     }
 
     /// The decision for one request of this client.
     pub async fn check(&self, key: IpAddr) -> Result<Decision, ApiError> {
         let shard = self.shard(&key);
-        match shard.ask(Check { key, cost: NonZeroU32::MIN }).await? {
+        match shard
+            .ask(Check {
+                key,
+                cost: NonZeroU32::MIN,
+            })
+            .await?
+        {
             Ok(decision) => Ok(decision),
             Err(why) => Err(ApiError::unavailable(why.to_string())),
         }
@@ -240,9 +260,15 @@ mod tests {
     #[actix::test]
     async fn burst_then_refill() {
         let policy = RatePolicy::new(10, 5).unwrap();
-        let limiter = actix::Supervisor::start(move |_| RateLimiterActor::new(policy, "rate_limiter"));
+        let limiter =
+            actix::Supervisor::start(move |_| RateLimiterActor::new(policy, "rate_limiter"));
         let key: IpAddr = "10.0.0.1".parse().unwrap();
-        let check = || limiter.send(Check { key, cost: NonZeroU32::MIN });
+        let check = || {
+            limiter.send(Check {
+                key,
+                cost: NonZeroU32::MIN,
+            })
+        };
         for expected in (0..5).rev() {
             match check().await.unwrap().unwrap() {
                 Decision::Allowed { remaining, .. } => assert_eq!(remaining, expected),
@@ -254,7 +280,14 @@ mod tests {
         };
         assert!(retry_after <= Duration::from_millis(100));
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        let fresh = limiter.send(Check { key: other, cost: NonZeroU32::MIN }).await.unwrap().unwrap();
+        let fresh = limiter
+            .send(Check {
+                key: other,
+                cost: NonZeroU32::MIN,
+            })
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(fresh, Decision::Allowed { remaining: 4, .. }));
     }
 }

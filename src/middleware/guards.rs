@@ -121,7 +121,9 @@ pub async fn guards(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared_length.is_some_and(|len| len > limits.body_limit_bytes as u64) {
-        return Ok(req.into_response(ApiError::PayloadTooLarge(limits.body_limit_bytes).error_response()));
+        return Ok(
+            req.into_response(ApiError::PayloadTooLarge(limits.body_limit_bytes).error_response())
+        );
     }
 
     let Some(_permit) = worker.try_enter() else {
@@ -133,44 +135,77 @@ pub async fn guards(
     };
 
     let mut decision = None;
-    if let (Some(limiter), Some(key)) = (&state.rate_limiter, client_key(&req, limits.trust_proxy)) {
+    if let (Some(limiter), Some(key)) = (
+        state.rate_limiter.get(),
+        client_key(&req, limits.trust_proxy),
+    ) {
         match limiter.check(key).await {
             Ok(Decision::Limited { retry_after, reset }) => {
                 let mut response = ApiError::TooManyRequests { retry_after }.error_response();
-                rate_limit_headers(response.headers_mut(), limiter.policy(), 0, reset);
+                rate_limit_headers(response.headers_mut(), limiter.headers(), 0, reset);
                 return Ok(req.into_response(response));
             }
-            Ok(Decision::Allowed { remaining, reset }) => decision = Some((limiter.policy(), remaining, reset)),
+            Ok(Decision::Allowed { remaining, reset }) => {
+                decision = Some((limiter.headers(), remaining, reset))
+            }
             Err(err) => worker.record_fail_open(&err),
         }
     }
 
     let request = req.request().clone();
-    let mut response = match actix_web::rt::time::timeout(limits.request_timeout, next.call(req)).await {
-        Ok(response) => response?.map_into_boxed_body(),
-        Err(_) => ServiceResponse::new(request, ApiError::Timeout(limits.request_timeout).error_response()),
-    };
-    if let Some((policy, remaining, reset)) = decision {
-        rate_limit_headers(response.headers_mut(), policy, remaining, reset);
+    let mut response =
+        match actix_web::rt::time::timeout(limits.request_timeout, next.call(req)).await {
+            Ok(response) => response?.map_into_boxed_body(),
+            Err(_) => ServiceResponse::new(
+                request,
+                ApiError::Timeout(limits.request_timeout).error_response(),
+            ),
+        };
+    if let Some((headers, remaining, reset)) = decision {
+        rate_limit_headers(response.headers_mut(), headers, remaining, reset);
     }
     Ok(response)
 }
 
 /// The IETF httpapi draft's `RateLimit-Policy` and `RateLimit` fields, and
 /// the older `RateLimit-Limit/-Remaining/-Reset` for clients that read those.
-fn rate_limit_headers(headers: &mut HeaderMap, policy: RatePolicy, remaining: u32, reset: Duration) {
-    let burst = policy.burst.get();
+/// Numbers become header values without formatting where they can.
+fn rate_limit_headers(
+    headers: &mut HeaderMap,
+    policy: &PolicyHeaders,
+    remaining: u32,
+    reset: Duration,
+) {
     let reset = retry_after_seconds(&reset);
-    let fields = [
-        ("ratelimit-policy", format!("\"default\";q={burst};w={}", policy.window_seconds())),
-        ("ratelimit", format!("\"default\";r={remaining};t={reset}")),
-        ("ratelimit-limit", burst.to_string()),
-        ("ratelimit-remaining", remaining.to_string()),
-        ("ratelimit-reset", reset.to_string()),
-    ];
-    for (name, value) in fields {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
+    headers.insert(RATELIMIT_POLICY, policy.policy.clone());
+    if let Ok(value) = HeaderValue::from_str(&format!("\"default\";r={remaining};t={reset}")) {
+        headers.insert(RATELIMIT, value);
+    }
+    headers.insert(RATELIMIT_LIMIT, policy.limit.clone());
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(reset));
+}
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// The header values that depend only on the policy, built once.
+pub struct PolicyHeaders {
+    policy: HeaderValue,
+    limit: HeaderValue,
+}
+
+impl PolicyHeaders {
+    pub fn new(policy: RatePolicy) -> Self {
+        let burst = policy.burst.get();
+        let text = format!("\"default\";q={burst};w={}", policy.window_seconds());
+        Self {
+            policy: HeaderValue::from_str(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("\"default\"")),
+            limit: HeaderValue::from(burst),
         }
     }
 }

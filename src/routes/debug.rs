@@ -22,7 +22,7 @@ pub async fn crash(
         "db" => state.db.ask(Crash).await?,
         "cache" => state.cache.ask(Crash).await?,
         "rate_limiter" => {
-            for shard in state.rate_limiter.iter().flat_map(|l| l.shards()) {
+            for shard in state.rate_limiter.get().iter().flat_map(|l| l.shards()) {
                 shard.ask(Crash).await?;
             }
         }

@@ -1,8 +1,8 @@
 //! The users API: create, read (one, or a page), update, delete.
 
 use actix_web::http::header::{self, ContentType};
-use bytes::Bytes;
 use actix_web::{web, HttpResponse};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -30,11 +30,14 @@ pub async fn create(
 /// Read through the cache: a hit never touches the database; a miss reads
 /// the database and fills the cache with the token the miss came with. If
 /// the cache actor is down, reads go to the database alone.
-pub async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
     let key = cache_key(id);
     let fill = match state.cache.ask(cache::Get(key.clone())).await {
-        Ok(Ok(Lookup::Hit(body))) => return Ok(json_body(body)),
+        Ok(Ok(Lookup::Hit(body))) => return Ok(json_body(body, "hit")),
         Ok(Ok(Lookup::Miss(token))) => Some(token),
         Ok(Err(_)) | Err(_) => None,
     };
@@ -47,7 +50,7 @@ pub async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<Ht
             token,
         });
     }
-    Ok(json_body(body))
+    Ok(json_body(body, "miss"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +114,7 @@ pub async fn update(
         .ask(UpdateUser { id, patch })
         .await?
         .map_err(about(id))?;
+    invalidate(&state, id).await;
     Ok(HttpResponse::Ok().json(user))
 }
 
@@ -128,8 +132,12 @@ fn cache_key(id: UserId) -> String {
     format!("user:{id}")
 }
 
-fn json_body(body: Bytes) -> HttpResponse {
-    HttpResponse::Ok().content_type(ContentType::json()).body(body)
+/// A user's JSON, saying whether the cache answered (`X-Cache`).
+fn json_body(body: Bytes, cache: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .insert_header(("x-cache", cache))
+        .body(body)
 }
 
 /// Drops the user's cached copy before the write is acknowledged. A cache

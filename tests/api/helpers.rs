@@ -113,6 +113,8 @@ impl Drop for TestDatabase {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    /// The actors' handles, for figures no route shows.
+    pub state: actix_web::web::Data<switchboard::app_state::AppState>,
     /// Held so the database outlives the app and is dropped after the test.
     _db: TestDatabase,
 }
@@ -124,6 +126,9 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
         database_url: DatabaseUrl::parse(&db.url()).unwrap(),
         workers: 2,
         chaos: true,
+        // Generous: tests that exercise the limiter set their own.
+        rate_limit_per_second: 100_000,
+        rate_limit_burst: 100_000,
         ..Settings::default()
     }
 }
@@ -147,10 +152,12 @@ pub async fn spawn_app_with(
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
     actix_web::rt::spawn(app.run_until_stopped());
     Some(TestApp {
         address,
         client: reqwest::Client::new(),
+        state,
         _db: db,
     })
 }

@@ -7,7 +7,9 @@
 #[macro_use]
 mod helpers;
 
+mod cache;
 mod concurrency;
+mod guards;
 mod health;
 mod process;
 mod supervision;

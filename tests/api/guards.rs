@@ -1,0 +1,289 @@
+//! The guards in front of every limited route: rate limit (headers, 429,
+//! accuracy, isolation, bounded memory, fail-open), load shedding, the
+//! request deadline and the body limit.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::Value;
+
+use crate::helpers::{assert_problem, eventually, spawn_app_with, Backend, TestApp};
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+async fn get_as(app: &TestApp, path: &str, client: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .header("x-forwarded-for", client)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn burst_then_429_with_rate_limit_headers() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.rate_limit_per_second = 1;
+        s.rate_limit_burst = 5;
+    })
+    .await
+    .unwrap();
+    for expected_remaining in (0..5).rev() {
+        let response = app.get("/hello").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "ratelimit-policy"), "\"default\";q=5;w=5");
+        assert_eq!(header(&response, "ratelimit-limit"), "5");
+        assert_eq!(
+            header(&response, "ratelimit-remaining"),
+            expected_remaining.to_string()
+        );
+        let reset: u64 = header(&response, "ratelimit-reset").parse().unwrap();
+        assert!((1..=5).contains(&reset));
+        assert_eq!(
+            header(&response, "ratelimit"),
+            format!("\"default\";r={expected_remaining};t={reset}")
+        );
+    }
+    let response = app.get("/users").await;
+    assert_eq!(header(&response, "retry-after"), "1");
+    assert_eq!(header(&response, "ratelimit-remaining"), "0");
+    let problem = assert_problem(response, 429).await;
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("too many requests"));
+
+    for probe in ["/health", "/ready"] {
+        let response = app.get(probe).await;
+        assert_eq!(response.status(), 200, "{probe} is never limited");
+        assert!(response.headers().get("ratelimit").is_none());
+    }
+}
+
+#[actix_web::test]
+async fn allowance_is_burst_then_rate() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.rate_limit_per_second = 20;
+        s.rate_limit_burst = 10;
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut allowed_at = Vec::new();
+    while started.elapsed() < Duration::from_secs(2) {
+        if app.get("/hello").await.status() == 200 {
+            allowed_at.push(started.elapsed());
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let immediate = allowed_at
+        .iter()
+        .filter(|at| **at < Duration::from_millis(40))
+        .count();
+    assert!(immediate >= 10, "the burst passes at once: {immediate}");
+    let expected = 10.0 + 20.0 * elapsed;
+    let got = allowed_at.len() as f64;
+    assert!(
+        (got - expected).abs() <= 3.0,
+        "{got} allowed in {elapsed:.2}s, expected about {expected:.0}"
+    );
+}
+
+#[actix_web::test]
+async fn clients_have_independent_allowances() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.rate_limit_per_second = 1;
+        s.rate_limit_burst = 5;
+        s.trust_proxy = true;
+    })
+    .await
+    .unwrap();
+    // One greedy client first: it must not eat anyone else's allowance.
+    for _ in 0..20 {
+        get_as(&app, "/hello", "10.9.9.9").await;
+    }
+    let clients: Vec<String> = (0..32).map(|i| format!("10.0.0.{}", i + 1)).collect();
+    let results = join_all(clients.iter().map(|client| async {
+        let responses = join_all((0..8).map(|_| get_as(&app, "/hello", client))).await;
+        responses.iter().filter(|r| r.status() == 200).count()
+    }))
+    .await;
+    for (client, allowed) in clients.iter().zip(results) {
+        assert!(
+            (5..=6).contains(&allowed),
+            "{client} got {allowed} of its 5"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_flood_of_distinct_clients_keeps_limiter_memory_bounded() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.rate_limit_per_second = 100;
+        s.rate_limit_burst = 200;
+        s.trust_proxy = true;
+    })
+    .await
+    .unwrap();
+    let limiter = app.state.rate_limiter.get().expect("limiter running");
+    const CLIENTS: u32 = 200_000;
+    const PARALLEL: u32 = 64;
+    let mut most_keys = 0;
+    let sender = |lane: u32| {
+        let app = &app;
+        async move {
+            let mut n = lane;
+            while n < CLIENTS {
+                let client = std::net::Ipv4Addr::from(0x0a00_0000 + n).to_string();
+                assert_eq!(get_as(app, "/hello", &client).await.status(), 200);
+                n += PARALLEL;
+            }
+        }
+    };
+    let flood = join_all((0..PARALLEL).map(sender));
+    tokio::pin!(flood);
+    loop {
+        tokio::select! {
+            _ = &mut flood => break,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                most_keys = most_keys.max(limiter.stats().await.keys);
+            }
+        }
+    }
+    let stats = limiter.stats().await;
+    assert_eq!(stats.allowed, u64::from(CLIENTS));
+    assert!(
+        most_keys < (CLIENTS / 2) as usize,
+        "keys grew to {most_keys}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            limiter.stats().await.keys == 0
+        })
+        .await,
+        "idle keys are evicted"
+    );
+}
+
+#[actix_web::test]
+async fn a_dead_limiter_fails_open() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.rate_limit_per_second = 1;
+        s.rate_limit_burst = 1;
+    })
+    .await
+    .unwrap();
+    for _ in 0..6 {
+        let response = app
+            .client
+            .post(app.url("/debug/crash/rate_limiter"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let ready = app.get("/ready").await;
+    let problem = assert_problem(ready, 503).await;
+    let limiters: Vec<&Value> = problem["checks"]["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["actor"] == "rate_limiter")
+        .collect();
+    assert!(
+        !limiters.is_empty() && limiters.iter().all(|a| a["state"] == "given_up"),
+        "{problem}"
+    );
+    for _ in 0..5 {
+        let response = app.get("/hello").await;
+        assert_eq!(
+            response.status(),
+            200,
+            "requests pass while the limiter is down"
+        );
+        assert!(response.headers().get("ratelimit").is_none());
+    }
+}
+
+#[actix_web::test]
+async fn past_the_in_flight_cap_requests_are_shed_at_once() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.workers = 1;
+        s.max_in_flight = 2;
+    })
+    .await
+    .unwrap();
+    let slow = join_all((0..2).map(|_| app.get("/debug/slow/1500")));
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let started = Instant::now();
+        let response = app.get("/hello").await;
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_millis(300),
+            "shed at once, not queued: {waited:?}"
+        );
+        assert_eq!(header(&response, "retry-after"), "1");
+        let problem = assert_problem(response, 503).await;
+        assert!(problem["detail"].as_str().unwrap().contains("capacity"));
+    };
+    let (slow, ()) = tokio::join!(slow, probe);
+    assert!(slow.iter().all(|r| r.status() == 200));
+    assert_eq!(
+        app.get("/hello").await.status(),
+        200,
+        "served again once the slow ones finish"
+    );
+}
+
+#[actix_web::test]
+async fn past_the_deadline_504_and_the_work_is_cancelled() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.workers = 1;
+        s.max_in_flight = 1;
+        s.request_timeout = Duration::from_millis(300);
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let problem = assert_problem(app.get("/debug/slow/5000").await, 504).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    assert!(problem["detail"].as_str().unwrap().contains("300 ms"));
+    // The only in-flight place is free again at once: the slow work was
+    // dropped, not left running.
+    assert_eq!(app.get("/hello").await.status(), 200);
+}
+
+#[actix_web::test]
+async fn a_declared_body_over_the_limit_is_refused_before_it_is_sent() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.body_limit_bytes = 1024)
+        .await
+        .unwrap();
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // Headers only: a server that read the body first would wait forever.
+        stream
+            .write_all(b"POST /users HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100000000\r\n\r\n")
+            .unwrap();
+        let mut buffer = [0u8; 4096];
+        let n = stream.read(&mut buffer).unwrap();
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+}
