@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::actors::cache::CacheActor;
 use crate::actors::db::DbActor;
+use crate::actors::fetcher::FetcherActor;
 use crate::actors::rate_limiter::RateLimiterShards;
 use crate::actors::supervision::ActorStatus;
 use crate::actors::ActorRef;
@@ -21,6 +22,9 @@ pub struct RequestLimits {
 pub struct AppState {
     pub db: ActorRef<DbActor>,
     pub cache: ActorRef<CacheActor>,
+    pub fetcher: ActorRef<FetcherActor>,
+    /// Most URLs one `POST /fetch` may ask for.
+    pub fetch_max_urls: usize,
     /// One shard per HTTP worker, set once the workers have started them;
     /// never set when rate limiting is turned off.
     pub rate_limiter: OnceLock<RateLimiterShards>,
@@ -31,7 +35,11 @@ pub struct AppState {
 impl AppState {
     /// Every actor's own account of its health.
     pub async fn actor_statuses(&self) -> Vec<ActorStatus> {
-        let mut statuses = vec![self.db.status().await, self.cache.status().await];
+        let mut statuses = vec![
+            self.db.status().await,
+            self.cache.status().await,
+            self.fetcher.status().await,
+        ];
         for shard in self.rate_limiter.get().iter().flat_map(|l| l.shards()) {
             statuses.push(shard.status().await);
         }

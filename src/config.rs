@@ -93,6 +93,10 @@ pub struct Settings {
     pub fetch_timeout: Duration,
     pub fetch_max_attempts: u32,
     pub fetch_max_body_bytes: usize,
+    /// Consecutive failed attempts at a host that open its circuit.
+    pub fetch_breaker_threshold: u32,
+    /// How long an open circuit refuses before it lets one probe through.
+    pub fetch_breaker_cooldown: Duration,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -122,6 +126,8 @@ impl Default for Settings {
             fetch_timeout: Duration::from_millis(10_000),
             fetch_max_attempts: 3,
             fetch_max_body_bytes: 1024 * 1024,
+            fetch_breaker_threshold: 5,
+            fetch_breaker_cooldown: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
@@ -205,6 +211,8 @@ const SPECS: &[Spec] = &[
     spec("fetch_timeout_ms", "fetch-timeout-ms", "SWITCHBOARD_FETCH_TIMEOUT_MS", "Per-attempt upstream timeout in ms [default: 10000]"),
     spec("fetch_max_attempts", "fetch-max-attempts", "SWITCHBOARD_FETCH_MAX_ATTEMPTS", "Attempts per URL [default: 3]"),
     spec("fetch_max_body_bytes", "fetch-max-body-bytes", "SWITCHBOARD_FETCH_MAX_BODY_BYTES", "Upstream body limit [default: 1048576]"),
+    spec("fetch_breaker_threshold", "fetch-breaker-threshold", "SWITCHBOARD_FETCH_BREAKER_THRESHOLD", "Consecutive failures that open a host's circuit [default: 5]"),
+    spec("fetch_breaker_cooldown_ms", "fetch-breaker-cooldown-ms", "SWITCHBOARD_FETCH_BREAKER_COOLDOWN_MS", "Open-circuit time before one probe in ms [default: 5000]"),
     spec("shutdown_timeout_seconds", "shutdown-timeout-seconds", "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECONDS", "Drain time on SIGTERM [default: 30]"),
     spec("log_format", "log-format", "SWITCHBOARD_LOG_FORMAT", "pretty or json [default: pretty]"),
     spec("log_filter", "log-filter", "RUST_LOG", "Log levels, as RUST_LOG [default: info]"),
@@ -379,6 +387,16 @@ impl Sources {
                 "fetch_max_body_bytes",
                 d.fetch_max_body_bytes,
                 positive,
+            )?,
+            fetch_breaker_threshold: self.get(
+                "fetch_breaker_threshold",
+                d.fetch_breaker_threshold,
+                positive,
+            )?,
+            fetch_breaker_cooldown: self.get(
+                "fetch_breaker_cooldown_ms",
+                d.fetch_breaker_cooldown,
+                millis,
             )?,
             shutdown_timeout: self.get("shutdown_timeout_seconds", d.shutdown_timeout, seconds)?,
             log_format: self.get("log_format", d.log_format, |v| {

@@ -19,12 +19,14 @@ use actix_web::{web, App, HttpServer};
 
 use crate::actors::cache::{CacheActor, CacheConfig};
 use crate::actors::db::DbActor;
+use crate::actors::fetcher::{FetchConfig, FetcherActor};
 use crate::actors::rate_limiter::{RateLimiterActor, RateLimiterShards, RatePolicy};
 use crate::actors::supervision::{Shutdown, Supervise};
 use crate::actors::ActorRef;
 use crate::app_state::{AppState, RequestLimits};
 use crate::config::Settings;
 use crate::db::{migrate, DbPool};
+use crate::fetch::allow_list::AllowList;
 use crate::middleware::guards::WorkerGuards;
 use crate::middleware::request_context::request_context;
 use crate::routes;
@@ -78,6 +80,7 @@ pub struct Application {
     server: JoinHandle<std::io::Result<()>>,
     handle: ServerHandle,
     state: web::Data<AppState>,
+    fetcher: Running<FetcherActor>,
     cache: Running<CacheActor>,
     db: Running<DbActor>,
 }
@@ -101,10 +104,25 @@ impl Application {
             fill_window: call_timeout,
         };
         let cache = Running::start("cache", call_timeout, move || CacheActor::new(cache_config));
+        let fetch_config = FetchConfig {
+            allow: AllowList::new(&settings.fetch_allow_hosts),
+            max_attempts: settings.fetch_max_attempts,
+            attempt_timeout: settings.fetch_timeout,
+            total_budget: settings.request_timeout.mul_f64(0.9),
+            max_body_bytes: settings.fetch_max_body_bytes,
+            breaker_threshold: settings.fetch_breaker_threshold,
+            breaker_cooldown: settings.fetch_breaker_cooldown,
+        };
+        let fetch_cache = cache.actor.clone();
+        let fetcher = Running::start("fetcher", call_timeout, move || {
+            FetcherActor::new(fetch_config, fetch_cache, call_timeout)
+        });
         let policy = RatePolicy::new(settings.rate_limit_per_second, settings.rate_limit_burst);
         let state = web::Data::new(AppState {
             db: db.actor.clone(),
             cache: cache.actor.clone(),
+            fetcher: fetcher.actor.clone(),
+            fetch_max_urls: settings.fetch_max_urls,
             rate_limiter: OnceLock::new(),
             limits: RequestLimits {
                 body_limit_bytes: settings.body_limit_bytes,
@@ -184,6 +202,7 @@ impl Application {
             server,
             handle,
             state: app_state,
+            fetcher,
             cache,
             db,
         })
@@ -219,6 +238,7 @@ impl Application {
             .unwrap_or_else(|join_error| Err(std::io::Error::other(join_error)));
         on_signal.abort();
         tracing::info!("server stopped; shutting down actors");
+        self.fetcher.stop().await;
         self.cache.stop().await;
         self.db.stop().await;
         tracing::info!("switchboard stopped");

@@ -39,9 +39,16 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FillToken(u64);
 
+/// A cached response: its status and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cached {
+    pub status: u16,
+    pub body: Bytes,
+}
+
 #[derive(Debug, Clone)]
 pub enum Lookup {
-    Hit(Bytes),
+    Hit(Cached),
     Miss(FillToken),
 }
 
@@ -56,7 +63,7 @@ pub struct CacheStats {
 
 pub struct CacheActor {
     config: CacheConfig,
-    entries: Cache<String, Bytes>,
+    entries: Cache<String, Cached>,
     /// Bumped on every invalidation; fill tokens are epochs.
     epoch: u64,
     /// Recently invalidated keys and the epoch and time they were invalidated.
@@ -103,13 +110,13 @@ impl CacheActor {
     }
 }
 
-fn build_cache(config: &CacheConfig) -> Cache<String, Bytes> {
+fn build_cache(config: &CacheConfig) -> Cache<String, Cached> {
     let floor = config.max_bytes.div_ceil(config.max_entries.max(1));
     Cache::builder()
         .max_capacity(config.max_bytes)
         .time_to_live(config.ttl)
-        .weigher(move |key: &String, value: &Bytes| {
-            let size = (key.len() + value.len()) as u64;
+        .weigher(move |key: &String, value: &Cached| {
+            let size = (key.len() + value.body.len()) as u64;
             u32::try_from(size.max(floor)).unwrap_or(u32::MAX)
         })
         .build()
@@ -147,7 +154,7 @@ pub struct Get(pub String);
 #[rtype(result = "()")]
 pub struct Put {
     pub key: String,
-    pub value: Bytes,
+    pub value: Cached,
     pub token: FillToken,
 }
 
@@ -227,6 +234,13 @@ impl Handler<Stats> for CacheActor {
 mod tests {
     use super::*;
 
+    fn cached(body: &'static [u8]) -> Cached {
+        Cached {
+            status: 200,
+            body: Bytes::from_static(body),
+        }
+    }
+
     fn config(max_entries: u64, max_bytes: u64) -> CacheConfig {
         CacheConfig {
             max_entries,
@@ -245,7 +259,7 @@ mod tests {
         cache.send(Invalidate("k".into())).await.unwrap().unwrap();
         cache.do_send(Put {
             key: "k".into(),
-            value: Bytes::from_static(b"old"),
+            value: cached(b"old"),
             token,
         });
         assert!(matches!(
@@ -258,13 +272,13 @@ mod tests {
         };
         cache.do_send(Put {
             key: "k".into(),
-            value: Bytes::from_static(b"new"),
+            value: cached(b"new"),
             token,
         });
         let Lookup::Hit(value) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
             panic!("fresh fill was refused")
         };
-        assert_eq!(value, Bytes::from_static(b"new"));
+        assert_eq!(value, cached(b"new"));
     }
 
     #[actix::test]
@@ -277,7 +291,7 @@ mod tests {
             };
             cache.do_send(Put {
                 key: format!("k{i}"),
-                value: Bytes::from_static(b"v"),
+                value: cached(b"v"),
                 token,
             });
         }

@@ -4,6 +4,7 @@
 pub mod actor_ref;
 pub mod cache;
 pub mod db;
+pub mod fetcher;
 pub mod rate_limiter;
 pub mod supervision;
 

@@ -2,6 +2,7 @@
 //! message, send it to an actor, map the reply to a response.
 
 pub mod debug;
+pub mod fetch;
 pub mod health;
 pub mod hello;
 pub mod users;
@@ -22,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, chaos: bool) {
         .service(guarded("/hello").get(hello::anonymous))
         .service(guarded("/hello/{name}").get(hello::named))
         .service(guarded("/users").get(users::list).post(users::create))
+        .service(guarded("/fetch").post(fetch::fetch))
         .service(
             guarded("/users/{id}")
                 .get(users::get)

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::actors::cache::{self, Lookup};
+use crate::actors::cache::{self, Cached, Lookup};
 use crate::actors::db::{CreateUser, DeleteUser, GetUser, ListUsers, UpdateUser};
 use crate::app_state::AppState;
 use crate::db::DbError;
@@ -37,7 +37,7 @@ pub async fn get(
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
     let key = cache_key(id);
     let fill = match state.cache.ask(cache::Get(key.clone())).await {
-        Ok(Ok(Lookup::Hit(body))) => return Ok(json_body(body, "hit")),
+        Ok(Ok(Lookup::Hit(cached))) => return Ok(json_body(cached.body, "hit")),
         Ok(Ok(Lookup::Miss(token))) => Some(token),
         Ok(Err(_)) | Err(_) => None,
     };
@@ -46,7 +46,10 @@ pub async fn get(
     if let Some(token) = fill {
         state.cache.tell(cache::Put {
             key,
-            value: body.clone(),
+            value: Cached {
+                status: 200,
+                body: body.clone(),
+            },
             token,
         });
     }

@@ -9,6 +9,7 @@ mod helpers;
 
 mod cache;
 mod concurrency;
+mod fetch;
 mod guards;
 mod health;
 mod process;

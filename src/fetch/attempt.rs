@@ -1,0 +1,111 @@
+//! One attempt at a URL: a GET with a deadline, following at most a few
+//! redirects (each target checked against the allow-list before it is
+//! contacted), and the body read as a stream and cut off at the limit, so
+//! memory never holds more than the limit whatever the upstream sends.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::LOCATION;
+use reqwest::{Client, StatusCode, Url};
+use tokio::time::{timeout_at, Instant};
+
+use super::allow_list::AllowList;
+use super::retry;
+
+pub const MAX_REDIRECTS: usize = 5;
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// The upstream answered (any status); the body was read within the limit.
+    Answered {
+        status: StatusCode,
+        body: Bytes,
+        retry_after: Option<Duration>,
+    },
+    /// No usable answer; a transient failure is worth another attempt.
+    Failed {
+        reason: &'static str,
+        transient: bool,
+    },
+}
+
+impl Outcome {
+    /// Whether the host did its job, as the circuit breaker counts it.
+    pub fn host_healthy(&self) -> bool {
+        match self {
+            Self::Answered { status, .. } => !retry::is_transient(*status),
+            Self::Failed { transient, .. } => !transient,
+        }
+    }
+}
+
+fn failed(reason: &'static str, transient: bool) -> Outcome {
+    Outcome::Failed { reason, transient }
+}
+
+pub async fn attempt(
+    client: &Client,
+    allow: &AllowList,
+    mut url: Url,
+    timeout: Duration,
+    max_body: usize,
+) -> Outcome {
+    let deadline = Instant::now() + timeout;
+    for _ in 0..=MAX_REDIRECTS {
+        let response = match timeout_at(deadline, client.get(url.clone()).send()).await {
+            Err(_) => return failed("timeout", true),
+            Ok(Err(err)) if err.is_timeout() => return failed("timeout", true),
+            Ok(Err(err)) if err.is_connect() => return failed("connect error", true),
+            Ok(Err(_)) => return failed("request failed", true),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if status.is_redirection() {
+            if let Some(location) = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+            {
+                let Ok(next) = url.join(location) else {
+                    return failed("invalid redirect", false);
+                };
+                match allow.check_url(next) {
+                    Ok(next) => {
+                        url = next;
+                        continue;
+                    }
+                    Err(_) => return failed("redirect to host not allowed", false),
+                }
+            }
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > max_body as u64)
+        {
+            return failed("body too large", false);
+        }
+        let retry_after = retry::retry_after(response.headers());
+        let mut response = response;
+        let mut body = BytesMut::new();
+        loop {
+            match timeout_at(deadline, response.chunk()).await {
+                Err(_) => return failed("timeout", true),
+                Ok(Err(_)) => return failed("body read failed", true),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => {
+                    if body.len() + chunk.len() > max_body {
+                        return failed("body too large", false);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+            }
+        }
+        return Outcome::Answered {
+            status,
+            body: body.freeze(),
+            retry_after,
+        };
+    }
+    failed("too many redirects", false)
+}

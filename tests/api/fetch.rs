@@ -1,0 +1,500 @@
+//! `POST /fetch` against wiremock upstreams on loopback: concurrency,
+//! retries and backoff, Retry-After, the circuit breaker, the cache, the
+//! body limit, every refusal (with the upstream never called) and a crash
+//! drill with fetches in flight.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use switchboard::config::Settings;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::helpers::{assert_problem, invalid_fields, spawn_app_with, Backend, TestApp};
+
+async fn fetch_app(upstream: &MockServer, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let host = upstream.address().to_string();
+    spawn_app_with(Backend::Sqlite, |s| {
+        s.fetch_allow_hosts = vec![host];
+        s.fetch_timeout = Duration::from_millis(1000);
+        tweak(s);
+    })
+    .await
+    .unwrap()
+}
+
+async fn fetch(app: &TestApp, urls: &[String]) -> Vec<Value> {
+    let response = app.post_json("/fetch", &json!({ "urls": urls })).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn fetch_one(app: &TestApp, url: String) -> Value {
+    fetch(app, &[url]).await.remove(0)
+}
+
+async fn calls(upstream: &MockServer) -> usize {
+    upstream.received_requests().await.unwrap_or_default().len()
+}
+
+/// Answers with a template and notes when each request arrived.
+struct Recorder {
+    arrivals: Arc<Mutex<Vec<(String, Instant)>>>,
+    template: ResponseTemplate,
+}
+
+impl Respond for Recorder {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        self.arrivals
+            .lock()
+            .unwrap()
+            .push((request.url.path().to_owned(), Instant::now()));
+        self.template.clone()
+    }
+}
+
+#[actix_web::test]
+async fn ten_slow_urls_take_about_as_long_as_one() {
+    let upstream = MockServer::start().await;
+    Mock::given(path_regex("^/slow/\\d+$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("ok")
+                .set_delay(Duration::from_millis(300)),
+        )
+        .expect(10)
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |_| {}).await;
+    let urls: Vec<String> = (0..10)
+        .map(|i| format!("{}/slow/{i}", upstream.uri()))
+        .collect();
+    let started = Instant::now();
+    let results = fetch(&app, &urls).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    for (result, url) in results.iter().zip(&urls) {
+        assert_eq!(result["url"], url.as_str(), "results keep request order");
+        assert_eq!(result["success"], true);
+        assert_eq!(result["status"], 200);
+        assert_eq!(result["bytes"], 2);
+        assert_eq!(result["cached"], false);
+        assert_eq!(result["attempts"], 1);
+        assert!(result["elapsed_ms"].as_u64().unwrap() >= 300);
+        assert!(result["error"].is_null());
+    }
+}
+
+#[actix_web::test]
+async fn transient_statuses_are_retried_until_success() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/flaky"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(path("/flaky"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("finally"))
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |_| {}).await;
+    let result = fetch_one(&app, format!("{}/flaky", upstream.uri())).await;
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["status"], 200);
+    assert_eq!(result["attempts"], 3);
+    assert_eq!(calls(&upstream).await, 3);
+}
+
+#[actix_web::test]
+async fn retry_after_is_honoured() {
+    let upstream = MockServer::start().await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    Mock::given(path("/busy"))
+        .respond_with(Recorder {
+            arrivals: Arc::clone(&arrivals),
+            template: ResponseTemplate::new(429).insert_header("retry-after", "1"),
+        })
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(path("/busy"))
+        .respond_with(Recorder {
+            arrivals: Arc::clone(&arrivals),
+            template: ResponseTemplate::new(200),
+        })
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |_| {}).await;
+    let result = fetch_one(&app, format!("{}/busy", upstream.uri())).await;
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["attempts"], 2);
+    let arrivals = arrivals.lock().unwrap();
+    let waited = arrivals[1].1 - arrivals[0].1;
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+}
+
+#[actix_web::test]
+async fn other_4xx_are_not_retried_and_500_stops_at_the_cap() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/missing"))
+        .respond_with(ResponseTemplate::new(404))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(path("/broken"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(4)
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |s| s.fetch_max_attempts = 4).await;
+    let results = fetch(
+        &app,
+        &[
+            format!("{}/missing", upstream.uri()),
+            format!("{}/broken", upstream.uri()),
+        ],
+    )
+    .await;
+    assert_eq!(results[0]["success"], false);
+    assert_eq!(results[0]["status"], 404);
+    assert_eq!(results[0]["attempts"], 1);
+    assert!(
+        results[0]["error"].is_null(),
+        "the upstream answered: {}",
+        results[0]
+    );
+    assert_eq!(results[1]["status"], 500);
+    assert_eq!(results[1]["attempts"], 4);
+    assert_eq!(
+        results[1]["error"],
+        "upstream answered 500 after 4 attempts"
+    );
+}
+
+#[actix_web::test]
+async fn timeouts_are_retried() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/stuck"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(800)))
+        .expect(3)
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |s| s.fetch_timeout = Duration::from_millis(150)).await;
+    let result = fetch_one(&app, format!("{}/stuck", upstream.uri())).await;
+    assert_eq!(result["success"], false);
+    assert!(result["status"].is_null());
+    assert_eq!(result["attempts"], 3);
+    assert_eq!(result["error"], "timeout after 3 attempts");
+}
+
+#[actix_web::test]
+async fn backoff_grows_within_its_bounds() {
+    let upstream = MockServer::start().await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    Mock::given(method("GET"))
+        .respond_with(Recorder {
+            arrivals: Arc::clone(&arrivals),
+            template: ResponseTemplate::new(503),
+        })
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |s| {
+        s.fetch_max_attempts = 4;
+        s.fetch_max_urls = 24;
+        s.fetch_breaker_threshold = 10_000;
+    })
+    .await;
+    let urls: Vec<String> = (0..24)
+        .map(|i| format!("{}/down/{i}", upstream.uri()))
+        .collect();
+    let results = fetch(&app, &urls).await;
+    assert!(results.iter().all(|r| r["attempts"] == 4));
+
+    let arrivals = arrivals.lock().unwrap();
+    let mut gaps = [Vec::new(), Vec::new(), Vec::new()];
+    for url in &urls {
+        let route = url.trim_start_matches(&upstream.uri()).to_owned();
+        let times: Vec<Instant> = arrivals
+            .iter()
+            .filter(|(p, _)| *p == route)
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(times.len(), 4);
+        for (k, gap) in gaps.iter_mut().enumerate() {
+            gap.push((times[k + 1] - times[k]).as_secs_f64() * 1000.0);
+        }
+    }
+    // Full jitter: each wait is anywhere from 0 to its ceiling (100, 200,
+    // 400 ms), so the waits grow on average, never past their ceiling.
+    for (k, ceiling) in [100.0, 200.0, 400.0].into_iter().enumerate() {
+        let worst = gaps[k].iter().cloned().fold(0.0, f64::max);
+        assert!(
+            worst <= ceiling + 60.0,
+            "wait {k} reached {worst:.0} ms, ceiling {ceiling}"
+        );
+    }
+    let mean = |g: &Vec<f64>| g.iter().sum::<f64>() / g.len() as f64;
+    assert!(
+        mean(&gaps[0]) < mean(&gaps[1]) && mean(&gaps[1]) < mean(&gaps[2]),
+        "{:?}",
+        gaps.map(|g| mean(&g))
+    );
+}
+
+#[actix_web::test]
+async fn the_breaker_opens_fails_fast_probes_and_closes() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/svc"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |s| {
+        s.fetch_max_attempts = 1;
+        s.fetch_breaker_threshold = 3;
+        s.fetch_breaker_cooldown = Duration::from_millis(500);
+    })
+    .await;
+    let url = format!("{}/svc", upstream.uri());
+    for _ in 0..3 {
+        assert_eq!(fetch_one(&app, url.clone()).await["status"], 500);
+    }
+    let refused = fetch_one(&app, url.clone()).await;
+    assert_eq!(refused["error"], "circuit open");
+    assert_eq!(refused["attempts"], 0);
+    assert!(refused["elapsed_ms"].as_u64().unwrap() < 100, "fails fast");
+    assert_eq!(
+        calls(&upstream).await,
+        3,
+        "an open circuit does not reach the upstream"
+    );
+
+    upstream.reset().await;
+    Mock::given(path("/svc"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&upstream)
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let probe = fetch_one(&app, url.clone()).await;
+    assert_eq!(
+        probe["success"], true,
+        "the probe after the cool-down: {probe}"
+    );
+    let after = fetch_one(&app, format!("{url}?not-cached")).await;
+    assert_eq!(after["success"], true, "closed again");
+    assert_eq!(after["cached"], false);
+    assert_eq!(calls(&upstream).await, 2);
+}
+
+#[actix_web::test]
+async fn a_second_fetch_is_served_from_the_cache() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/page"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>cached</html>"))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |_| {}).await;
+    let url = format!("{}/page", upstream.uri());
+    let first = fetch_one(&app, url.clone()).await;
+    assert_eq!(first["cached"], false);
+    let second = fetch_one(&app, url).await;
+    assert_eq!(second["cached"], true);
+    assert_eq!(second["attempts"], 0);
+    assert_eq!(second["status"], 200);
+    assert_eq!(second["bytes"], first["bytes"]);
+}
+
+#[actix_web::test]
+async fn refused_urls_never_reach_anyone() {
+    let listed = MockServer::start().await;
+    let unlisted = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&unlisted)
+        .await;
+    Mock::given(path("/hop"))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("location", format!("{}/secret", unlisted.uri())),
+        )
+        .mount(&listed)
+        .await;
+    let app = fetch_app(&listed, |_| {}).await;
+    let listed_port = listed.address().port();
+    let unlisted_host = unlisted.address().to_string();
+    let cases = [
+        (format!("{}/x", unlisted.uri()), "host not allowed"),
+        (
+            format!("http://localhost:{listed_port}/x"),
+            "host not allowed",
+        ),
+        (
+            format!("http://127.0.0.1:{listed_port}@{unlisted_host}/x"),
+            "userinfo not allowed",
+        ),
+        (
+            format!("http://user:pw@127.0.0.1:{listed_port}/x"),
+            "userinfo not allowed",
+        ),
+        ("file:///etc/passwd".to_owned(), "scheme not allowed"),
+        (
+            format!("ftp://127.0.0.1:{listed_port}/x"),
+            "scheme not allowed",
+        ),
+        ("::not a url::".to_owned(), "invalid url"),
+        (
+            format!("{}/hop", listed.uri()),
+            "redirect to host not allowed",
+        ),
+    ];
+    let urls: Vec<String> = cases.iter().map(|(url, _)| url.clone()).collect();
+    let results = fetch(&app, &urls).await;
+    for (result, (url, why)) in results.iter().zip(&cases) {
+        assert_eq!(result["success"], false, "{url}");
+        assert_eq!(result["error"], *why, "{url}");
+    }
+    assert_eq!(
+        calls(&unlisted).await,
+        0,
+        "nothing refused left the machine"
+    );
+    assert_eq!(
+        calls(&listed).await,
+        1,
+        "only the redirecting hop was called"
+    );
+}
+
+#[actix_web::test]
+async fn bad_fetch_bodies_are_problems() {
+    let upstream = MockServer::start().await;
+    let app = fetch_app(&upstream, |s| s.fetch_max_urls = 3).await;
+    let too_many: Vec<String> = (0..4).map(|i| format!("{}/{i}", upstream.uri())).collect();
+    let problem = assert_problem(
+        app.post_json("/fetch", &json!({ "urls": too_many })).await,
+        422,
+    )
+    .await;
+    assert_eq!(invalid_fields(&problem), ["urls"]);
+    assert!(problem["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("at most 3"));
+    let problem = assert_problem(
+        app.post_json("/fetch", &json!({"urls": ["http://a/", 5]}))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(invalid_fields(&problem), ["urls[1]"]);
+    for body in [
+        json!({}),
+        json!({"urls": []}),
+        json!({"urls": "x"}),
+        json!([1]),
+    ] {
+        assert_problem(app.post_json("/fetch", &body).await, 422).await;
+    }
+    let response = app
+        .client
+        .post(app.url("/fetch"))
+        .header("content-type", "application/json")
+        .body("{\"urls\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 400).await;
+    assert_eq!(calls(&upstream).await, 0);
+}
+
+#[actix_web::test]
+async fn a_crashed_fetcher_never_hangs_its_callers_and_comes_back() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(800)))
+        .mount(&upstream)
+        .await;
+    Mock::given(path("/fast"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |_| {}).await;
+    let slow = json!({"urls": [format!("{}/slow", upstream.uri())]});
+    let in_flight = app.post_json("/fetch", &slow);
+    let crash = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let response = app
+            .client
+            .post(app.url("/debug/crash/fetcher"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    };
+    let started = Instant::now();
+    let (response, ()) = tokio::join!(in_flight, crash);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        matches!(response.status().as_u16(), 200 | 503),
+        "{}",
+        response.status()
+    );
+
+    let fast = format!("{}/fast", upstream.uri());
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(5), || async {
+            let response = app.post_json("/fetch", &json!({ "urls": [fast] })).await;
+            response.status() == 200
+                && response.json::<Vec<Value>>().await.unwrap()[0]["success"] == true
+        })
+        .await,
+        "the fetcher serves again after its restart"
+    );
+}
+
+#[actix_web::test]
+async fn an_oversized_body_is_cut_at_the_limit_without_growing_memory() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/huge"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![b'x'; 10 * 1024 * 1024]))
+        .mount(&upstream)
+        .await;
+    let db = crate::helpers::TestDatabase::create(Backend::Sqlite)
+        .await
+        .unwrap();
+    let allow = upstream.address().to_string();
+    let app =
+        crate::helpers::ProcessApp::start(&db.url(), &[("SWITCHBOARD_FETCH_ALLOW_HOSTS", &allow)]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/huge", upstream.uri());
+    let fetch_huge = || async {
+        let results: Vec<Value> = client
+            .post(app.url("/fetch"))
+            .json(&json!({ "urls": [url.clone()] }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        results.into_iter().next().unwrap()
+    };
+    let first = fetch_huge().await;
+    assert_eq!(first["success"], false);
+    assert_eq!(first["error"], "body too large");
+    let before = app.rss_kib();
+    for _ in 0..5 {
+        assert_eq!(fetch_huge().await["error"], "body too large");
+    }
+    let grown = app.rss_kib().saturating_sub(before);
+    assert!(
+        grown < 4 * 1024,
+        "the server grew by {grown} KiB for five 10 MiB bodies"
+    );
+}
