@@ -93,6 +93,8 @@ pub struct Settings {
     pub fetch_timeout: Duration,
     pub fetch_max_attempts: u32,
     pub fetch_max_body_bytes: usize,
+    /// Attempts in flight to one upstream host at once; more wait their turn.
+    pub fetch_host_concurrency: usize,
     /// Consecutive failed attempts at a host that open its circuit.
     pub fetch_breaker_threshold: u32,
     /// How long an open circuit refuses before it lets one probe through.
@@ -126,6 +128,7 @@ impl Default for Settings {
             fetch_timeout: Duration::from_millis(10_000),
             fetch_max_attempts: 3,
             fetch_max_body_bytes: 1024 * 1024,
+            fetch_host_concurrency: 32,
             fetch_breaker_threshold: 5,
             fetch_breaker_cooldown: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
@@ -211,6 +214,7 @@ const SPECS: &[Spec] = &[
     spec("fetch_timeout_ms", "fetch-timeout-ms", "SWITCHBOARD_FETCH_TIMEOUT_MS", "Per-attempt upstream timeout in ms [default: 10000]"),
     spec("fetch_max_attempts", "fetch-max-attempts", "SWITCHBOARD_FETCH_MAX_ATTEMPTS", "Attempts per URL [default: 3]"),
     spec("fetch_max_body_bytes", "fetch-max-body-bytes", "SWITCHBOARD_FETCH_MAX_BODY_BYTES", "Upstream body limit [default: 1048576]"),
+    spec("fetch_host_concurrency", "fetch-host-concurrency", "SWITCHBOARD_FETCH_HOST_CONCURRENCY", "Attempts in flight to one upstream host [default: 32]"),
     spec("fetch_breaker_threshold", "fetch-breaker-threshold", "SWITCHBOARD_FETCH_BREAKER_THRESHOLD", "Consecutive failures that open a host's circuit [default: 5]"),
     spec("fetch_breaker_cooldown_ms", "fetch-breaker-cooldown-ms", "SWITCHBOARD_FETCH_BREAKER_COOLDOWN_MS", "Open-circuit time before one probe in ms [default: 5000]"),
     spec("shutdown_timeout_seconds", "shutdown-timeout-seconds", "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECONDS", "Drain time on SIGTERM [default: 30]"),
@@ -386,6 +390,11 @@ impl Sources {
             fetch_max_body_bytes: self.get(
                 "fetch_max_body_bytes",
                 d.fetch_max_body_bytes,
+                positive,
+            )?,
+            fetch_host_concurrency: self.get(
+                "fetch_host_concurrency",
+                d.fetch_host_concurrency,
                 positive,
             )?,
             fetch_breaker_threshold: self.get(

@@ -110,6 +110,7 @@ impl Application {
             attempt_timeout: settings.fetch_timeout,
             total_budget: settings.request_timeout.mul_f64(0.9),
             max_body_bytes: settings.fetch_max_body_bytes,
+            host_concurrency: settings.fetch_host_concurrency,
             breaker_threshold: settings.fetch_breaker_threshold,
             breaker_cooldown: settings.fetch_breaker_cooldown,
         };

@@ -27,8 +27,6 @@ use crate::fetch::breaker::Breaker;
 use crate::fetch::retry;
 use crate::fetch::FetchResult;
 
-/// Attempts in flight to one host at once; more wait their turn.
-const PER_HOST_CONCURRENCY: usize = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const IDLE_CONNECTIONS_PER_HOST: usize = 32;
 
@@ -42,6 +40,8 @@ pub struct FetchConfig {
     /// so one slow URL never fails the others.
     pub total_budget: Duration,
     pub max_body_bytes: usize,
+    /// Attempts in flight to one host at once; more wait their turn.
+    pub host_concurrency: usize,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
 }
@@ -89,7 +89,7 @@ impl FetcherActor {
         let config = &self.config;
         self.hosts.entry(key.to_owned()).or_insert_with(|| Host {
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
-            permits: Arc::new(Semaphore::new(PER_HOST_CONCURRENCY)),
+            permits: Arc::new(Semaphore::new(config.host_concurrency)),
         })
     }
 }
