@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::actors::cache::CacheActor;
 use crate::actors::db::DbActor;
 use crate::actors::fetcher::FetcherActor;
+use crate::actors::metrics::MetricsActor;
 use crate::actors::rate_limiter::RateLimiterShards;
 use crate::actors::supervision::ActorStatus;
 use crate::actors::ActorRef;
@@ -22,6 +23,7 @@ pub struct RequestLimits {
 pub struct AppState {
     pub db: ActorRef<DbActor>,
     pub cache: ActorRef<CacheActor>,
+    pub metrics: ActorRef<MetricsActor>,
     pub fetcher: ActorRef<FetcherActor>,
     /// Most URLs one `POST /fetch` may ask for.
     pub fetch_max_urls: usize,
@@ -39,6 +41,7 @@ impl AppState {
             self.db.status().await,
             self.cache.status().await,
             self.fetcher.status().await,
+            self.metrics.status().await,
         ];
         for shard in self.rate_limiter.get().iter().flat_map(|l| l.shards()) {
             statuses.push(shard.status().await);

@@ -103,6 +103,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_filter: String,
     pub chaos: bool,
+    /// Record metrics (`false` turns every recorder off; `/metrics` still answers).
+    pub metrics: bool,
 }
 
 impl Default for Settings {
@@ -135,6 +137,7 @@ impl Default for Settings {
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
             chaos: false,
+            metrics: true,
         }
     }
 }
@@ -221,6 +224,7 @@ const SPECS: &[Spec] = &[
     spec("log_format", "log-format", "SWITCHBOARD_LOG_FORMAT", "pretty or json [default: pretty]"),
     spec("log_filter", "log-filter", "RUST_LOG", "Log levels, as RUST_LOG [default: info]"),
     spec("chaos", "chaos", "SWITCHBOARD_CHAOS", "Enable the fault drills under /debug [default: false]"),
+    spec("metrics", "metrics", "SWITCHBOARD_METRICS", "Record metrics for /metrics and /stats [default: true]"),
 ];
 
 fn command() -> Command {
@@ -421,6 +425,7 @@ impl Sources {
                     .map_err(|e| format!("is not a log filter: {e}"))
             })?,
             chaos: self.get("chaos", d.chaos, boolean)?,
+            metrics: self.get("metrics", d.metrics, boolean)?,
         })
     }
 }

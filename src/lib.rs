@@ -9,6 +9,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod fetch;
+pub mod metrics;
 pub mod middleware;
 pub mod routes;
 pub mod startup;

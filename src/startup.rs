@@ -8,7 +8,8 @@
 //! database actor closes its pool) and its arbiter is stopped and joined.
 
 use std::net::TcpListener;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::{Arbiter, Supervisor};
@@ -20,6 +21,7 @@ use actix_web::{web, App, HttpServer};
 use crate::actors::cache::{CacheActor, CacheConfig};
 use crate::actors::db::DbActor;
 use crate::actors::fetcher::{FetchConfig, FetcherActor};
+use crate::actors::metrics::MetricsActor;
 use crate::actors::rate_limiter::{RateLimiterActor, RateLimiterShards, RatePolicy};
 use crate::actors::supervision::{Shutdown, Supervise};
 use crate::actors::ActorRef;
@@ -27,6 +29,7 @@ use crate::app_state::{AppState, RequestLimits};
 use crate::config::Settings;
 use crate::db::{migrate, DbPool};
 use crate::fetch::allow_list::AllowList;
+use crate::metrics::MetricsHandle;
 use crate::middleware::guards::WorkerGuards;
 use crate::middleware::request_context::request_context;
 use crate::routes;
@@ -82,6 +85,7 @@ pub struct Application {
     state: web::Data<AppState>,
     fetcher: Running<FetcherActor>,
     cache: Running<CacheActor>,
+    metrics: Running<MetricsActor>,
     db: Running<DbActor>,
 }
 
@@ -93,9 +97,16 @@ impl Application {
         let pool = DbPool::build(&settings.database_url, settings.pool_size())
             .map_err(StartupError::Database)?;
         let call_timeout = settings.request_timeout;
+        let metrics = Running::start("metrics", call_timeout, MetricsActor::new);
+        let recording = if settings.metrics {
+            MetricsHandle::new(metrics.actor.clone())
+        } else {
+            MetricsHandle::disabled()
+        };
         let (url, pool_size) = (settings.database_url.clone(), settings.pool_size());
+        let db_metrics = recording.clone();
         let db = Running::start("db", call_timeout, move || {
-            DbActor::new(url, pool_size, pool)
+            DbActor::new(url, pool_size, pool, db_metrics)
         });
         let cache_config = CacheConfig {
             max_entries: settings.cache_max_entries,
@@ -103,7 +114,10 @@ impl Application {
             ttl: settings.cache_ttl,
             fill_window: call_timeout,
         };
-        let cache = Running::start("cache", call_timeout, move || CacheActor::new(cache_config));
+        let cache = Running::start("cache", call_timeout, {
+            let recording = recording.clone();
+            move || CacheActor::new(cache_config, recording)
+        });
         let fetch_config = FetchConfig {
             allow: AllowList::new(&settings.fetch_allow_hosts),
             max_attempts: settings.fetch_max_attempts,
@@ -114,14 +128,15 @@ impl Application {
             breaker_threshold: settings.fetch_breaker_threshold,
             breaker_cooldown: settings.fetch_breaker_cooldown,
         };
-        let fetch_cache = cache.actor.clone();
+        let (fetch_cache, fetch_metrics) = (cache.actor.clone(), recording.clone());
         let fetcher = Running::start("fetcher", call_timeout, move || {
-            FetcherActor::new(fetch_config, fetch_cache, call_timeout)
+            FetcherActor::new(fetch_config, fetch_cache, call_timeout, fetch_metrics)
         });
         let policy = RatePolicy::new(settings.rate_limit_per_second, settings.rate_limit_burst);
         let state = web::Data::new(AppState {
             db: db.actor.clone(),
             cache: cache.actor.clone(),
+            metrics: metrics.actor.clone(),
             fetcher: fetcher.actor.clone(),
             fetch_max_urls: settings.fetch_max_urls,
             rate_limiter: OnceLock::new(),
@@ -147,15 +162,24 @@ impl Application {
         // One rate limiter shard per worker, on the worker's own thread: a
         // check for a client whose shard is local costs no thread hop.
         let (shard_started, mut started_shards) = tokio::sync::mpsc::unbounded_channel();
+        let worker_ids = Arc::new(AtomicUsize::new(0));
         let server = HttpServer::new(move || {
             if let Some(policy) = policy {
-                let shard =
-                    Supervisor::start(move |_| RateLimiterActor::new(policy, "rate_limiter"));
+                let shard_metrics = recording.clone();
+                let shard = Supervisor::start(move |_| {
+                    RateLimiterActor::new(policy, "rate_limiter", shard_metrics)
+                });
                 let _ = shard_started.send(ActorRef::new("rate_limiter", shard, call_timeout));
             }
+            let worker = worker_ids.fetch_add(1, Ordering::Relaxed);
             App::new()
                 .app_data(state.clone())
-                .app_data(WorkerGuards::new(max_in_flight, workers))
+                .app_data(WorkerGuards::start(
+                    worker,
+                    max_in_flight,
+                    workers,
+                    recording.clone(),
+                ))
                 .app_data(
                     web::JsonConfig::default()
                         .limit(body_limit)
@@ -203,6 +227,7 @@ impl Application {
             server,
             handle,
             state: app_state,
+            metrics,
             fetcher,
             cache,
             db,
@@ -242,6 +267,7 @@ impl Application {
         self.fetcher.stop().await;
         self.cache.stop().await;
         self.db.stop().await;
+        self.metrics.stop().await;
         tracing::info!("switchboard stopped");
         served
     }

@@ -20,6 +20,7 @@ use mini_moka::unsync::Cache;
 use serde::Serialize;
 
 use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
+use crate::metrics::{Event, MetricsHandle};
 
 /// How long an invalidation is remembered: longer than any read-through
 /// (a database call plus the put) can take, which every call timeout bounds.
@@ -76,7 +77,7 @@ pub struct CacheActor {
 }
 
 impl CacheActor {
-    pub fn new(config: CacheConfig) -> Self {
+    pub fn new(config: CacheConfig, metrics: MetricsHandle) -> Self {
         Self {
             config,
             entries: build_cache(&config),
@@ -84,7 +85,7 @@ impl CacheActor {
             tombstones: HashMap::new(),
             oldest_valid: 0,
             stats: CacheStats::default(),
-            supervision: Supervision::new("cache"),
+            supervision: Supervision::new("cache").reporting_to(metrics),
         }
     }
 
@@ -140,6 +141,11 @@ impl Supervise for CacheActor {
     fn on_start(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(TOMBSTONE_FLOOR, |act, _| act.purge_tombstones());
     }
+
+    fn report(&mut self) {
+        let entries = self.entries.entry_count();
+        self.supervision.record(Event::CacheSize { entries });
+    }
 }
 
 supervised_actor!(CacheActor);
@@ -175,10 +181,12 @@ impl Handler<Get> for CacheActor {
             Ok(match act.entries.get(&key) {
                 Some(value) => {
                     act.stats.hits += 1;
+                    act.supervision.record(Event::Cache { hit: true });
                     Lookup::Hit(value.clone())
                 }
                 None => {
                     act.stats.misses += 1;
+                    act.supervision.record(Event::Cache { hit: false });
                     Lookup::Miss(FillToken(act.epoch))
                 }
             })
@@ -204,7 +212,11 @@ impl Handler<Put> for CacheActor {
             let replacing = act.entries.contains_key(&put.key);
             act.entries.insert(put.key, put.value);
             let expected = before + u64::from(!replacing);
-            act.stats.evictions += expected.saturating_sub(act.entries.entry_count());
+            let evicted = expected.saturating_sub(act.entries.entry_count());
+            if evicted > 0 {
+                act.stats.evictions += evicted;
+                act.supervision.record(Event::CacheEvictions(evicted));
+            }
         })
     }
 }
@@ -252,7 +264,9 @@ mod tests {
 
     #[actix::test]
     async fn fills_hit_and_a_fill_after_invalidation_is_refused() {
-        let cache = actix::Supervisor::start(|_| CacheActor::new(config(100, 1 << 20)));
+        let cache = actix::Supervisor::start(|_| {
+            CacheActor::new(config(100, 1 << 20), MetricsHandle::disabled())
+        });
         let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
             panic!("empty cache hit")
         };
@@ -283,7 +297,9 @@ mod tests {
 
     #[actix::test]
     async fn entry_bound_holds_through_the_weigher() {
-        let cache = actix::Supervisor::start(|_| CacheActor::new(config(10, 1 << 20)));
+        let cache = actix::Supervisor::start(|_| {
+            CacheActor::new(config(10, 1 << 20), MetricsHandle::disabled())
+        });
         for i in 0..100 {
             let Lookup::Miss(token) = cache.send(Get(format!("k{i}"))).await.unwrap().unwrap()
             else {

@@ -8,6 +8,7 @@
 //! a panic in a handler itself restarts the actor with a fresh pool.
 
 use std::future::Future;
+use std::time::Instant;
 
 use actix::dev::ResponseFuture;
 use actix::{Context, Handler, Message};
@@ -17,28 +18,33 @@ use crate::config::DatabaseUrl;
 use crate::db::pool::PoolStatus;
 use crate::db::{users, DbError, DbPool};
 use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::metrics::{Event, MetricsHandle};
 
 pub struct DbActor {
     url: DatabaseUrl,
     pool_size: usize,
     pool: DbPool,
+    metrics: MetricsHandle,
     supervision: Supervision,
 }
 
 impl DbActor {
-    pub fn new(url: DatabaseUrl, pool_size: usize, pool: DbPool) -> Self {
+    pub fn new(url: DatabaseUrl, pool_size: usize, pool: DbPool, metrics: MetricsHandle) -> Self {
         Self {
             url,
             pool_size,
             pool,
-            supervision: Supervision::new("db"),
+            supervision: Supervision::new("db").reporting_to(metrics.clone()),
+            metrics,
         }
     }
 
-    /// Runs one query as its own task on a clone of the pool handle.
+    /// Runs one query as its own task on a clone of the pool handle, and
+    /// records how long operation `op` took.
     fn query<T, F, Fut>(
         &mut self,
         ctx: &mut Context<Self>,
+        op: &'static str,
         query: F,
     ) -> ResponseFuture<Result<T, DbError>>
     where
@@ -47,7 +53,15 @@ impl DbActor {
         Fut: Future<Output = Result<T, DbError>> + 'static,
     {
         run_guarded(self, ctx, |act, _| {
-            Box::pin(query(act.pool.clone())) as ResponseFuture<_>
+            let metrics = act.metrics.clone();
+            let started = Instant::now();
+            let running = query(act.pool.clone());
+            Box::pin(async move {
+                let result = running.await;
+                let seconds = started.elapsed().as_secs_f64();
+                metrics.send(vec![Event::Query { op, seconds }]);
+                result
+            }) as ResponseFuture<_>
         })
     }
 }
@@ -72,6 +86,15 @@ impl Supervise for DbActor {
 
     fn on_shutdown(&mut self) {
         self.pool.close();
+    }
+
+    fn report(&mut self) {
+        let status = self.pool.status();
+        self.supervision.record(Event::Pool {
+            active: status.size.saturating_sub(status.idle),
+            idle: status.idle,
+            max: status.max_size,
+        });
     }
 }
 
@@ -119,7 +142,9 @@ impl Handler<CreateUser> for DbActor {
     type Result = ResponseFuture<Result<User, DbError>>;
 
     fn handle(&mut self, CreateUser(user): CreateUser, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, |pool| async move { users::create(&pool, &user).await })
+        self.query(ctx, "create", |pool| async move {
+            users::create(&pool, &user).await
+        })
     }
 }
 
@@ -127,7 +152,11 @@ impl Handler<GetUser> for DbActor {
     type Result = ResponseFuture<Result<User, DbError>>;
 
     fn handle(&mut self, GetUser(id): GetUser, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, |pool| async move { users::get(&pool, id).await })
+        self.query(
+            ctx,
+            "get",
+            |pool| async move { users::get(&pool, id).await },
+        )
     }
 }
 
@@ -135,7 +164,7 @@ impl Handler<ListUsers> for DbActor {
     type Result = ResponseFuture<Result<Vec<User>, DbError>>;
 
     fn handle(&mut self, msg: ListUsers, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, |pool| async move {
+        self.query(ctx, "list", |pool| async move {
             users::list(&pool, msg.after, msg.limit).await
         })
     }
@@ -145,7 +174,7 @@ impl Handler<UpdateUser> for DbActor {
     type Result = ResponseFuture<Result<User, DbError>>;
 
     fn handle(&mut self, msg: UpdateUser, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, |pool| async move {
+        self.query(ctx, "update", |pool| async move {
             users::update(&pool, msg.id, &msg.patch).await
         })
     }
@@ -155,7 +184,9 @@ impl Handler<DeleteUser> for DbActor {
     type Result = ResponseFuture<Result<(), DbError>>;
 
     fn handle(&mut self, DeleteUser(id): DeleteUser, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, |pool| async move { users::delete(&pool, id).await })
+        self.query(ctx, "delete", |pool| async move {
+            users::delete(&pool, id).await
+        })
     }
 }
 
@@ -163,7 +194,7 @@ impl Handler<Ping> for DbActor {
     type Result = ResponseFuture<Result<PoolStatus, DbError>>;
 
     fn handle(&mut self, _: Ping, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, |pool| async move {
+        self.query(ctx, "ping", |pool| async move {
             users::ping(&pool).await?;
             Ok(pool.status())
         })

@@ -23,9 +23,10 @@ use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Superv
 use super::ActorRef;
 use crate::fetch::allow_list::AllowList;
 use crate::fetch::attempt::{attempt, Outcome};
-use crate::fetch::breaker::Breaker;
+use crate::fetch::breaker::{Breaker, BreakerState};
 use crate::fetch::retry;
 use crate::fetch::FetchResult;
+use crate::metrics::{Event, MetricsHandle};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const IDLE_CONNECTIONS_PER_HOST: usize = 32;
@@ -57,6 +58,7 @@ pub struct FetcherActor {
     cache: ActorRef<CacheActor>,
     hosts: HashMap<String, Host>,
     call_timeout: Duration,
+    metrics: MetricsHandle,
     supervision: Supervision,
 }
 
@@ -74,14 +76,20 @@ fn build_client() -> Client {
 }
 
 impl FetcherActor {
-    pub fn new(config: FetchConfig, cache: ActorRef<CacheActor>, call_timeout: Duration) -> Self {
+    pub fn new(
+        config: FetchConfig,
+        cache: ActorRef<CacheActor>,
+        call_timeout: Duration,
+        metrics: MetricsHandle,
+    ) -> Self {
         Self {
+            metrics: metrics.clone(),
             config: Arc::new(config),
             client: build_client(),
             cache,
             hosts: HashMap::new(),
             call_timeout,
-            supervision: Supervision::new("fetcher"),
+            supervision: Supervision::new("fetcher").reporting_to(metrics),
         }
     }
 
@@ -146,6 +154,7 @@ impl Handler<FetchMany> for FetcherActor {
                 client: act.client.clone(),
                 cache: act.cache.clone(),
                 fetcher: ActorRef::new("fetcher", ctx.address(), act.call_timeout),
+                metrics: act.metrics.clone(),
             };
             Box::pin(async move { Ok(join_all(urls.into_iter().map(|url| job.fetch(url))).await) })
                 as ResponseFuture<_>
@@ -158,9 +167,12 @@ impl Handler<Admit> for FetcherActor {
 
     fn handle(&mut self, Admit(host): Admit, ctx: &mut Context<Self>) -> Self::Result {
         run_guarded(self, ctx, |act, _| {
-            let host = act.host(&host);
-            if host.breaker.admit() {
-                Ok(Arc::clone(&host.permits))
+            let entry = act.host(&host);
+            let admitted = entry.breaker.admit();
+            let (permits, state) = (Arc::clone(&entry.permits), entry.breaker.state());
+            act.supervision.record(breaker_event(host, state));
+            if admitted {
+                Ok(permits)
             } else {
                 Err(Refused("circuit open"))
             }
@@ -173,8 +185,38 @@ impl Handler<Report> for FetcherActor {
 
     fn handle(&mut self, report: Report, ctx: &mut Context<Self>) {
         run_guarded(self, ctx, |act, _| {
-            act.host(&report.host).breaker.record(report.healthy)
+            let breaker = &mut act.host(&report.host).breaker;
+            breaker.record(report.healthy);
+            let state = breaker.state();
+            act.supervision.record(breaker_event(report.host, state));
         })
+    }
+}
+
+fn breaker_event(host: String, state: BreakerState) -> Event {
+    let state = match state {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+    };
+    Event::Breaker { host, state }
+}
+
+/// The `outcome` label of one upstream attempt.
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Answered { status, .. } => match status.as_u16() {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        },
+        Outcome::Failed { reason, .. } => match *reason {
+            "timeout" => "timeout",
+            "connect error" => "connect_error",
+            "body too large" => "body_too_large",
+            _ => "error",
+        },
     }
 }
 
@@ -184,6 +226,7 @@ struct Job {
     client: Client,
     cache: ActorRef<CacheActor>,
     fetcher: ActorRef<FetcherActor>,
+    metrics: MetricsHandle,
 }
 
 impl Job {
@@ -241,14 +284,21 @@ impl Job {
                 };
                 result.attempts += 1;
                 let timeout = self.config.attempt_timeout.min(remaining);
-                attempt(
+                let attempt_started = Instant::now();
+                let outcome = attempt(
                     &self.client,
                     &self.config.allow,
                     url.clone(),
                     timeout,
                     self.config.max_body_bytes,
                 )
-                .await
+                .await;
+                self.metrics.send(vec![Event::Upstream {
+                    host: host.clone(),
+                    outcome: outcome_label(&outcome),
+                    seconds: attempt_started.elapsed().as_secs_f64(),
+                }]);
+                outcome
             };
             self.fetcher.tell(Report {
                 host: host.clone(),
@@ -303,6 +353,7 @@ impl Job {
             if started.elapsed() + wait >= self.config.total_budget {
                 return result.error = Some(format!("{error}; out of time to retry"));
             }
+            self.metrics.send(vec![Event::Retry { host: host.clone() }]);
             actix_web::rt::time::sleep(wait).await;
         }
     }

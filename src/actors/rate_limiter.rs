@@ -27,6 +27,7 @@ use serde::Serialize;
 use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
 use super::ActorRef;
 use crate::error::ApiError;
+use crate::metrics::MetricsHandle;
 use crate::middleware::guards::PolicyHeaders;
 
 const PURGE_EVERY: Duration = Duration::from_secs(1);
@@ -96,12 +97,12 @@ pub struct RateLimiterActor {
 }
 
 impl RateLimiterActor {
-    pub fn new(policy: RatePolicy, name: &'static str) -> Self {
+    pub fn new(policy: RatePolicy, name: &'static str, metrics: MetricsHandle) -> Self {
         Self {
             policy,
             limiter: new_limiter(policy),
             stats: LimiterStats::default(),
-            supervision: Supervision::new(name),
+            supervision: Supervision::new(name).reporting_to(metrics),
         }
     }
 
@@ -260,8 +261,9 @@ mod tests {
     #[actix::test]
     async fn burst_then_refill() {
         let policy = RatePolicy::new(10, 5).unwrap();
-        let limiter =
-            actix::Supervisor::start(move |_| RateLimiterActor::new(policy, "rate_limiter"));
+        let limiter = actix::Supervisor::start(move |_| {
+            RateLimiterActor::new(policy, "rate_limiter", MetricsHandle::disabled())
+        });
         let key: IpAddr = "10.0.0.1".parse().unwrap();
         let check = || {
             limiter.send(Check {

@@ -30,6 +30,7 @@ use actix::dev::ResponseFuture;
 use actix::{Actor, ActorContext, Context, Message};
 use serde::Serialize;
 
+use crate::metrics::{Event, MetricsBuffer, MetricsHandle};
 use crate::telemetry::panic_message;
 
 /// Mailbox bound for every actor: past it, senders wait (up to their call
@@ -96,7 +97,6 @@ impl fmt::Display for ActorUnavailable {
 
 /// The restart bookkeeping an actor carries. It lives in the actor struct but
 /// is not part of the state that [`Supervise::reset`] clears.
-#[derive(Debug)]
 pub struct Supervision {
     actor: &'static str,
     policy: RestartPolicy,
@@ -105,6 +105,9 @@ pub struct Supervision {
     backoff_until: Option<Instant>,
     given_up: bool,
     stopped: bool,
+    /// Messages handled since the last report.
+    handled: u64,
+    metrics: MetricsBuffer,
 }
 
 impl Supervision {
@@ -121,7 +124,36 @@ impl Supervision {
             backoff_until: None,
             given_up: false,
             stopped: false,
+            handled: 0,
+            metrics: MetricsBuffer::default(),
         }
+    }
+
+    /// Report this actor's restarts, messages and own events here.
+    pub fn reporting_to(mut self, metrics: MetricsHandle) -> Self {
+        self.report_to(metrics);
+        self
+    }
+
+    pub fn report_to(&mut self, metrics: MetricsHandle) {
+        self.metrics = MetricsBuffer::new(metrics);
+    }
+
+    /// Keep an event for the next report.
+    pub fn record(&mut self, event: Event) {
+        self.metrics.push(event);
+    }
+
+    /// Send what was recorded since the last report.
+    pub fn flush(&mut self) {
+        if self.handled > 0 {
+            let count = std::mem::take(&mut self.handled);
+            self.metrics.push(Event::Messages {
+                actor: self.actor,
+                count,
+            });
+        }
+        self.metrics.flush();
     }
 
     pub fn actor(&self) -> &'static str {
@@ -192,6 +224,7 @@ impl Supervision {
             self.recent_restarts.pop_front();
         }
         self.recent_restarts.push_back(now);
+        self.metrics.push(Event::Restart { actor: self.actor });
         let in_window = self.recent_restarts.len();
         if self.given_up || self.stopped {
             return;
@@ -232,6 +265,8 @@ pub trait Supervise: Actor<Context = Context<Self>> + actix::Supervised {
     fn on_start(&mut self, _ctx: &mut Context<Self>) {}
     /// Release resources before the process exits.
     fn on_shutdown(&mut self) {}
+    /// Record gauges (sizes, pool state) before each report.
+    fn report(&mut self) {}
 }
 
 /// A reply that can say "not done": what a refused or failed handler answers.
@@ -282,6 +317,7 @@ where
     A: Supervise,
     R: Refusal,
 {
+    act.supervision().handled += 1;
     match catch_unwind(AssertUnwindSafe(|| body(act, ctx))) {
         Ok(reply) => reply,
         Err(payload) => {
@@ -323,6 +359,10 @@ macro_rules! supervised_actor {
                 ctx.set_mailbox_capacity($crate::actors::supervision::MAILBOX_CAPACITY);
                 $crate::actors::supervision::Supervise::supervision(self).started();
                 $crate::actors::supervision::Supervise::on_start(self, ctx);
+                actix::AsyncContext::run_interval(ctx, $crate::metrics::FLUSH_EVERY, |act, _| {
+                    $crate::actors::supervision::Supervise::report(act);
+                    $crate::actors::supervision::Supervise::supervision(act).flush();
+                });
             }
         }
 

@@ -16,7 +16,7 @@
 //! This runs as resource middleware, after routing, so the request can be
 //! cloned to answer the 504 (cloning it before routing is not allowed).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use actix_web::{web, Error, ResponseError};
 use crate::actors::rate_limiter::{Decision, RatePolicy};
 use crate::app_state::AppState;
 use crate::error::{retry_after_seconds, ApiError};
+use crate::metrics::{Event, MetricsBuffer, MetricsHandle, FLUSH_EVERY};
 
 /// How often, at most, each worker logs that it let requests through
 /// because the rate limiter was unavailable.
@@ -37,21 +38,57 @@ const FAIL_OPEN_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// One worker's guard state. Each worker builds its own; nothing is shared.
 pub struct WorkerGuards {
+    worker: usize,
     in_flight: Cell<usize>,
     max_in_flight: usize,
     fail_open: Cell<u64>,
     fail_open_logged: Cell<Option<Instant>>,
+    /// This worker's metrics, sent in batches.
+    metrics: RefCell<MetricsBuffer>,
 }
 
 impl WorkerGuards {
-    /// This worker's share of the process-wide in-flight cap.
-    pub fn new(max_in_flight: usize, workers: usize) -> Rc<Self> {
-        Rc::new(Self {
+    /// This worker's guard state, with its share of the process-wide
+    /// in-flight cap, and the task that sends its metrics every
+    /// [`FLUSH_EVERY`] (call on the worker's own thread).
+    pub fn start(
+        worker: usize,
+        max_in_flight: usize,
+        workers: usize,
+        metrics: MetricsHandle,
+    ) -> Rc<Self> {
+        let guards = Rc::new(Self {
+            worker,
             in_flight: Cell::new(0),
             max_in_flight: max_in_flight.div_ceil(workers.max(1)).max(1),
             fail_open: Cell::new(0),
             fail_open_logged: Cell::new(None),
-        })
+            metrics: RefCell::new(MetricsBuffer::new(metrics)),
+        });
+        let weak = Rc::downgrade(&guards);
+        actix_web::rt::spawn(async move {
+            let mut ticks = actix_web::rt::time::interval(FLUSH_EVERY);
+            loop {
+                ticks.tick().await;
+                let Some(guards) = weak.upgrade() else { break };
+                guards.flush_metrics();
+            }
+        });
+        guards
+    }
+
+    /// Keep an event for this worker's next batch.
+    pub fn record(&self, event: Event) {
+        self.metrics.borrow_mut().push(event);
+    }
+
+    fn flush_metrics(&self) {
+        let mut buffer = self.metrics.borrow_mut();
+        buffer.push(Event::InFlight {
+            worker: self.worker,
+            count: i64::try_from(self.in_flight.get()).unwrap_or(i64::MAX),
+        });
+        buffer.flush();
     }
 
     fn try_enter(self: &Rc<Self>) -> Option<InFlightPermit> {
@@ -63,6 +100,7 @@ impl WorkerGuards {
     }
 
     fn record_fail_open(&self, err: &ApiError) {
+        self.record(Event::RateLimit("fail_open"));
         self.fail_open.set(self.fail_open.get() + 1);
         let due = self
             .fail_open_logged
@@ -141,11 +179,13 @@ pub async fn guards(
     ) {
         match limiter.check(key).await {
             Ok(Decision::Limited { retry_after, reset }) => {
+                worker.record(Event::RateLimit("limited"));
                 let mut response = ApiError::TooManyRequests { retry_after }.error_response();
                 rate_limit_headers(response.headers_mut(), limiter.headers(), 0, reset);
                 return Ok(req.into_response(response));
             }
             Ok(Decision::Allowed { remaining, reset }) => {
+                worker.record(Event::RateLimit("allowed"));
                 decision = Some((limiter.headers(), remaining, reset))
             }
             Err(err) => worker.record_fail_open(&err),

@@ -6,17 +6,43 @@
 //! anywhere below (an extractor, a handler, the 404 fallback) can carry it
 //! without threading it through every signature, and it is echoed on every
 //! response. One log line per request names the route template, never just
-//! the raw path, so logs group by endpoint.
+//! the raw path, so logs group by endpoint, and the same figures go to this
+//! worker's metrics batch (scrapes of `/metrics` excepted).
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::Error;
 
+use super::guards::WorkerGuards;
+use crate::metrics::Event;
+
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The route label of requests no route matched: one value for all of them,
+/// so no client can grow the label set.
+const UNMATCHED: &str = "unmatched";
+/// Scrapes are not counted as traffic.
+const METRICS_ROUTE: &str = "/metrics";
+
+/// The method label: the standard methods, anything else as `OTHER`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
 
 /// Longest client-sent request id that is echoed rather than replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -53,12 +79,24 @@ pub async fn request_context(
     }
     let request = response.request();
     let route = request.match_pattern();
+    let elapsed = started.elapsed();
+    if let (Some(worker), false) = (
+        request.app_data::<Rc<WorkerGuards>>(),
+        route.as_deref() == Some(METRICS_ROUTE),
+    ) {
+        worker.record(Event::Request {
+            method: method_label(request.method()),
+            route: route.clone().unwrap_or_else(|| UNMATCHED.to_owned()),
+            status: response.status().as_u16(),
+            seconds: elapsed.as_secs_f64(),
+        });
+    }
     tracing::info!(
         method = %request.method(),
-        route = route.as_deref().unwrap_or("unmatched"),
+        route = route.as_deref().unwrap_or(UNMATCHED),
         path = request.path(),
         status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
         request_id = %id,
         "request"
     );

@@ -22,6 +22,7 @@ pub async fn crash(
         "db" => state.db.ask(Crash).await?,
         "cache" => state.cache.ask(Crash).await?,
         "fetcher" => state.fetcher.ask(Crash).await?,
+        "metrics" => state.metrics.ask(Crash).await?,
         "rate_limiter" => {
             for shard in state.rate_limiter.get().iter().flat_map(|l| l.shards()) {
                 shard.ask(Crash).await?;
@@ -29,7 +30,7 @@ pub async fn crash(
         }
         other => {
             return Err(ApiError::NotFound(format!(
-                "no actor named {other:?} (expected db, cache, fetcher or rate_limiter)"
+                "no actor named {other:?} (expected db, cache, fetcher, metrics or rate_limiter)"
             )))
         }
     }

@@ -5,6 +5,7 @@ pub mod debug;
 pub mod fetch;
 pub mod health;
 pub mod hello;
+pub mod metrics;
 pub mod users;
 
 use actix_web::body::MessageBody;
@@ -20,6 +21,8 @@ use crate::middleware::guards;
 pub fn configure(cfg: &mut web::ServiceConfig, chaos: bool) {
     cfg.service(open("/health").get(health::health))
         .service(open("/ready").get(health::ready))
+        .service(open("/metrics").get(metrics::metrics))
+        .service(guarded("/stats").get(metrics::stats))
         .service(guarded("/hello").get(hello::anonymous))
         .service(guarded("/hello/{name}").get(hello::named))
         .service(guarded("/users").get(users::list).post(users::create))

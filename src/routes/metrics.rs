@@ -1,0 +1,28 @@
+//! `GET /metrics` (Prometheus text exposition, never limited or counted) and
+//! `GET /stats` (the same figures as JSON, for people).
+
+use actix_web::{web, HttpResponse};
+
+use crate::actors::metrics::{Gather, Summarize};
+use crate::app_state::AppState;
+use crate::error::ApiError;
+
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let text = state
+        .metrics
+        .ask(Gather)
+        .await?
+        .map_err(|why| ApiError::unavailable(why.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
+}
+
+pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let summary = state
+        .metrics
+        .ask(Summarize)
+        .await?
+        .map_err(|why| ApiError::unavailable(why.to_string()))?;
+    Ok(HttpResponse::Ok().json(summary))
+}
