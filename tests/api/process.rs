@@ -95,7 +95,7 @@ async fn sigterm_drains_requests_in_flight_then_exits_zero() {
     stopped.sort();
     assert_eq!(
         stopped,
-        ["cache", "db", "fetcher"],
+        ["cache", "db", "fetcher", "metrics"],
         "rate limiter shards end with their workers"
     );
     assert_eq!(app.logged("switchboard stopped").len(), 1);
