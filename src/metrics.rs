@@ -110,6 +110,11 @@ impl MetricsBuffer {
         }
     }
 
+    /// Send later batches here; what is pending is kept.
+    pub fn send_to(&mut self, handle: MetricsHandle) {
+        self.handle = handle;
+    }
+
     pub fn push(&mut self, event: Event) {
         if self.handle.is_enabled() {
             self.events.push(event);

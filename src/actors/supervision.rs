@@ -136,7 +136,7 @@ impl Supervision {
     }
 
     pub fn report_to(&mut self, metrics: MetricsHandle) {
-        self.metrics = MetricsBuffer::new(metrics);
+        self.metrics.send_to(metrics);
     }
 
     /// Keep an event for the next report.

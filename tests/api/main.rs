@@ -12,6 +12,8 @@ mod concurrency;
 mod fetch;
 mod guards;
 mod health;
+mod metrics;
+mod observability;
 mod process;
 mod supervision;
 mod users;

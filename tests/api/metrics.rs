@@ -1,0 +1,155 @@
+//! `/metrics` and `/stats` as a scraper and a person see them.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{eventually, spawn_app, spawn_app_with, Backend, TestApp};
+
+/// The value of one sample line of the exposition, if present.
+async fn sample(app: &TestApp, line_start: &str) -> Option<f64> {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+const HELLO_200: &str = r#"http_requests_total{method="GET",route="/hello",status="200"}"#;
+
+#[actix_web::test]
+async fn requests_are_counted_by_route_template_not_path() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let user = app.create_user("Counted", "counted@example.com").await;
+    for _ in 0..3 {
+        app.get(&format!("/users/{}", user["id"])).await;
+        app.get("/hello").await;
+    }
+    for path in ["/a", "/b/c", "/users/1/x"] {
+        app.get(path).await;
+    }
+    for _ in 0..5 {
+        app.get("/metrics").await;
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            sample(&app, HELLO_200).await == Some(3.0)
+        })
+        .await,
+        "three /hello requests counted"
+    );
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="/users/{id}",status="200"} 3"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 3"#));
+    assert!(
+        !text.contains("route=\"/metrics\""),
+        "scrapes are not counted"
+    );
+    assert!(!text.contains("/b/c"), "raw paths never become labels");
+    for name in [
+        "http_request_duration_seconds_bucket",
+        "http_requests_in_flight",
+        "cache_requests_total",
+        "db_query_duration_seconds_bucket",
+        "db_pool_connections",
+        "rate_limit_decisions_total",
+        "actor_messages_total",
+        "build_info{version=",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+}
+
+#[actix_web::test]
+async fn stats_summarise_for_people() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let user = app.create_user("Stats", "stats@example.com").await;
+    for _ in 0..4 {
+        app.get(&format!("/users/{}", user["id"])).await;
+    }
+    app.get("/users/424242").await;
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            let stats: Value = app.get("/stats").await.json().await.unwrap();
+            stats["errors_by_status"]["404"] == 1 && stats["cache_hit_ratio"] == 0.6
+        })
+        .await
+    );
+    let stats: Value = app.get("/stats").await.json().await.unwrap();
+    let route = stats["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "/users/{id}" && r["method"] == "GET")
+        .cloned()
+        .unwrap();
+    assert_eq!(route["requests"], 5);
+    let latency = &route["latency_ms"];
+    for field in ["avg", "min", "max", "p50", "p99"] {
+        assert!(latency[field].as_f64().unwrap() > 0.0, "{field}: {route}");
+    }
+    assert!(latency["min"].as_f64() <= latency["p50"].as_f64());
+    assert!(latency["p99"].as_f64() <= latency["max"].as_f64());
+    assert_eq!(stats["errors_by_status"]["404"], 1);
+    // Three hits of five lookups: the first read and the unknown id missed.
+    assert_eq!(stats["cache_hit_ratio"], 0.6, "{stats}");
+    assert!(stats["rate_limit_decisions"]["allowed"].as_u64().unwrap() >= 6);
+}
+
+#[actix_web::test]
+async fn a_crashed_metrics_actor_costs_no_request_and_starts_again_from_zero() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    for _ in 0..5 {
+        app.get("/hello").await;
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            sample(&app, HELLO_200).await == Some(5.0)
+        })
+        .await
+    );
+    let response = app
+        .client
+        .post(app.url("/debug/crash/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let sent_after = std::cell::Cell::new(0.0);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            assert_eq!(
+                app.get("/hello").await.status(),
+                200,
+                "requests are unaffected"
+            );
+            sent_after.set(sent_after.get() + 1.0);
+            let restarted =
+                sample(&app, r#"actor_restarts_total{actor="metrics"}"#).await == Some(1.0);
+            let hello = sample(&app, HELLO_200).await.unwrap_or(0.0);
+            restarted && hello >= 1.0 && hello <= sent_after.get()
+        })
+        .await,
+        "counters start again from zero after the restart, and scraping works"
+    );
+}
+
+#[actix_web::test]
+async fn metrics_can_be_turned_off() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.metrics = false)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        app.get("/hello").await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("http_requests_total{"), "nothing recorded");
+    assert!(text.contains("process_resident_memory_bytes"));
+}
