@@ -65,8 +65,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimitBackend {
+    /// Each instance limits its own clients, in its rate limiter actors.
     Memory,
-    Redis,
 }
 
 /// Everything switchboard can be told at start-up.
@@ -369,8 +369,8 @@ impl Sources {
                 d.rate_limit_backend,
                 |v| match v.to_ascii_lowercase().as_str() {
                     "memory" => Ok(RateLimitBackend::Memory),
-                    "redis" => Ok(RateLimitBackend::Redis),
-                    _ => Err("is neither memory nor redis".into()),
+                    "redis" => Err("is not available yet: only memory is (per instance)".into()),
+                    _ => Err("is not memory".into()),
                 },
             )?,
             redis_url: self.get("redis_url", d.redis_url, |v| {
@@ -522,6 +522,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("wrokers"), "{err}");
+    }
+
+    #[test]
+    fn redis_backend_is_refused_until_it_exists() {
+        let err = load(&["--rate-limit-backend", "redis"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SWITCHBOARD_RATE_LIMIT_BACKEND") && err.contains("not available"),
+            "{err}"
+        );
     }
 
     #[test]
