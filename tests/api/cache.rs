@@ -69,13 +69,7 @@ async fn a_crashed_cache_comes_back_empty(backend: Backend) {
     read(&app, &path).await;
     assert_eq!(read(&app, &path).await.0, "hit");
 
-    let response = app
-        .client
-        .post(app.url("/debug/crash/cache"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    app.crash("cache").await;
     // Served from the database while the cache restarts, then cached anew.
     assert_eq!(read(&app, &path).await, ("miss".into(), user.clone()));
     assert!(

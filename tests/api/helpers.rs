@@ -197,6 +197,17 @@ impl TestApp {
             .expect("DELETE")
     }
 
+    /// Runs the crash drill on an actor, asserting the 202.
+    pub async fn crash(&self, actor: &str) {
+        let response = self
+            .client
+            .post(self.url(&format!("/debug/crash/{actor}")))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 202, "crash drill on {actor}");
+    }
+
     /// Creates a user and returns its JSON, asserting the 201.
     pub async fn create_user(&self, name: &str, email: &str) -> Value {
         let response = self

@@ -112,13 +112,7 @@ async fn a_crashed_metrics_actor_costs_no_request_and_starts_again_from_zero() {
         })
         .await
     );
-    let response = app
-        .client
-        .post(app.url("/debug/crash/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    app.crash("metrics").await;
     let sent_after = std::cell::Cell::new(0.0);
     assert!(
         eventually(Duration::from_secs(5), || async {

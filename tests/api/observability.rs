@@ -182,13 +182,7 @@ async fn every_panel_and_alert_works_on_a_real_prometheus() {
     while started.elapsed() < Duration::from_secs(8) {
         drive_traffic(&app, &ok, &failing, round).await;
         if (round - crashes_from) % 2 == 1 && round - crashes_from < 9 {
-            let crash = app
-                .client
-                .post(app.url("/debug/crash/cache"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(crash.status(), 202);
+            app.crash("cache").await;
         }
         round += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -8,16 +8,6 @@ use serde_json::Value;
 
 use crate::helpers::{assert_problem, eventually, spawn_app, Backend, TestApp};
 
-async fn crash(app: &TestApp, actor: &str) {
-    let response = app
-        .client
-        .post(app.url(&format!("/debug/crash/{actor}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-}
-
 async fn db_actor(app: &TestApp) -> Value {
     let ready: Value = app.get("/ready").await.json().await.unwrap();
     ready["checks"]["actors"]
@@ -34,7 +24,7 @@ async fn crashed_db_actor_restarts_and_serves_again(backend: Backend) {
         return;
     };
     let user = app.create_user("Before", "before@example.com").await;
-    crash(&app, "db").await;
+    app.crash("db").await;
 
     let restarted = db_actor(&app).await;
     assert_eq!(restarted["restarts"], 1, "{restarted}");
@@ -68,7 +58,7 @@ async fn crashing_past_the_intensity_gives_up(backend: Backend) {
         return;
     };
     for _ in 0..6 {
-        crash(&app, "db").await;
+        app.crash("db").await;
     }
     let response = app.get("/ready").await;
     let problem = assert_problem(response, 503).await;
