@@ -1,6 +1,8 @@
-//! Building and running the application: migrate the database, start each
-//! actor on an arbiter (thread) of its own under supervision, bind the
-//! listener (port 0 picks a free one, as tests do), and wire the routes.
+//! Building and running the application: migrate the database, start the
+//! metrics, database, cache and fetcher actors each on an arbiter (thread) of
+//! its own under supervision, bind the listener (port 0 picks a free one, as
+//! tests do), and wire the routes. Each HTTP worker starts its own rate
+//! limiter shard on its own thread, and its own guard state.
 //!
 //! Shutdown is one explicit sequence in [`Application::run_until_stopped`]:
 //! actix-web stops accepting on SIGINT/SIGTERM and drains requests in flight
@@ -108,26 +110,12 @@ impl Application {
         let db = Running::start("db", call_timeout, move || {
             DbActor::new(url, pool_size, pool, db_metrics)
         });
-        let cache_config = CacheConfig {
-            max_entries: settings.cache_max_entries,
-            max_bytes: settings.cache_max_bytes,
-            ttl: settings.cache_ttl,
-            fill_window: call_timeout,
-        };
+        let cache_config = cache_config(&settings);
         let cache = Running::start("cache", call_timeout, {
             let recording = recording.clone();
             move || CacheActor::new(cache_config, recording)
         });
-        let fetch_config = FetchConfig {
-            allow: AllowList::new(&settings.fetch_allow_hosts),
-            max_attempts: settings.fetch_max_attempts,
-            attempt_timeout: settings.fetch_timeout,
-            total_budget: settings.request_timeout.mul_f64(0.9),
-            max_body_bytes: settings.fetch_max_body_bytes,
-            host_concurrency: settings.fetch_host_concurrency,
-            breaker_threshold: settings.fetch_breaker_threshold,
-            breaker_cooldown: settings.fetch_breaker_cooldown,
-        };
+        let fetch_config = fetch_config(&settings);
         let (fetch_cache, fetch_metrics) = (cache.actor.clone(), recording.clone());
         let fetcher = Running::start("fetcher", call_timeout, move || {
             FetcherActor::new(fetch_config, fetch_cache, call_timeout, fetch_metrics)
@@ -142,7 +130,7 @@ impl Application {
             rate_limiter: OnceLock::new(),
             limits: RequestLimits {
                 body_limit_bytes: settings.body_limit_bytes,
-                request_timeout: settings.request_timeout,
+                request_timeout: call_timeout,
                 trust_proxy: settings.trust_proxy,
             },
             started_at: Instant::now(),
@@ -212,6 +200,7 @@ impl Application {
                     _ => return Err(StartupError::Workers),
                 }
             }
+            // Set once, here; nothing else writes it.
             let _ = app_state
                 .rate_limiter
                 .set(RateLimiterShards::new(policy, shards));
@@ -270,6 +259,29 @@ impl Application {
         self.metrics.stop().await;
         tracing::info!("switchboard stopped");
         served
+    }
+}
+
+fn cache_config(settings: &Settings) -> CacheConfig {
+    CacheConfig {
+        max_entries: settings.cache_max_entries,
+        max_bytes: settings.cache_max_bytes,
+        ttl: settings.cache_ttl,
+        fill_window: settings.request_timeout,
+    }
+}
+
+fn fetch_config(settings: &Settings) -> FetchConfig {
+    FetchConfig {
+        allow: AllowList::new(&settings.fetch_allow_hosts),
+        max_attempts: settings.fetch_max_attempts,
+        attempt_timeout: settings.fetch_timeout,
+        // Inside the request deadline, so one slow URL never fails the rest.
+        total_budget: settings.request_timeout.mul_f64(0.9),
+        max_body_bytes: settings.fetch_max_body_bytes,
+        host_concurrency: settings.fetch_host_concurrency,
+        breaker_threshold: settings.fetch_breaker_threshold,
+        breaker_cooldown: settings.fetch_breaker_cooldown,
     }
 }
 
