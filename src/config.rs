@@ -67,6 +67,8 @@ pub enum LogFormat {
 pub enum RateLimitBackend {
     /// Each instance limits its own clients, in its rate limiter actors.
     Memory,
+    /// Instances share one allowance per client in Redis.
+    Redis,
 }
 
 /// Everything switchboard can be told at start-up.
@@ -369,8 +371,8 @@ impl Sources {
                 d.rate_limit_backend,
                 |v| match v.to_ascii_lowercase().as_str() {
                     "memory" => Ok(RateLimitBackend::Memory),
-                    "redis" => Err("is not available yet: only memory is (per instance)".into()),
-                    _ => Err("is not memory".into()),
+                    "redis" => Ok(RateLimitBackend::Redis),
+                    _ => Err("is neither memory nor redis".into()),
                 },
             )?,
             redis_url: self.get("redis_url", d.redis_url, |v| {
@@ -525,14 +527,12 @@ mod tests {
     }
 
     #[test]
-    fn redis_backend_is_refused_until_it_exists() {
-        let err = load(&["--rate-limit-backend", "redis"])
+    fn unknown_rate_limit_backend_is_refused() {
+        let err = load(&["--rate-limit-backend", "memcached"])
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("SWITCHBOARD_RATE_LIMIT_BACKEND") && err.contains("not available"),
-            "{err}"
-        );
+        assert!(err.contains("SWITCHBOARD_RATE_LIMIT_BACKEND"), "{err}");
+        assert!(load(&["--rate-limit-backend", "Redis"]).is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fetch;
 pub mod metrics;
 pub mod middleware;
+pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

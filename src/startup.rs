@@ -24,11 +24,13 @@ use crate::actors::cache::{CacheActor, CacheConfig};
 use crate::actors::db::DbActor;
 use crate::actors::fetcher::{FetchConfig, FetcherActor};
 use crate::actors::metrics::MetricsActor;
-use crate::actors::rate_limiter::{RateLimiterActor, RateLimiterShards, RatePolicy};
+use crate::actors::rate_limiter::{
+    LimiterBackend, RateLimiterActor, RateLimiterShards, RatePolicy,
+};
 use crate::actors::supervision::{Shutdown, Supervise};
 use crate::actors::ActorRef;
 use crate::app_state::{AppState, RequestLimits};
-use crate::config::Settings;
+use crate::config::{RateLimitBackend, Settings};
 use crate::db::{migrate, DbPool};
 use crate::fetch::allow_list::AllowList;
 use crate::metrics::MetricsHandle;
@@ -151,11 +153,16 @@ impl Application {
         // check for a client whose shard is local costs no thread hop.
         let (shard_started, mut started_shards) = tokio::sync::mpsc::unbounded_channel();
         let worker_ids = Arc::new(AtomicUsize::new(0));
+        let limiter_backend = match settings.rate_limit_backend {
+            RateLimitBackend::Memory => LimiterBackend::Memory,
+            RateLimitBackend::Redis => LimiterBackend::Redis(settings.redis_url.clone()),
+        };
         let server = HttpServer::new(move || {
             if let Some(policy) = policy {
                 let shard_metrics = recording.clone();
+                let backend = limiter_backend.clone();
                 let shard = Supervisor::start(move |_| {
-                    RateLimiterActor::new(policy, "rate_limiter", shard_metrics)
+                    RateLimiterActor::new(policy, backend, shard_metrics)
                 });
                 let _ = shard_started.send(ActorRef::new("rate_limiter", shard, call_timeout));
             }

@@ -1,6 +1,8 @@
 //! `RateLimiterActor`: owns per-client limiter state, a keyed GCRA from
 //! `governor` (its `HashMap` store: one actor thread touches it, so the lock
-//! inside is never contended).
+//! inside is never contended), or, with the `redis` backend, the connection
+//! to the shared Redis that holds every instance's allowances
+//! ([`crate::rate_limit::redis`]).
 //!
 //! Memory stays bounded under a flood of distinct clients: every second the
 //! actor drops keys whose state is indistinguishable from a fresh one (idle
@@ -17,6 +19,9 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use std::future::ready;
+
+use actix::dev::ResponseFuture;
 use actix::{AsyncContext, Context, Handler, Message, MessageResult};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -29,6 +34,7 @@ use super::ActorRef;
 use crate::error::ApiError;
 use crate::metrics::MetricsHandle;
 use crate::middleware::guards::PolicyHeaders;
+use crate::rate_limit::redis::RedisGcra;
 
 const PURGE_EVERY: Duration = Duration::from_secs(1);
 const SHRINK_EVERY: Duration = Duration::from_secs(10);
@@ -89,50 +95,88 @@ pub struct LimiterStats {
     pub limited: u64,
 }
 
+/// Where the allowances live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimiterBackend {
+    /// In each limiter actor: per instance.
+    Memory,
+    /// In a shared Redis (its URL): one allowance across instances.
+    Redis(String),
+}
+
+enum Store {
+    Memory(Limiter),
+    Redis(RedisGcra),
+    /// The Redis client could not be built; every check fails (open).
+    Broken(String),
+}
+
+impl Store {
+    fn open(policy: RatePolicy, backend: &LimiterBackend) -> Self {
+        match backend {
+            LimiterBackend::Memory => Self::Memory(new_limiter(policy)),
+            LimiterBackend::Redis(url) => RedisGcra::new(url).map_or_else(
+                |why| {
+                    tracing::error!(%why, "cannot set up the Redis rate limiter");
+                    Self::Broken(why)
+                },
+                Self::Redis,
+            ),
+        }
+    }
+}
+
+/// Why a check could not be decided; the guard lets the request through.
+#[derive(Debug)]
+pub struct LimiterFailed(pub String);
+
+impl From<ActorUnavailable> for LimiterFailed {
+    fn from(why: ActorUnavailable) -> Self {
+        Self(why.to_string())
+    }
+}
+
 pub struct RateLimiterActor {
     policy: RatePolicy,
-    limiter: Limiter,
+    backend: LimiterBackend,
+    store: Store,
     stats: LimiterStats,
     supervision: Supervision,
 }
 
 impl RateLimiterActor {
-    pub fn new(policy: RatePolicy, name: &'static str, metrics: MetricsHandle) -> Self {
+    pub fn new(policy: RatePolicy, backend: LimiterBackend, metrics: MetricsHandle) -> Self {
         Self {
             policy,
-            limiter: new_limiter(policy),
+            store: Store::open(policy, &backend),
+            backend,
             stats: LimiterStats::default(),
-            supervision: Supervision::new(name).reporting_to(metrics),
+            supervision: Supervision::new("rate_limiter").reporting_to(metrics),
         }
     }
+}
 
-    fn check(&mut self, key: IpAddr, cost: NonZeroU32) -> Decision {
-        let clock = self.limiter.clock().clone();
-        match self.limiter.check_key_n(&key, cost) {
-            Ok(Ok(snapshot)) => {
-                self.stats.allowed += 1;
-                let remaining = snapshot.remaining_burst_capacity();
-                Decision::Allowed {
-                    remaining,
-                    reset: self.policy.refill_time(self.policy.burst.get() - remaining),
-                }
-            }
-            Ok(Err(not_until)) => {
-                self.stats.limited += 1;
-                Decision::Limited {
-                    retry_after: not_until.wait_time_from(clock.now()),
-                    reset: self.policy.refill_time(self.policy.burst.get()),
-                }
-            }
-            // A cost above the burst can never pass.
-            Err(_) => {
-                self.stats.limited += 1;
-                Decision::Limited {
-                    retry_after: self.policy.refill_time(self.policy.burst.get()),
-                    reset: self.policy.refill_time(self.policy.burst.get()),
-                }
+/// One check against the in-memory GCRA.
+fn check_memory(limiter: &Limiter, policy: RatePolicy, key: IpAddr, cost: NonZeroU32) -> Decision {
+    let clock = limiter.clock().clone();
+    let full = policy.refill_time(policy.burst.get());
+    match limiter.check_key_n(&key, cost) {
+        Ok(Ok(snapshot)) => {
+            let remaining = snapshot.remaining_burst_capacity();
+            Decision::Allowed {
+                remaining,
+                reset: policy.refill_time(policy.burst.get() - remaining),
             }
         }
+        Ok(Err(not_until)) => Decision::Limited {
+            retry_after: not_until.wait_time_from(clock.now()),
+            reset: full,
+        },
+        // A cost above the burst can never pass.
+        Err(_) => Decision::Limited {
+            retry_after: full,
+            reset: full,
+        },
     }
 }
 
@@ -150,13 +194,21 @@ impl Supervise for RateLimiterActor {
     }
 
     fn reset(&mut self) {
-        self.limiter = new_limiter(self.policy);
+        self.store = Store::open(self.policy, &self.backend);
         self.stats = LimiterStats::default();
     }
 
     fn on_start(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(PURGE_EVERY, |act, _| act.limiter.retain_recent());
-        ctx.run_interval(SHRINK_EVERY, |act, _| act.limiter.shrink_to_fit());
+        ctx.run_interval(PURGE_EVERY, |act, _| {
+            if let Store::Memory(limiter) = &act.store {
+                limiter.retain_recent();
+            }
+        });
+        ctx.run_interval(SHRINK_EVERY, |act, _| {
+            if let Store::Memory(limiter) = &act.store {
+                limiter.shrink_to_fit();
+            }
+        });
     }
 }
 
@@ -164,7 +216,7 @@ supervised_actor!(RateLimiterActor);
 
 /// May this client spend `cost` requests of its allowance now?
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Decision, ActorUnavailable>")]
+#[rtype(result = "Result<Decision, LimiterFailed>")]
 pub struct Check {
     pub key: IpAddr,
     pub cost: NonZeroU32,
@@ -175,10 +227,30 @@ pub struct Check {
 pub struct Stats;
 
 impl Handler<Check> for RateLimiterActor {
-    type Result = Result<Decision, ActorUnavailable>;
+    type Result = ResponseFuture<Result<Decision, LimiterFailed>>;
 
-    fn handle(&mut self, msg: Check, ctx: &mut Context<Self>) -> Self::Result {
-        run_guarded(self, ctx, |act, _| Ok(act.check(msg.key, msg.cost)))
+    fn handle(&mut self, Check { key, cost }: Check, ctx: &mut Context<Self>) -> Self::Result {
+        run_guarded(self, ctx, |act, _| -> Self::Result {
+            match &act.store {
+                Store::Memory(limiter) => {
+                    let decision = check_memory(limiter, act.policy, key, cost);
+                    match decision {
+                        Decision::Allowed { .. } => act.stats.allowed += 1,
+                        Decision::Limited { .. } => act.stats.limited += 1,
+                    }
+                    Box::pin(ready(Ok(decision)))
+                }
+                Store::Redis(gcra) => {
+                    let (gcra, policy) = (gcra.clone(), act.policy);
+                    Box::pin(async move {
+                        gcra.check(key, cost.get(), policy)
+                            .await
+                            .map_err(LimiterFailed)
+                    })
+                }
+                Store::Broken(why) => Box::pin(ready(Err(LimiterFailed(why.clone())))),
+            }
+        })
     }
 }
 
@@ -186,10 +258,11 @@ impl Handler<Stats> for RateLimiterActor {
     type Result = MessageResult<Stats>;
 
     fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(LimiterStats {
-            keys: self.limiter.len(),
-            ..self.stats
-        })
+        let keys = match &self.store {
+            Store::Memory(limiter) => limiter.len(),
+            Store::Redis(_) | Store::Broken(_) => 0,
+        };
+        MessageResult(LimiterStats { keys, ..self.stats })
     }
 }
 
@@ -236,7 +309,7 @@ impl RateLimiterShards {
             .await?
         {
             Ok(decision) => Ok(decision),
-            Err(why) => Err(ApiError::unavailable(why.to_string())),
+            Err(LimiterFailed(why)) => Err(ApiError::unavailable(why)),
         }
     }
 
@@ -262,7 +335,7 @@ mod tests {
     async fn burst_then_refill() {
         let policy = RatePolicy::new(10, 5).unwrap();
         let limiter = actix::Supervisor::start(move |_| {
-            RateLimiterActor::new(policy, "rate_limiter", MetricsHandle::disabled())
+            RateLimiterActor::new(policy, LimiterBackend::Memory, MetricsHandle::disabled())
         });
         let key: IpAddr = "10.0.0.1".parse().unwrap();
         let check = || {

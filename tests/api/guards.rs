@@ -281,3 +281,85 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_sent() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
 }
+
+/// Whether Redis answers on 127.0.0.1:6379; says so when it does not, and
+/// fails when SWITCHBOARD_REQUIRE_REDIS=1.
+fn redis_available() -> bool {
+    let up = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:6379".parse().unwrap(),
+        Duration::from_secs(1),
+    )
+    .is_ok();
+    if !up {
+        assert_ne!(
+            std::env::var("SWITCHBOARD_REQUIRE_REDIS").as_deref(),
+            Ok("1"),
+            "Redis is required but 127.0.0.1:6379 does not answer"
+        );
+        eprintln!("skipping: no Redis at 127.0.0.1:6379");
+    }
+    up
+}
+
+fn redis_limited(settings: &mut switchboard::config::Settings) {
+    settings.rate_limit_backend = switchboard::config::RateLimitBackend::Redis;
+    settings.rate_limit_per_second = 1;
+    settings.rate_limit_burst = 5;
+    settings.trust_proxy = true;
+}
+
+#[actix_web::test]
+async fn with_redis_every_instance_enforces_one_allowance() {
+    if !redis_available() {
+        return;
+    }
+    let first = spawn_app_with(Backend::Sqlite, redis_limited)
+        .await
+        .unwrap();
+    let second = spawn_app_with(Backend::Sqlite, redis_limited)
+        .await
+        .unwrap();
+    let id = uuid::Uuid::new_v4();
+    let [a, b, c, ..] = *id.as_bytes();
+    let client = format!("10.{a}.{b}.{c}");
+    let mut allowed = 0;
+    let mut refused = None;
+    for i in 0..10 {
+        let app = if i % 2 == 0 { &first } else { &second };
+        let response = get_as(app, "/hello", &client).await;
+        match response.status().as_u16() {
+            200 => {
+                assert_eq!(
+                    header(&response, "ratelimit-remaining"),
+                    (4 - allowed).to_string()
+                );
+                allowed += 1;
+            }
+            429 => refused = Some(response),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(allowed, 5, "one burst across both instances");
+    let refused = refused.expect("the sixth request is refused");
+    assert_eq!(header(&refused, "retry-after"), "1");
+    assert_problem(refused, 429).await;
+}
+
+#[actix_web::test]
+async fn an_unreachable_redis_fails_open() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        redis_limited(s);
+        s.redis_url = "redis://127.0.0.1:1".into();
+    })
+    .await
+    .unwrap();
+    for _ in 0..8 {
+        let response = get_as(&app, "/hello", "10.200.0.1").await;
+        assert_eq!(
+            response.status(),
+            200,
+            "requests pass while the limiter cannot decide"
+        );
+        assert!(response.headers().get("ratelimit").is_none());
+    }
+}
