@@ -12,12 +12,13 @@
 //! counters, `_seconds` histograms) and labels carry route templates, never
 //! raw paths, so no client can grow the label set.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use actix::{AsyncContext, Context, Handler, Message, MessageResult};
 use prometheus::core::{Collector, Metric};
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use serde::Serialize;
@@ -208,9 +209,18 @@ struct RouteFigures {
     max_seconds: f64,
 }
 
+/// One route's series, resolved once: recording a request is then one map
+/// lookup, with no label hashing inside the registry and no allocation.
+struct RouteSeries {
+    route: String,
+    figures: RouteFigures,
+    duration: Histogram,
+    by_status: HashMap<u16, IntCounter>,
+}
+
 pub struct MetricsActor {
     metrics: Metrics,
-    routes: HashMap<(String, String), RouteFigures>,
+    routes: HashMap<(&'static str, String), RouteSeries>,
     /// The latest in-flight count each worker reported.
     in_flight: HashMap<usize, i64>,
     supervision: Supervision,
@@ -241,14 +251,37 @@ impl MetricsActor {
                 status,
                 seconds,
             } => {
-                let status_text = status.to_string();
-                m.http_requests
-                    .with_label_values(&[method, route.as_str(), &status_text])
+                let http_requests = &m.http_requests;
+                let series = match self.routes.entry((method, route)) {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => {
+                        let route = entry.key().1.clone();
+                        let duration = m.http_duration.with_label_values(&[method, route.as_str()]);
+                        entry.insert(RouteSeries {
+                            route,
+                            figures: RouteFigures::default(),
+                            duration,
+                            by_status: HashMap::new(),
+                        })
+                    }
+                };
+                series.duration.observe(seconds);
+                let RouteSeries {
+                    route,
+                    figures,
+                    by_status,
+                    ..
+                } = series;
+                by_status
+                    .entry(status)
+                    .or_insert_with(|| {
+                        http_requests.with_label_values(&[
+                            method,
+                            route.as_str(),
+                            &status.to_string(),
+                        ])
+                    })
                     .inc();
-                m.http_duration
-                    .with_label_values(&[method, route.as_str()])
-                    .observe(seconds);
-                let figures = self.routes.entry((method.to_owned(), route)).or_default();
                 figures.min_seconds = if figures.count == 0 {
                     seconds
                 } else {
@@ -347,10 +380,11 @@ impl MetricsActor {
         let mut routes: Vec<RouteStats> = self
             .routes
             .iter()
-            .map(|((method, route), f)| {
-                let quantile = |q| self.route_quantile(method, route, q);
+            .map(|((method, route), series)| {
+                let f = &series.figures;
+                let quantile = |q| histogram_quantile(&series.duration, q);
                 RouteStats {
-                    method: method.clone(),
+                    method: (*method).to_owned(),
                     route: route.clone(),
                     requests: f.count,
                     server_errors: f.errors,
@@ -375,38 +409,31 @@ impl MetricsActor {
             actor_restarts: total(&self.metrics.actor_restarts),
         }
     }
+}
 
-    /// A latency quantile from the route's histogram, interpolated within its
-    /// bucket as Prometheus's `histogram_quantile` does.
-    fn route_quantile(&self, method: &str, route: &str, q: f64) -> f64 {
-        let Ok(histogram) = self
-            .metrics
-            .http_duration
-            .get_metric_with_label_values(&[method, route])
-        else {
-            return 0.0;
-        };
-        let proto = histogram.metric();
-        let h = proto.get_histogram();
-        let count = h.get_sample_count() as f64;
-        if count == 0.0 {
-            return 0.0;
-        }
-        let rank = q * count;
-        let mut lower_bound = 0.0;
-        let mut below = 0.0;
-        for bucket in h.get_bucket() {
-            let cumulative = bucket.cumulative_count() as f64;
-            if cumulative >= rank {
-                let in_bucket = (cumulative - below).max(1.0);
-                return lower_bound
-                    + (bucket.upper_bound() - lower_bound) * ((rank - below) / in_bucket);
-            }
-            lower_bound = bucket.upper_bound();
-            below = cumulative;
-        }
-        lower_bound
+/// A latency quantile from a histogram, interpolated within its
+/// bucket as Prometheus's `histogram_quantile` does.
+fn histogram_quantile(histogram: &Histogram, q: f64) -> f64 {
+    let proto = histogram.metric();
+    let h = proto.get_histogram();
+    let count = h.get_sample_count() as f64;
+    if count == 0.0 {
+        return 0.0;
     }
+    let rank = q * count;
+    let mut lower_bound = 0.0;
+    let mut below = 0.0;
+    for bucket in h.get_bucket() {
+        let cumulative = bucket.cumulative_count() as f64;
+        if cumulative >= rank {
+            let in_bucket = (cumulative - below).max(1.0);
+            return lower_bound
+                + (bucket.upper_bound() - lower_bound) * ((rank - below) / in_bucket);
+        }
+        lower_bound = bucket.upper_bound();
+        below = cumulative;
+    }
+    lower_bound
 }
 
 impl Supervise for MetricsActor {

@@ -80,17 +80,6 @@ pub async fn request_context(
     let request = response.request();
     let route = request.match_pattern();
     let elapsed = started.elapsed();
-    if let (Some(worker), false) = (
-        request.app_data::<Rc<WorkerGuards>>(),
-        route.as_deref() == Some(METRICS_ROUTE),
-    ) {
-        worker.record(Event::Request {
-            method: method_label(request.method()),
-            route: route.clone().unwrap_or_else(|| UNMATCHED.to_owned()),
-            status: response.status().as_u16(),
-            seconds: elapsed.as_secs_f64(),
-        });
-    }
     tracing::info!(
         method = %request.method(),
         route = route.as_deref().unwrap_or(UNMATCHED),
@@ -100,5 +89,16 @@ pub async fn request_context(
         request_id = %id,
         "request"
     );
+    if let (Some(worker), false) = (
+        request.app_data::<Rc<WorkerGuards>>(),
+        route.as_deref() == Some(METRICS_ROUTE),
+    ) {
+        worker.record(Event::Request {
+            method: method_label(request.method()),
+            route: route.unwrap_or_else(|| UNMATCHED.to_owned()),
+            status: response.status().as_u16(),
+            seconds: elapsed.as_secs_f64(),
+        });
+    }
     Ok(response)
 }
