@@ -11,7 +11,7 @@ use switchboard::config::Settings;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{assert_problem, invalid_fields, spawn_app_with, Backend, TestApp};
+use crate::helpers::{assert_problem, invalid_fields, json_of, spawn_app_with, Backend, TestApp};
 
 async fn fetch_app(upstream: &MockServer, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let host = upstream.address().to_string();
@@ -468,15 +468,12 @@ async fn an_oversized_body_is_cut_at_the_limit_without_growing_memory() {
     let client = reqwest::Client::new();
     let url = format!("{}/huge", upstream.uri());
     let fetch_huge = || async {
-        let results: Vec<Value> = client
-            .post(app.url("/fetch"))
-            .json(&json!({ "urls": [url.clone()] }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let results: Vec<Value> = json_of(
+            client
+                .post(app.url("/fetch"))
+                .json(&json!({ "urls": [url.clone()] })),
+        )
+        .await;
         results.into_iter().next().unwrap()
     };
     let first = fetch_huge().await;

@@ -218,6 +218,17 @@ impl TestApp {
     }
 }
 
+/// Sends a request and reads its JSON body.
+pub async fn json_of<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> T {
+    request
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON body")
+}
+
 /// Asserts a problem+json answer with this status and returns its body.
 pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status(), status, "status");

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{spawn_app_with, Backend, TestApp};
+use crate::helpers::{json_of, spawn_app_with, Backend, TestApp};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -254,14 +254,7 @@ async fn every_panel_and_alert_works_on_a_real_prometheus() {
         empty.join("\n")
     );
 
-    let rules: Value = client
-        .get(format!("{}/api/v1/rules", prometheus.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules: Value = json_of(client.get(format!("{}/api/v1/rules", prometheus.url))).await;
     let rules: Vec<&Value> = rules["data"]["groups"]
         .as_array()
         .unwrap()

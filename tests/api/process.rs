@@ -7,7 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use crate::helpers::{Backend, ProcessApp, TestDatabase};
+use crate::helpers::{json_of, Backend, ProcessApp, TestDatabase};
 
 async fn acknowledged_writes_survive_a_kill(backend: Backend) {
     let Some(db) = TestDatabase::create(backend).await else {
@@ -27,15 +27,12 @@ async fn acknowledged_writes_survive_a_kill(backend: Backend) {
         acknowledged.push(response.json::<Value>().await.unwrap());
     }
     let first = acknowledged[0]["id"].clone();
-    let patched: Value = client
-        .patch(app.url(&format!("/users/{first}")))
-        .json(&json!({"name": "Renamed"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let patched: Value = json_of(
+        client
+            .patch(app.url(&format!("/users/{first}")))
+            .json(&json!({"name": "Renamed"})),
+    )
+    .await;
     acknowledged[0] = patched;
     let deleted = acknowledged.pop().unwrap();
     let response = client
@@ -50,14 +47,7 @@ async fn acknowledged_writes_survive_a_kill(backend: Backend) {
 
     let app = ProcessApp::start(&db.url(), &[]);
     for user in &acknowledged {
-        let read: Value = client
-            .get(app.url(&format!("/users/{}", user["id"])))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let read: Value = json_of(client.get(app.url(&format!("/users/{}", user["id"])))).await;
         assert_eq!(&read, user);
     }
     let response = client
