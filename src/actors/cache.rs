@@ -28,6 +28,7 @@ const TOMBSTONE_FLOOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
+    /// `0` turns caching off: every lookup misses, every fill is dropped.
     pub max_entries: u64,
     pub max_bytes: u64,
     pub ttl: Duration,
@@ -200,7 +201,8 @@ impl Handler<Put> for CacheActor {
     fn handle(&mut self, put: Put, ctx: &mut Context<Self>) {
         run_guarded(self, ctx, |act, _| {
             let FillToken(seen) = put.token;
-            let stale = seen < act.oldest_valid
+            let stale = act.config.max_entries == 0
+                || seen < act.oldest_valid
                 || act
                     .tombstones
                     .get(&put.key)
@@ -293,6 +295,24 @@ mod tests {
             panic!("fresh fill was refused")
         };
         assert_eq!(value, cached(b"new"));
+    }
+
+    #[actix::test]
+    async fn no_entries_means_no_cache() {
+        let cache = actix::Supervisor::start(|_| {
+            CacheActor::new(config(0, 1 << 20), MetricsHandle::disabled())
+        });
+        for _ in 0..2 {
+            let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
+                panic!("a disabled cache hit")
+            };
+            cache.do_send(Put {
+                key: "k".into(),
+                value: cached(b"v"),
+                token,
+            });
+        }
+        assert_eq!(cache.send(Stats).await.unwrap().entries, 0);
     }
 
     #[actix::test]

@@ -85,3 +85,15 @@ on_both_backends!(
     no_stale_read_after_an_acknowledged_write,
     a_crashed_cache_comes_back_empty,
 );
+
+#[actix_web::test]
+async fn zero_entries_turns_the_cache_off() {
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, |s| s.cache_max_entries = 0)
+        .await
+        .unwrap();
+    let user = app.create_user("Uncached", "uncached@example.com").await;
+    let path = format!("/users/{}", user["id"]);
+    for _ in 0..3 {
+        assert_eq!(read(&app, &path).await, ("miss".into(), user.clone()));
+    }
+}
