@@ -1,7 +1,7 @@
 //! Settings: one typed struct, layered as defaults < TOML file (`--config`) <
 //! environment variables < command-line flags.
 //!
-//! Every setting is described once in [`SPECS`]: its TOML key, its flag and its
+//! Every setting is described once in `SPECS`: its TOML key, its flag and its
 //! environment variable. clap reads flags and variables (so `--help` lists
 //! both); the TOML file fills what neither gave. Values are parsed here, not by
 //! clap, so that a bad value names the setting's variable and where the value

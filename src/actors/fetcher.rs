@@ -3,9 +3,9 @@
 //!
 //! A `FetchMany` is answered with a future that fetches every URL at once;
 //! the mailbox only ever does bookkeeping. Each URL's future asks the actor
-//! for admission before every attempt ([`Admit`]: is the host's circuit
+//! for admission before every attempt (`Admit`: is the host's circuit
 //! closed? here is its concurrency limit) and reports how the host did
-//! ([`Report`]), so breaker state is only ever touched by the actor itself.
+//! (`Report`), so breaker state is only ever touched by the actor itself.
 //! Successful GET bodies go through the cache; a hit makes no upstream call.
 
 use std::collections::HashMap;

@@ -16,7 +16,7 @@
 //!   load balancer and an operator is alerted.
 //!
 //! Each start, failure, restart and give-up is one structured log line that
-//! names the actor. The [`supervised_actor!`] macro wires an actor into all of
+//! names the actor. The `supervised_actor!` macro wires an actor into all of
 //! this, and adds the messages every actor answers: [`Status`], [`Crash`] (the
 //! fault drill) and [`Shutdown`].
 
