@@ -1,7 +1,7 @@
 //! The connection pool: deadpool over diesel-async, on PostgreSQL
 //! (`AsyncPgConnection`) or SQLite (`SyncConnectionWrapper<SqliteConnection>`,
 //! bundled libsqlite3). diesel-async has no multi-backend connection, so the
-//! pool is an enum and [`with_conn!`] runs the same diesel code on either.
+//! pool is an enum and `with_conn!` runs the same diesel code on either.
 //!
 //! SQLite connections are set up for a server: WAL so readers never block the
 //! writer, `synchronous=FULL` so an acknowledged write survives a crash, and a

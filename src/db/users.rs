@@ -1,5 +1,5 @@
 //! The users queries, written once in diesel's DSL and run on either backend
-//! through [`with_conn!`]. Each is one statement, so each is atomic on its own.
+//! through `with_conn!`. Each is one statement, so each is atomic on its own.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
