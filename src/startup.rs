@@ -240,15 +240,10 @@ impl Application {
         self.state.clone()
     }
 
-    /// Stops the server from outside (tests; signals do the same).
-    pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
-    }
-
-    /// Serves until a signal or [`ServerHandle::stop`], drains, then stops
-    /// the actors and closes the pool.
+    /// Serves until SIGTERM or SIGINT, drains, then stops the actors and
+    /// closes the pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let handle = self.handle.clone();
+        let handle = self.handle;
         let on_signal = actix_web::rt::spawn(async move {
             let signal = shutdown_signal().await;
             tracing::info!(signal, "shutting down: draining requests in flight");

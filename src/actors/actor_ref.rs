@@ -36,10 +36,6 @@ impl<A: Actor> ActorRef<A> {
         }
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Sends a message and waits for the reply, at most the call timeout.
     pub async fn ask<M>(&self, msg: M) -> Result<M::Result, ApiError>
     where

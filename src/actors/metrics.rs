@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use actix::{AsyncContext, Context, Handler, Message, MessageResult};
 use prometheus::core::{Collector, Metric};
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use serde::Serialize;
@@ -46,34 +46,34 @@ struct Metrics {
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     upstream_retries: IntCounterVec,
-    breaker_state: GaugeVec,
+    breaker_state: IntGaugeVec,
     actor_restarts: IntCounterVec,
     actor_messages: IntCounterVec,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+/// Registers a metric (defined here, so a failure is a bug) and keeps a handle.
+fn registered<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("a valid metric definition");
     registry
         .register(Box::new(metric.clone()))
-        .expect("unique counter");
+        .expect("a unique metric name");
     metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-    let metric = HistogramVec::new(opts, labels).expect("valid histogram");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("unique histogram");
-    metric
+    registered(registry, HistogramVec::new(opts, labels))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("unique gauge");
-    metric
+    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 impl Metrics {
@@ -84,37 +84,15 @@ impl Metrics {
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
-            .expect("process collector");
-        let build_info = gauge(
+            .expect("the process collector registers once");
+        gauge(
             &registry,
             "build_info",
             "switchboard's version; always 1",
             &["version"],
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        let in_flight =
-            IntGauge::new("http_requests_in_flight", "Requests being handled now").expect("gauge");
-        registry
-            .register(Box::new(in_flight.clone()))
-            .expect("unique gauge");
-        let cache_entries =
-            IntGauge::new("cache_entries", "Entries in the response cache").expect("gauge");
-        registry
-            .register(Box::new(cache_entries.clone()))
-            .expect("unique gauge");
-        let breaker_state = GaugeVec::new(
-            Opts::new(
-                "circuit_breaker_state",
-                "Per upstream host: 0 closed, 1 open, 2 half-open",
-            ),
-            &["host"],
         )
-        .expect("gauge");
-        registry
-            .register(Box::new(breaker_state.clone()))
-            .expect("unique gauge");
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
         Self {
             http_requests: counter(
                 &registry,
@@ -128,23 +106,24 @@ impl Metrics {
                 "Time to answer an HTTP request",
                 &["method", "route"],
             ),
-            http_in_flight: in_flight,
+            http_in_flight: registered(
+                &registry,
+                IntGauge::new("http_requests_in_flight", "Requests being handled now"),
+            ),
             cache_requests: counter(
                 &registry,
                 "cache_requests_total",
                 "Cache lookups by result",
                 &["result"],
             ),
-            cache_entries,
-            cache_evictions: {
-                let metric =
-                    IntCounter::new("cache_evictions_total", "Entries evicted from the cache")
-                        .expect("counter");
-                registry
-                    .register(Box::new(metric.clone()))
-                    .expect("unique counter");
-                metric
-            },
+            cache_entries: registered(
+                &registry,
+                IntGauge::new("cache_entries", "Entries in the response cache"),
+            ),
+            cache_evictions: registered(
+                &registry,
+                IntCounter::new("cache_evictions_total", "Entries evicted from the cache"),
+            ),
             rate_limit_decisions: counter(
                 &registry,
                 "rate_limit_decisions_total",
@@ -181,7 +160,12 @@ impl Metrics {
                 "Upstream retries by host",
                 &["host"],
             ),
-            breaker_state,
+            breaker_state: gauge(
+                &registry,
+                "circuit_breaker_state",
+                "Per upstream host: 0 closed, 1 open, 2 half-open",
+                &["host"],
+            ),
             actor_restarts: counter(
                 &registry,
                 "actor_restarts_total",
@@ -334,7 +318,7 @@ impl MetricsActor {
             Event::Breaker { host, state } => m
                 .breaker_state
                 .with_label_values(&[host.as_str()])
-                .set(f64::from(state)),
+                .set(i64::from(state)),
             Event::Restart { actor } => m.actor_restarts.with_label_values(&[actor]).inc(),
             Event::Messages { actor, count } => {
                 m.actor_messages.with_label_values(&[actor]).inc_by(count)

@@ -23,10 +23,6 @@ impl UserId {
         }
     }
 
-    pub fn from_db(id: i64) -> Self {
-        Self(id)
-    }
-
     pub fn get(self) -> i64 {
         self.0
     }
