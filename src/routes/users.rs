@@ -35,8 +35,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
-    let key = cache_key(id);
-    let fill = match state.cache.ask(cache::Get(key.clone())).await {
+    let fill = match state.cache.ask(cache::Get(cache_key(id))).await {
         Ok(Ok(Lookup::Hit(cached))) => return Ok(json_body(cached.body, "hit")),
         Ok(Ok(Lookup::Miss(token))) => Some(token),
         Ok(Err(_)) | Err(_) => None,
@@ -45,7 +44,7 @@ pub async fn get(
     let body = Bytes::from(serde_json::to_vec(&user).map_err(|_| ApiError::Internal)?);
     if let Some(token) = fill {
         state.cache.tell(cache::Put {
-            key,
+            key: cache_key(id),
             value: Cached {
                 status: 200,
                 body: body.clone(),
