@@ -11,6 +11,9 @@ use actix::{Actor, Addr, Handler, MailboxError, Message};
 use super::supervision::{ActorState, ActorStatus, Status, Supervise};
 use crate::error::ApiError;
 
+/// How long a health check waits for an actor's answer.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub struct ActorRef<A: Actor> {
     name: &'static str,
     addr: Addr<A>,
@@ -74,12 +77,14 @@ impl<A: Actor> ActorRef<A> {
 
 impl<A: Supervise> ActorRef<A> {
     /// The actor's own account of its health; a silent or dead actor is
-    /// reported as such.
+    /// reported as such. Readiness probes wait at most [`STATUS_TIMEOUT`],
+    /// whatever the call timeout.
     pub async fn status(&self) -> ActorStatus
     where
         A: Handler<Status>,
     {
-        self.ask(Status).await.unwrap_or(ActorStatus {
+        let answer = self.addr.send(Status).timeout(STATUS_TIMEOUT).await;
+        answer.unwrap_or(ActorStatus {
             actor: self.name,
             state: if self.addr.connected() {
                 ActorState::Restarting
