@@ -1,5 +1,7 @@
 //! What every handler shares: the actors' handles, the request limits and
 //! the start time. No pools, maps or locks: state lives inside the actors.
+//! Besides, each worker hands its handlers its own database actor
+//! ([`LocalDb`]).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -12,6 +14,9 @@ use crate::actors::rate_limiter::RateLimiterShards;
 use crate::actors::supervision::ActorStatus;
 use crate::actors::ActorRef;
 
+/// The database actor of the worker serving the request.
+pub type LocalDb = actix_web::web::Data<ActorRef<DbActor>>;
+
 /// The per-request limits the guards enforce.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
@@ -21,7 +26,10 @@ pub struct RequestLimits {
 }
 
 pub struct AppState {
-    pub db: ActorRef<DbActor>,
+    /// One database actor per HTTP worker, set once the workers have
+    /// started them. Handlers use their own worker's ([`LocalDb`]); this is
+    /// for health reports and fault drills.
+    pub db: OnceLock<Vec<ActorRef<DbActor>>>,
     pub cache: ActorRef<CacheActor>,
     pub metrics: ActorRef<MetricsActor>,
     pub fetcher: ActorRef<FetcherActor>,
@@ -37,12 +45,15 @@ pub struct AppState {
 impl AppState {
     /// Every actor's own account of its health.
     pub async fn actor_statuses(&self) -> Vec<ActorStatus> {
-        let mut statuses = vec![
-            self.db.status().await,
+        let mut statuses = Vec::new();
+        for shard in self.db.get().iter().flat_map(|shards| shards.iter()) {
+            statuses.push(shard.status().await);
+        }
+        statuses.extend([
             self.cache.status().await,
             self.fetcher.status().await,
             self.metrics.status().await,
-        ];
+        ]);
         for shard in self.rate_limiter.get().iter().flat_map(|l| l.shards()) {
             statuses.push(shard.status().await);
         }

@@ -39,7 +39,9 @@ pub enum Event {
         entries: u64,
     },
     CacheEvictions(u64),
+    /// One database actor's pool (there is one actor per HTTP worker).
     Pool {
+        shard: usize,
         active: usize,
         idle: usize,
         max: usize,

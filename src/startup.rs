@@ -1,13 +1,15 @@
 //! Building and running the application: migrate the database, start the
-//! metrics, database, cache and fetcher actors each on an arbiter (thread) of
-//! its own under supervision, bind the listener (port 0 picks a free one, as
-//! tests do), and wire the routes. Each HTTP worker starts its own rate
-//! limiter shard on its own thread, and its own guard state.
+//! metrics, cache and fetcher actors each on an arbiter (thread) of its own
+//! under supervision, bind the listener (port 0 picks a free one, as tests
+//! do), and wire the routes. Each HTTP worker starts, on its own thread, its
+//! own database actor (with its share of the pool), its own rate limiter
+//! shard and its own guard state.
 //!
 //! Shutdown is one explicit sequence in [`Application::run_until_stopped`]:
 //! actix-web stops accepting on SIGINT/SIGTERM and drains requests in flight
-//! up to the shutdown timeout; then each actor is told to shut down (the
-//! database actor closes its pool) and its arbiter is stopped and joined.
+//! up to the shutdown timeout; the workers' database actors close their pools
+//! as their threads end, and are waited for; then each other actor is told to
+//! shut down and its arbiter is stopped and joined.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,8 +40,10 @@ use crate::middleware::guards::WorkerGuards;
 use crate::middleware::request_context::request_context;
 use crate::routes;
 
-/// How long the HTTP workers may take to start their rate limiter shards.
+/// How long the HTTP workers may take to start their actors.
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stopped worker's database actor may take to close its pool.
+const SHARD_END_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -90,7 +94,6 @@ pub struct Application {
     fetcher: Running<FetcherActor>,
     cache: Running<CacheActor>,
     metrics: Running<MetricsActor>,
-    db: Running<DbActor>,
 }
 
 impl Application {
@@ -98,8 +101,10 @@ impl Application {
         migrate(&settings.database_url)
             .await
             .map_err(StartupError::Database)?;
-        let pool = DbPool::build(&settings.database_url, settings.pool_size())
-            .map_err(StartupError::Database)?;
+        // The pool is split between the workers' database actors. The
+        // settings are checked here, so the workers' builds cannot fail.
+        let shard_pool_size = (settings.pool_size() / settings.workers).max(1);
+        DbPool::build(&settings.database_url, shard_pool_size).map_err(StartupError::Database)?;
         let call_timeout = settings.request_timeout;
         let metrics = Running::start("metrics", call_timeout, MetricsActor::new);
         let recording = if settings.metrics {
@@ -107,11 +112,6 @@ impl Application {
         } else {
             MetricsHandle::disabled()
         };
-        let (url, pool_size) = (settings.database_url.clone(), settings.pool_size());
-        let db_metrics = recording.clone();
-        let db = Running::start("db", call_timeout, move || {
-            DbActor::new(url, pool_size, pool, db_metrics)
-        });
         let cache_config = cache_config(&settings);
         let cache = Running::start("cache", call_timeout, {
             let recording = recording.clone();
@@ -124,7 +124,7 @@ impl Application {
         });
         let policy = RatePolicy::new(settings.rate_limit_per_second, settings.rate_limit_burst);
         let state = web::Data::new(AppState {
-            db: db.actor.clone(),
+            db: OnceLock::new(),
             cache: cache.actor.clone(),
             metrics: metrics.actor.clone(),
             fetcher: fetcher.actor.clone(),
@@ -152,6 +152,8 @@ impl Application {
         // One rate limiter shard per worker, on the worker's own thread: a
         // check for a client whose shard is local costs no thread hop.
         let (shard_started, mut started_shards) = tokio::sync::mpsc::unbounded_channel();
+        let (db_started, mut started_dbs) = tokio::sync::mpsc::unbounded_channel();
+        let database_url = settings.database_url.clone();
         let worker_ids = Arc::new(AtomicUsize::new(0));
         let limiter_backend = match settings.rate_limit_backend {
             RateLimitBackend::Memory => LimiterBackend::Memory,
@@ -167,8 +169,19 @@ impl Application {
                 let _ = shard_started.send(ActorRef::new("rate_limiter", shard, call_timeout));
             }
             let worker = worker_ids.fetch_add(1, Ordering::Relaxed);
+            let db = {
+                let (url, db_metrics) = (database_url.clone(), recording.clone());
+                let pool = DbPool::build(&url, shard_pool_size)
+                    .expect("the pool settings were checked before the workers started");
+                let actor = Supervisor::start(move |_| {
+                    DbActor::new(url, shard_pool_size, pool, worker, db_metrics)
+                });
+                ActorRef::new("db", actor, call_timeout)
+            };
+            let _ = db_started.send(db.clone());
             App::new()
                 .app_data(state.clone())
+                .app_data(web::Data::new(db))
                 .app_data(WorkerGuards::start(
                     worker,
                     max_in_flight,
@@ -199,15 +212,12 @@ impl Application {
         let handle = server.handle();
         // Polling the server is what starts its workers.
         let server = actix_web::rt::spawn(server);
+        // Set once, here; nothing else writes them.
+        let _ = app_state
+            .db
+            .set(collect_shards(&mut started_dbs, settings.workers).await?);
         if let Some(policy) = policy {
-            let mut shards = Vec::with_capacity(settings.workers);
-            while shards.len() < settings.workers {
-                match tokio::time::timeout(SHARD_START_TIMEOUT, started_shards.recv()).await {
-                    Ok(Some(shard)) => shards.push(shard),
-                    _ => return Err(StartupError::Workers),
-                }
-            }
-            // Set once, here; nothing else writes it.
+            let shards = collect_shards(&mut started_shards, settings.workers).await?;
             let _ = app_state
                 .rate_limiter
                 .set(RateLimiterShards::new(policy, shards));
@@ -226,7 +236,6 @@ impl Application {
             metrics,
             fetcher,
             cache,
-            db,
         })
     }
 
@@ -255,13 +264,30 @@ impl Application {
             .unwrap_or_else(|join_error| Err(std::io::Error::other(join_error)));
         on_signal.abort();
         tracing::info!("server stopped; shutting down actors");
+        for shard in self.state.db.get().into_iter().flatten() {
+            shard.ended(SHARD_END_TIMEOUT).await;
+        }
         self.fetcher.stop().await;
         self.cache.stop().await;
-        self.db.stop().await;
         self.metrics.stop().await;
         tracing::info!("switchboard stopped");
         served
     }
+}
+
+/// The actors each worker started, one per worker, in the order they came.
+async fn collect_shards<A: actix::Actor>(
+    started: &mut tokio::sync::mpsc::UnboundedReceiver<ActorRef<A>>,
+    workers: usize,
+) -> Result<Vec<ActorRef<A>>, StartupError> {
+    let mut shards = Vec::with_capacity(workers);
+    while shards.len() < workers {
+        match tokio::time::timeout(SHARD_START_TIMEOUT, started.recv()).await {
+            Ok(Some(shard)) => shards.push(shard),
+            _ => return Err(StartupError::Workers),
+        }
+    }
+    Ok(shards)
 }
 
 fn cache_config(settings: &Settings) -> CacheConfig {

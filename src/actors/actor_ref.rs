@@ -75,6 +75,17 @@ impl<A: Actor> ActorRef<A> {
     }
 }
 
+impl<A: Actor> ActorRef<A> {
+    /// Waits, at most `within`, until the actor has ended (its mailbox is
+    /// gone): a worker's actor ends with the worker's thread.
+    pub async fn ended(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.addr.connected() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 impl<A: Supervise> ActorRef<A> {
     /// The actor's own account of its health; a silent or dead actor is
     /// reported as such. Readiness probes wait at most [`STATUS_TIMEOUT`],

@@ -1,4 +1,4 @@
-//! `DbActor`: owns the database pool. Its messages are the users operations
+//! `DbActor`: owns a database pool. Its messages are the users operations
 //! and a readiness ping.
 //!
 //! Queries never run one after another in the mailbox: each handler clones
@@ -6,6 +6,13 @@
 //! runs as its own task, so concurrency is bounded by the pool's size, not by
 //! the actor's thread. A panic inside such a future fails only that request;
 //! a panic in a handler itself restarts the actor with a fresh pool.
+//!
+//! One actor's thread was the ceiling: it encoded and decoded every query of
+//! every worker, and each query cost two thread hops. So each HTTP worker
+//! starts its own `DbActor` on its own thread, with its share of
+//! `SWITCHBOARD_DB_POOL_SIZE`, and its handlers ask that one: no hop, and the
+//! connections' I/O runs on the thread that serves the request. A shard ends
+//! with its worker; dropping it closes its pool.
 
 use std::future::Future;
 use std::time::Instant;
@@ -24,16 +31,25 @@ pub struct DbActor {
     url: DatabaseUrl,
     pool_size: usize,
     pool: DbPool,
+    /// Which worker's actor this is (its pool's series in the metrics).
+    shard: usize,
     metrics: MetricsHandle,
     supervision: Supervision,
 }
 
 impl DbActor {
-    pub fn new(url: DatabaseUrl, pool_size: usize, pool: DbPool, metrics: MetricsHandle) -> Self {
+    pub fn new(
+        url: DatabaseUrl,
+        pool_size: usize,
+        pool: DbPool,
+        shard: usize,
+        metrics: MetricsHandle,
+    ) -> Self {
         Self {
             url,
             pool_size,
             pool,
+            shard,
             supervision: Supervision::new("db").reporting_to(metrics.clone()),
             metrics,
         }
@@ -91,6 +107,7 @@ impl Supervise for DbActor {
     fn report(&mut self) {
         let status = self.pool.status();
         self.supervision.record(Event::Pool {
+            shard: self.shard,
             active: status.size.saturating_sub(status.idle),
             idle: status.idle,
             max: status.max_size,
@@ -99,6 +116,16 @@ impl Supervise for DbActor {
 }
 
 supervised_actor!(DbActor);
+
+/// A shard is dropped when its worker's thread ends (restarts keep the same
+/// instance): the pool is closed and the stop logged, as [`super::supervision::Shutdown`]
+/// does for the actors on arbiters of their own.
+impl Drop for DbActor {
+    fn drop(&mut self) {
+        self.on_shutdown();
+        self.supervision.stopped();
+    }
+}
 
 impl From<ActorUnavailable> for DbError {
     fn from(why: ActorUnavailable) -> Self {

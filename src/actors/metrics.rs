@@ -207,6 +207,8 @@ pub struct MetricsActor {
     routes: HashMap<(&'static str, String), RouteSeries>,
     /// The latest in-flight count each worker reported.
     in_flight: HashMap<usize, i64>,
+    /// The latest (active, idle, max) each database actor reported.
+    pools: HashMap<usize, [usize; 3]>,
     supervision: Supervision,
 }
 
@@ -222,6 +224,7 @@ impl MetricsActor {
             metrics: Metrics::new(),
             routes: HashMap::new(),
             in_flight: HashMap::new(),
+            pools: HashMap::new(),
             supervision: Supervision::new("metrics"),
         }
     }
@@ -291,11 +294,18 @@ impl MetricsActor {
                 .cache_entries
                 .set(i64::try_from(entries).unwrap_or(i64::MAX)),
             Event::CacheEvictions(n) => m.cache_evictions.inc_by(n),
-            Event::Pool { active, idle, max } => {
-                for (state, value) in [("active", active), ("idle", idle), ("max", max)] {
+            Event::Pool {
+                shard,
+                active,
+                idle,
+                max,
+            } => {
+                self.pools.insert(shard, [active, idle, max]);
+                for (i, state) in ["active", "idle", "max"].into_iter().enumerate() {
+                    let total: usize = self.pools.values().map(|pool| pool[i]).sum();
                     m.db_pool
                         .with_label_values(&[state])
-                        .set(i64::try_from(value).unwrap_or(i64::MAX));
+                        .set(i64::try_from(total).unwrap_or(i64::MAX));
                 }
             }
             Event::Query { op, seconds } => m

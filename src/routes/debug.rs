@@ -19,7 +19,11 @@ pub async fn crash(
     actor: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     match actor.as_str() {
-        "db" => state.db.ask(Crash).await?,
+        "db" => {
+            for shard in state.db.get().iter().flat_map(|shards| shards.iter()) {
+                shard.ask(Crash).await?;
+            }
+        }
         "cache" => state.cache.ask(Crash).await?,
         "fetcher" => state.fetcher.ask(Crash).await?,
         "metrics" => state.metrics.ask(Crash).await?,

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::actors::db::Ping;
 use crate::actors::supervision::ActorState;
-use crate::app_state::AppState;
+use crate::app_state::{AppState, LocalDb};
 use crate::error::ApiError;
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
@@ -18,8 +18,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (database_up, database) = match state.db.ask(Ping).await {
+pub async fn ready(state: web::Data<AppState>, db: LocalDb) -> Result<HttpResponse, ApiError> {
+    let (database_up, database) = match db.ask(Ping).await {
         Ok(Ok(pool)) => (true, json!({"status": "up", "pool": pool})),
         Ok(Err(err)) => {
             tracing::warn!(%err, "readiness: database check failed");

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::actors::cache::{self, Cached, Lookup};
 use crate::actors::db::{CreateUser, DeleteUser, GetUser, ListUsers, UpdateUser};
-use crate::app_state::AppState;
+use crate::app_state::{AppState, LocalDb};
 use crate::db::DbError;
 use crate::domain::{NewUser, UserId, UserPatch};
 use crate::error::ApiError;
@@ -16,12 +16,9 @@ use crate::error::ApiError;
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 100;
 
-pub async fn create(
-    state: web::Data<AppState>,
-    body: web::Json<Value>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create(db: LocalDb, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     let user = NewUser::from_json(&body).map_err(ApiError::Validation)?;
-    let created = state.db.ask(CreateUser(user)).await??;
+    let created = db.ask(CreateUser(user)).await??;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/users/{}", created.id)))
         .json(created))
@@ -32,6 +29,7 @@ pub async fn create(
 /// the cache actor is down, reads go to the database alone.
 pub async fn get(
     state: web::Data<AppState>,
+    db: LocalDb,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
@@ -40,7 +38,7 @@ pub async fn get(
         Ok(Ok(Lookup::Miss(token))) => Some(token),
         Ok(Err(_)) | Err(_) => None,
     };
-    let user = state.db.ask(GetUser(id)).await?.map_err(about(id))?;
+    let user = db.ask(GetUser(id)).await?.map_err(about(id))?;
     let body = Bytes::from(serde_json::to_vec(&user).map_err(|_| ApiError::Internal)?);
     if let Some(token) = fill {
         state.cache.tell(cache::Put {
@@ -61,10 +59,7 @@ pub struct PageQuery {
     after: Option<String>,
 }
 
-pub async fn list(
-    state: web::Data<AppState>,
-    query: web::Query<PageQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(db: LocalDb, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let limit = match query.limit.as_deref() {
         None => DEFAULT_PAGE,
         Some(raw) => raw
@@ -84,8 +79,7 @@ pub async fn list(
             .get(),
     };
     // One more than asked for says whether another page exists.
-    let mut users = state
-        .db
+    let mut users = db
         .ask(ListUsers {
             after,
             limit: limit + 1,
@@ -106,26 +100,24 @@ pub async fn list(
 
 pub async fn update(
     state: web::Data<AppState>,
+    db: LocalDb,
     id: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
     let patch = UserPatch::from_json(&body).map_err(ApiError::Validation)?;
-    let user = state
-        .db
-        .ask(UpdateUser { id, patch })
-        .await?
-        .map_err(about(id))?;
+    let user = db.ask(UpdateUser { id, patch }).await?.map_err(about(id))?;
     invalidate(&state, id).await;
     Ok(HttpResponse::Ok().json(user))
 }
 
 pub async fn delete(
     state: web::Data<AppState>,
+    db: LocalDb,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
-    state.db.ask(DeleteUser(id)).await?.map_err(about(id))?;
+    db.ask(DeleteUser(id)).await?.map_err(about(id))?;
     invalidate(&state, id).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -85,8 +85,8 @@ async fn sigterm_drains_requests_in_flight_then_exits_zero() {
     stopped.sort();
     assert_eq!(
         stopped,
-        ["cache", "db", "fetcher", "metrics"],
-        "rate limiter shards end with their workers"
+        ["cache", "db", "db", "fetcher", "metrics"],
+        "one database actor per worker (2) closes its pool; rate limiter shards end with their workers"
     );
     assert_eq!(app.logged("switchboard stopped").len(), 1);
 }
@@ -145,13 +145,13 @@ async fn operators_see_structured_lines_for_requests_and_restarts() {
     assert_eq!(request["status"], 404);
     assert!(request["latency_ms"].is_f64());
 
+    // The drill crashes every worker's database actor (two workers).
     let failed = app.logged("actor failed");
-    assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0]["actor"], "db");
-    assert!(failed[0]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("crash drill"));
+    assert_eq!(failed.len(), 2);
+    for failure in &failed {
+        assert_eq!(failure["actor"], "db");
+        assert!(failure["reason"].as_str().unwrap().contains("crash drill"));
+    }
     let restarting = app.logged("actor restarting");
     assert_eq!(restarting[0]["actor"], "db");
     assert_eq!(restarting[0]["restarts"], 1);

@@ -1,0 +1,103 @@
+//! The benchmark suite's yardstick (`benches/suite.py`): the users API as a
+//! bare actix-web program. No actors, no cache, no rate limiter, no metrics,
+//! no middleware: each handler awaits switchboard's own queries
+//! (`switchboard::db::users`) on a plain deadpool + diesel-async pool shared
+//! by the workers. It reads switchboard's own settings (`DATABASE_URL`,
+//! `SWITCHBOARD_BIND`, `SWITCHBOARD_WORKERS`, `SWITCHBOARD_DB_POOL_SIZE`), so
+//! both run the same SQL with the same pool and threads, and the distance
+//! between them is what switchboard's design costs or saves.
+//!
+//! `target/release/deps/baseline-*` (the suite builds and finds it).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use chrono::{SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchboard::config::Settings;
+use switchboard::db::{migrate, users, DbError, DbPool};
+use switchboard::domain::{NewUser, UserId, UserPatch};
+
+fn main() -> std::io::Result<()> {
+    let settings = Settings::load().map_err(|e| std::io::Error::other(e.to_string()))?;
+    actix_web::rt::System::new().block_on(async move {
+        migrate(&settings.database_url)
+            .await
+            .map_err(std::io::Error::other)?;
+        let pool = DbPool::build(&settings.database_url, settings.pool_size())
+            .map_err(std::io::Error::other)?;
+        let started = web::Data::new(std::time::Instant::now());
+        HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(pool.clone()))
+                .app_data(started.clone())
+                .route("/hello", web::get().to(hello))
+                .route("/health", web::get().to(health))
+                .route("/users", web::get().to(list))
+                .route("/users", web::post().to(create))
+                .route("/users/{id}", web::get().to(get))
+                .route("/users/{id}", web::patch().to(update))
+        })
+        .workers(settings.workers)
+        .bind(settings.bind)?
+        .run()
+        .await
+    })
+}
+
+async fn hello() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("Hello, Anonymous!")
+}
+
+async fn health(started: web::Data<std::time::Instant>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "status": "healthy",
+        "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        "uptime_seconds": started.elapsed().as_secs(),
+    }))
+}
+
+async fn get(pool: web::Data<DbPool>, id: web::Path<String>) -> HttpResponse {
+    match UserId::parse(&id) {
+        Ok(id) => answer(StatusCode::OK, users::get(&pool, id).await),
+        Err(reason) => HttpResponse::BadRequest().body(reason),
+    }
+}
+
+#[derive(Deserialize)]
+struct Page {
+    limit: i64,
+}
+
+async fn list(pool: web::Data<DbPool>, page: web::Query<Page>) -> HttpResponse {
+    answer(StatusCode::OK, users::list(&pool, 0, page.limit + 1).await)
+}
+
+async fn create(pool: web::Data<DbPool>, body: web::Json<Value>) -> HttpResponse {
+    match NewUser::from_json(&body) {
+        Ok(user) => answer(StatusCode::CREATED, users::create(&pool, &user).await),
+        Err(errors) => HttpResponse::UnprocessableEntity().json(errors),
+    }
+}
+
+async fn update(
+    pool: web::Data<DbPool>,
+    id: web::Path<String>,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    match (UserId::parse(&id), UserPatch::from_json(&body)) {
+        (Ok(id), Ok(patch)) => answer(StatusCode::OK, users::update(&pool, id, &patch).await),
+        _ => HttpResponse::BadRequest().finish(),
+    }
+}
+
+fn answer<T: serde::Serialize>(status: StatusCode, result: Result<T, DbError>) -> HttpResponse {
+    match result {
+        Ok(body) => HttpResponse::build(status).json(body),
+        Err(DbError::NotFound) => HttpResponse::NotFound().finish(),
+        Err(DbError::EmailTaken) => HttpResponse::Conflict().finish(),
+        Err(err) => HttpResponse::InternalServerError().body(err.to_string()),
+    }
+}

@@ -1,0 +1,65 @@
+-- wrk script for every scenario of benches/suite.py; SCENARIO picks one:
+--   hello, health   GET /hello, GET /health
+--   get             GET /users/{random id of the seeded USERS}
+--   list            GET /users?limit=50
+--   create          POST /users, every email unique (TAG names the run)
+--   update          PATCH /users/{random id}, a new name
+--   mixed           90% get, 10% update
+-- Every request claims a random client address (X-Forwarded-For; the suite
+-- runs switchboard with SWITCHBOARD_TRUST_PROXY=true), so the rate limiter
+-- sees many clients, as behind a load balancer.
+local scenario = os.getenv("SCENARIO") or "hello"
+local users = tonumber(os.getenv("USERS") or "10000")
+local tag = os.getenv("TAG") or tostring(os.time())
+local counter = 0
+
+-- setup runs in wrk's main Lua state; each thread gets its own number.
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_number", threads)
+end
+
+function init()
+  math.randomseed(os.time() + thread_number * 7919)
+end
+
+local function client()
+  return "10." .. math.random(0, 255) .. "." .. math.random(0, 255) .. "." .. math.random(1, 254)
+end
+
+local function get_user()
+  return wrk.format("GET", "/users/" .. math.random(1, users))
+end
+
+local function update_user()
+  counter = counter + 1
+  return wrk.format("PATCH", "/users/" .. math.random(1, users), nil,
+    '{"name":"Renamed ' .. counter .. '"}')
+end
+
+local builders = {
+  hello = function() return wrk.format("GET", "/hello") end,
+  health = function() return wrk.format("GET", "/health") end,
+  get = get_user,
+  list = function() return wrk.format("GET", "/users?limit=50") end,
+  create = function()
+    counter = counter + 1
+    local email = "bench-" .. tag .. "-" .. thread_number .. "-" .. counter .. "@example.com"
+    return wrk.format("POST", "/users", nil,
+      '{"name":"Bench User","email":"' .. email .. '"}')
+  end,
+  update = update_user,
+  mixed = function()
+    if math.random(1, 10) == 1 then return update_user() end
+    return get_user()
+  end,
+}
+local build = builders[scenario] or error("unknown SCENARIO " .. scenario)
+
+wrk.headers["Content-Type"] = "application/json"
+
+function request()
+  wrk.headers["X-Forwarded-For"] = client()
+  return build()
+end

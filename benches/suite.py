@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""switchboard's benchmark suite: one command, one table.
+
+Builds release binaries, then for PostgreSQL and for SQLite in turn creates a
+fresh database, seeds 10,000 users through the API, and measures every
+scenario with wrk on loopback against three servers sharing that database:
+
+  switchboard         the release binary, every guard and metrics on
+  switchboard, no cache   the same with SWITCHBOARD_CACHE_MAX_ENTRIES=0
+  baseline            benches/baseline.rs: bare actix-web, the same queries
+                      on a plain pool (no actors, cache, limiter, metrics)
+
+and, on PostgreSQL, pgbench -M prepared running the same statements: the
+database's own ceiling. Scenarios, connection counts and servers alternate
+within each pass, so a noisy machine hits them all alike; each figure is
+the median of the passes, with min-max.
+
+Every request claims a random client address (X-Forwarded-For, with
+SWITCHBOARD_TRUST_PROXY=true), so switchboard's rate limiter runs at its
+default allowance against many clients, as behind a load balancer.
+
+  python3 benches/suite.py                 # 3 passes of 10 s, 64 and 256 connections
+  python3 benches/suite.py --smoke         # one 1 s pass: checks it runs and reports
+  python3 benches/suite.py --backends postgres --passes 5
+
+Needs wrk, and psql + pgbench for PostgreSQL (Debian: wrk, postgresql-client).
+Exits non-zero if a run fails or any request fails.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHES = os.path.join(ROOT, "benches")
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+PG_DATABASE = "switchboard_bench"
+USERS = 10_000
+
+
+
+class Scenario:
+    """One row group of the table: what wrk asks, of which switchboard, and
+    what it is compared with (the baseline's row, a pgbench script)."""
+
+    def __init__(self, name, script, server="switchboard", baseline=None, pgbench=None):
+        self.name, self.script, self.server, self.pgbench = name, script, server, pgbench
+        self.baseline = baseline or name
+
+
+SCENARIOS = [
+    Scenario("GET /hello", "hello"),
+    Scenario("GET /health", "health"),
+    Scenario("GET /users/{id} cached", "get", baseline="GET /users/{id}", pgbench="get"),
+    Scenario("GET /users/{id} no cache", "get", server="switchboard, no cache",
+             baseline="GET /users/{id}"),
+    Scenario("GET /users?limit=50", "list", pgbench="list"),
+    Scenario("POST /users", "create", pgbench="create"),
+    Scenario("PATCH /users/{id}", "update", pgbench="update"),
+    Scenario("mixed 90% GET / 10% PATCH", "mixed"),
+]
+
+
+def selected(args):
+    return [s for s in SCENARIOS if args.only in s.name]
+
+
+def main():
+    args = parse_args()
+    for tool in ["wrk"] + (["psql", "pgbench"] if "postgres" in args.backends else []):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed (Debian: apt-get install wrk postgresql-client)")
+    binaries = build()
+    rows, checks = [], []
+    for backend in args.backends:
+        with Bench(backend, binaries, args) as bench:
+            rows += bench.run()
+            checks += bench.memory_checks()
+    print_report(rows, checks, args)
+    failures = [r for r in rows if r["errors"]]
+    if failures:
+        sys.exit(f"{len(failures)} runs had failed requests")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="one 1 s pass: checks the suite runs")
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each run")
+    parser.add_argument("--connections", default="64,256")
+    parser.add_argument("--backends", default="postgres,sqlite")
+    parser.add_argument("--only", default="", help="scenarios whose name contains this text")
+    parser.add_argument("--settle", type=int, default=60, help="seconds before RSS is read again")
+    parser.add_argument("--pgbench-clients", type=int, default=16,
+                        help="pgbench clients: the pool's size, the most connections switchboard uses")
+    args = parser.parse_args()
+    if args.smoke:
+        args.passes, args.duration, args.warmup, args.settle = 1, 1, 0, 2
+    args.connections = [int(c) for c in args.connections.split(",")]
+    args.backends = args.backends.split(",")
+    return args
+
+
+def build():
+    """Release binaries of switchboard and the baseline; their paths."""
+    output = subprocess.run(
+        ["cargo", "build", "--release", "--locked", "--bin", "switchboard", "--bench", "baseline",
+         "--message-format=json-render-diagnostics"],
+        cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
+    paths = {}
+    for line in output.splitlines():
+        message = json.loads(line)
+        if message.get("reason") == "compiler-artifact" and message.get("executable"):
+            paths[message["target"]["name"]] = message["executable"]
+    return paths
+
+
+class Server:
+    """One server process on a port of its own, with its memory readings."""
+
+    def __init__(self, name, command, env, port, log_path):
+        self.name, self.port = name, port
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        sys.exit(f"{name} did not start; see {log_path}")
+
+    def memory_kib(self, field):
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"no {field} for {self.name}")
+
+    def reset_peak(self):
+        """Starts a new peak RSS (VmHWM) reading."""
+        with open(f"/proc/{self.process.pid}/clear_refs", "w") as clear:
+            clear.write("5")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()
+
+
+class Bench:
+    """One backend's database, servers and runs."""
+
+    def __init__(self, backend, binaries, args):
+        self.backend, self.binaries, self.args = backend, binaries, args
+        self.work = tempfile.mkdtemp(prefix=f"switchboard-bench-{backend}-")
+        self.servers = {}
+        self.runs = {}  # (server, scenario, connections) -> [measurements]
+        if backend == "postgres":
+            psql(PG_ADMIN, f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+            psql(PG_ADMIN, f"CREATE DATABASE {PG_DATABASE}")
+            self.url = PG_ADMIN.rsplit("/", 1)[0] + "/" + PG_DATABASE
+        else:
+            self.url = os.path.join(self.work, "switchboard.db")
+
+    def __enter__(self):
+        env = dict(os.environ, DATABASE_URL=self.url, RUST_LOG="warn",
+                   SWITCHBOARD_LOG_FORMAT="json", SWITCHBOARD_TRUST_PROXY="true")
+        self.start("switchboard", self.binaries["switchboard"], env, 18410)
+        seed(18410)
+        self.start("switchboard, no cache", self.binaries["switchboard"],
+                   dict(env, SWITCHBOARD_CACHE_MAX_ENTRIES="0"), 18411)
+        self.start("baseline", self.binaries["baseline"], env, 18412)
+        self.rss_before = {name: s.memory_kib("VmRSS") for name, s in self.servers.items()}
+        return self
+
+    def start(self, name, binary, env, port):
+        env = dict(env, SWITCHBOARD_BIND=f"127.0.0.1:{port}")
+        log = os.path.join(self.work, name.replace(", ", "-").replace(" ", "-") + ".log")
+        self.servers[name] = Server(name, [binary], env, port, log)
+
+    def __exit__(self, *_):
+        for server in self.servers.values():
+            server.stop()
+        if self.backend == "postgres":
+            psql(PG_ADMIN, f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def run(self):
+        for number in range(1, self.args.passes + 1):
+            print(f"[{self.backend}] pass {number} of {self.args.passes}", file=sys.stderr)
+            measured = set()
+            for scenario in selected(self.args):
+                for connections in self.args.connections:
+                    self.measure(scenario.server, scenario.name, scenario.script, connections)
+                    if (scenario.baseline, connections) not in measured:
+                        measured.add((scenario.baseline, connections))
+                        self.measure("baseline", scenario.baseline, scenario.script, connections)
+                if scenario.pgbench and self.backend == "postgres":
+                    self.measure_pgbench(scenario.baseline, scenario.pgbench)
+        return self.rows()
+
+    def measure(self, name, scenario, script, connections):
+        server = self.servers[name]
+        env = dict(os.environ, SCENARIO=script, USERS=str(USERS),
+                   TAG=f"{name.split(',')[0]}{connections}x{time.monotonic_ns()}")
+        url = f"http://127.0.0.1:{server.port}"
+        lua = os.path.join(BENCHES, "load.lua")
+        if self.args.warmup:
+            wrk(env, connections, self.args.warmup, lua, url)
+        server.reset_peak()
+        result = wrk(env, connections, self.args.duration, lua, url)
+        result["peak_rss_kib"] = server.memory_kib("VmHWM")
+        self.runs.setdefault((name, scenario, connections), []).append(result)
+
+    def measure_pgbench(self, scenario, script):
+        result = pgbench(self.url, os.path.join(BENCHES, "pgbench", script + ".sql"),
+                         self.args.pgbench_clients, self.args.duration, self.work)
+        self.runs.setdefault(("pgbench", scenario, self.args.pgbench_clients), []).append(result)
+
+    def rows(self):
+        rows = []
+        for (name, scenario, connections), results in self.runs.items():
+            rates = [r["rps"] for r in results]
+            rows.append({
+                "backend": self.backend, "server": name, "scenario": scenario,
+                "connections": connections, "rps": statistics.median(rates),
+                "rps_min": min(rates), "rps_max": max(rates),
+                "p50": statistics.median(r["p50"] for r in results),
+                "p99": statistics.median(r["p99"] for r in results),
+                "errors": sum(r["errors"] for r in results),
+                "peak_rss_kib": max((r["peak_rss_kib"] for r in results if r["peak_rss_kib"]),
+                                    default=None),
+            })
+        return rows
+
+    def memory_checks(self):
+        """RSS a while after the load stopped, against RSS before it."""
+        time.sleep(self.args.settle)
+        checks = []
+        for name, server in self.servers.items():
+            if name == "baseline":
+                continue
+            checks.append({
+                "backend": self.backend, "server": name,
+                "before_kib": self.rss_before[name], "after_kib": server.memory_kib("VmRSS"),
+                "peak_kib": server.memory_kib("VmHWM"),
+            })
+        return checks
+
+
+def psql(url, sql):
+    subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def seed(port, users=USERS, clients=8):
+    """Creates users 1..N through the API, from a few keep-alive clients."""
+    def create(numbers):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for n in numbers:
+            body = json.dumps({"name": f"User {n}", "email": f"user{n}@example.com"})
+            # A client address of its own per user: seeding stays inside the
+            # rate limiter's default allowance.
+            headers = {"content-type": "application/json",
+                       "x-forwarded-for": f"10.200.{n // 250}.{n % 250 + 1}"}
+            connection.request("POST", "/users", body, headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 201:
+                raise RuntimeError(f"seeding user {n}: HTTP {response.status}")
+    # In order per client, so ids 1..N all exist once every client is done.
+    threads = [threading.Thread(target=create, args=(range(i, users + 1, clients),))
+               for i in range(1, clients + 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def wrk(env, connections, seconds, script, url):
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
+        env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if not rps:
+        raise RuntimeError("wrk printed no rate:\n" + output)
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if socket:
+        errors += sum(int(n) for n in socket.groups())
+    return {"rps": float(rps.group(1)), "p50": wrk_latency_ms(output, "50%"),
+            "p99": wrk_latency_ms(output, "99%"), "errors": errors}
+
+
+def wrk_latency_ms(output, quantile):
+    value, unit = re.search(rf"^\s+{quantile}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def pgbench(url, script, clients, seconds, work):
+    """pgbench -M prepared on one script; latencies from its transaction log."""
+    logs = os.path.join(work, "pgbench")
+    shutil.rmtree(logs, ignore_errors=True)
+    os.makedirs(logs)
+    output = subprocess.run(
+        ["pgbench", "-n", "-M", "prepared", f"-c{clients}", "-j2", f"-T{seconds}", "-f", script,
+         "--log", f"--log-prefix={logs}/log", url],
+        check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", output)
+    failed = re.search(r"number of failed transactions: (\d+)", output)
+    latencies = sorted(int(line.split()[2]) for name in os.listdir(logs)
+                       for line in open(os.path.join(logs, name)))
+    quantile = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] / 1000
+    return {"rps": float(tps.group(1)), "p50": quantile(0.50), "p99": quantile(0.99),
+            "errors": int(failed.group(1)) if failed else 0, "peak_rss_kib": None}
+
+
+def print_report(rows, checks, args):
+    print(f"\n{args.passes} passes of {args.duration} s after {args.warmup} s of warm-up, wrk -t2, "
+          f"pgbench -M prepared -c{args.pgbench_clients} -j2; req/s: median (min-max) of passes; "
+          "p50/p99 in ms: medians; RSS: peak (VmHWM) over the passes\n")
+    header = ["backend", "scenario", "server", "conns", "req/s (min-max)", "p50", "p99", "errors",
+              "peak RSS", "x baseline", "x pgbench", "p99 x baseline"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join(" --- " for _ in header) + "|")
+    index = {(r["backend"], r["server"], r["scenario"], r["connections"]): r for r in rows}
+    for backend in args.backends:
+        printed = set()
+        for scenario in selected(args):
+            ours = [r for r in rows if (r["backend"], r["server"], r["scenario"])
+                    == (backend, scenario.server, scenario.name)]
+            theirs = [r for r in rows if r["backend"] == backend and scenario.baseline not in printed
+                      and r["server"] in ("baseline", "pgbench") and r["scenario"] == scenario.baseline]
+            printed.add(scenario.baseline)
+            for row in sorted(ours, key=lambda r: r["connections"]) + theirs:
+                base = index.get((backend, "baseline", scenario.baseline, row["connections"]))
+                pg = index.get((backend, "pgbench", scenario.baseline, args.pgbench_clients))
+                mine = row["server"].startswith("switchboard")
+                print("| " + " | ".join([
+                    backend, row["scenario"], row["server"], str(row["connections"]),
+                    f"{row['rps']:,.0f} ({row['rps_min']:,.0f}-{row['rps_max']:,.0f})",
+                    f"{row['p50']:.2f}", f"{row['p99']:.2f}", str(row["errors"]),
+                    f"{row['peak_rss_kib'] / 1024:.1f} MiB" if row["peak_rss_kib"] else "-",
+                    f"{row['rps'] / base['rps']:.2f}" if mine and base else "",
+                    f"{row['rps'] / pg['rps']:.2f}" if mine and pg else "",
+                    f"{row['p99'] / base['p99']:.2f}" if mine and base else "",
+                ]) + " |")
+    print(f"\nRSS {args.settle} s after the load stopped, against before it:\n")
+    print("| backend | server | before | peak | after | after / before |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for c in checks:
+        print(f"| {c['backend']} | {c['server']} | {c['before_kib'] / 1024:.1f} MiB "
+              f"| {c['peak_kib'] / 1024:.1f} MiB | {c['after_kib'] / 1024:.1f} MiB "
+              f"| {c['after_kib'] / c['before_kib']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
