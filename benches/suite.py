@@ -82,6 +82,8 @@ def main():
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian: apt-get install wrk postgresql-client)")
     binaries = build()
+    if args.switchboard:
+        binaries["switchboard"] = os.path.abspath(args.switchboard)
     rows, checks = [], []
     for backend in args.backends:
         with Bench(backend, binaries, args) as bench:
@@ -101,6 +103,8 @@ def parse_args():
     parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each run")
     parser.add_argument("--connections", default="64,256")
     parser.add_argument("--backends", default="postgres,sqlite")
+    parser.add_argument("--switchboard", help="measure this switchboard binary instead "
+                        "(an earlier build, for before/after figures)")
     parser.add_argument("--only", default="", help="scenarios whose name contains this text")
     parser.add_argument("--settle", type=int, default=60, help="seconds before RSS is read again")
     parser.add_argument("--pgbench-clients", type=int, default=16,
@@ -222,14 +226,15 @@ class Bench:
 
     def measure(self, name, scenario, script, connections):
         server = self.servers[name]
-        env = dict(os.environ, SCENARIO=script, USERS=str(USERS),
-                   TAG=f"{name.split(',')[0]}{connections}x{time.monotonic_ns()}")
+        # TAG keeps every run's new emails apart from every other run's.
+        env = lambda: dict(os.environ, SCENARIO=script, USERS=str(USERS),
+                           TAG=f"{name.split(',')[0]}{connections}x{time.monotonic_ns()}")
         url = f"http://127.0.0.1:{server.port}"
         lua = os.path.join(BENCHES, "load.lua")
         if self.args.warmup:
-            wrk(env, connections, self.args.warmup, lua, url)
+            wrk(env(), connections, self.args.warmup, lua, url)
         server.reset_peak()
-        result = wrk(env, connections, self.args.duration, lua, url)
+        result = wrk(env(), connections, self.args.duration, lua, url)
         result["peak_rss_kib"] = server.memory_kib("VmHWM")
         self.runs.setdefault((name, scenario, connections), []).append(result)
 

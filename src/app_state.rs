@@ -31,6 +31,10 @@ pub struct AppState {
     /// for health reports and fault drills.
     pub db: OnceLock<Vec<ActorRef<DbActor>>>,
     pub cache: ActorRef<CacheActor>,
+    /// Whether user reads go through the cache: not when it may hold no
+    /// entry (`SWITCHBOARD_CACHE_MAX_ENTRIES=0`), which spares each read and
+    /// write a call to the cache actor.
+    pub users_cached: bool,
     pub metrics: ActorRef<MetricsActor>,
     pub fetcher: ActorRef<FetcherActor>,
     /// Most URLs one `POST /fetch` may ask for.

@@ -22,7 +22,7 @@ pub enum Event {
     Request {
         method: &'static str,
         /// The matched route template, or `unmatched`.
-        route: String,
+        route: &'static str,
         status: u16,
         seconds: f64,
     },

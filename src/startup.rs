@@ -126,6 +126,7 @@ impl Application {
         let state = web::Data::new(AppState {
             db: OnceLock::new(),
             cache: cache.actor.clone(),
+            users_cached: settings.cache_max_entries > 0,
             metrics: metrics.actor.clone(),
             fetcher: fetcher.actor.clone(),
             fetch_max_urls: settings.fetch_max_urls,

@@ -196,7 +196,7 @@ struct RouteFigures {
 /// One route's series, resolved once: recording a request is then one map
 /// lookup, with no label hashing inside the registry and no allocation.
 struct RouteSeries {
-    route: String,
+    route: &'static str,
     figures: RouteFigures,
     duration: Histogram,
     by_status: HashMap<u16, IntCounter>,
@@ -204,7 +204,7 @@ struct RouteSeries {
 
 pub struct MetricsActor {
     metrics: Metrics,
-    routes: HashMap<(&'static str, String), RouteSeries>,
+    routes: HashMap<(&'static str, &'static str), RouteSeries>,
     /// The latest in-flight count each worker reported.
     in_flight: HashMap<usize, i64>,
     /// The latest (active, idle, max) each database actor reported.
@@ -242,8 +242,8 @@ impl MetricsActor {
                 let series = match self.routes.entry((method, route)) {
                     Entry::Occupied(entry) => entry.into_mut(),
                     Entry::Vacant(entry) => {
-                        let route = entry.key().1.clone();
-                        let duration = m.http_duration.with_label_values(&[method, route.as_str()]);
+                        let route = entry.key().1;
+                        let duration = m.http_duration.with_label_values(&[method, route]);
                         entry.insert(RouteSeries {
                             route,
                             figures: RouteFigures::default(),
@@ -262,11 +262,7 @@ impl MetricsActor {
                 by_status
                     .entry(status)
                     .or_insert_with(|| {
-                        http_requests.with_label_values(&[
-                            method,
-                            route.as_str(),
-                            &status.to_string(),
-                        ])
+                        http_requests.with_label_values(&[method, route, &status.to_string()])
                     })
                     .inc();
                 figures.min_seconds = if figures.count == 0 {
@@ -379,7 +375,7 @@ impl MetricsActor {
                 let quantile = |q| histogram_quantile(&series.duration, q);
                 RouteStats {
                     method: (*method).to_owned(),
-                    route: route.clone(),
+                    route: (*route).to_owned(),
                     requests: f.count,
                     server_errors: f.errors,
                     latency_ms: Latency {

@@ -3,6 +3,11 @@
 //! bundled libsqlite3). diesel-async has no multi-backend connection, so the
 //! pool is an enum and `with_conn!` runs the same diesel code on either.
 //!
+//! A connection is handed out as it is ("fast" recycling): deadpool's default
+//! ("verified") sends `SELECT 1` before every checkout, which doubled the
+//! database's work per request. A connection that died since its last use
+//! fails its next query, which is answered 503, and is then discarded.
+//!
 //! SQLite connections are set up for a server: WAL so readers never block the
 //! writer, `synchronous=FULL` so an acknowledged write survives a crash, and a
 //! busy timeout so concurrent writers queue instead of failing with
@@ -14,7 +19,9 @@ use deadpool::Runtime;
 use diesel::{Connection, ConnectionError, SqliteConnection};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -74,7 +81,10 @@ impl DbPool {
     pub fn build(url: &DatabaseUrl, size: usize) -> Result<Self, String> {
         match url {
             DatabaseUrl::Postgres(url) => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.recycling_method = RecyclingMethod::Fast;
+                let manager =
+                    AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
                 Pool::builder(manager)
                     .max_size(size)
                     .wait_timeout(Some(CHECKOUT_TIMEOUT))
@@ -86,6 +96,7 @@ impl DbPool {
             }
             DatabaseUrl::Sqlite(path) => {
                 let mut config = ManagerConfig::<SqliteAsyncConnection>::default();
+                config.recycling_method = RecyclingMethod::Fast;
                 config.custom_setup = Box::new(|url| {
                     let url = url.to_owned();
                     Box::pin(async move {

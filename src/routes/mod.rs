@@ -16,6 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError};
 
 use crate::error::ApiError;
 use crate::middleware::guards;
+use crate::middleware::request_context::RouteLabel;
 
 /// Registers every route; the fault drills only when `chaos` is on.
 pub fn configure(cfg: &mut web::ServiceConfig, chaos: bool) {
@@ -39,16 +40,19 @@ pub fn configure(cfg: &mut web::ServiceConfig, chaos: bool) {
     }
 }
 
-/// A resource outside the guards (probes and scrapes must always answer);
-/// other methods are answered 405 problem+json.
-fn open(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A resource outside the guards (probes and scrapes must always answer),
+/// labelled with its path template for logs and metrics; other methods are
+/// answered 405 problem+json.
+fn open(path: &'static str) -> Resource {
+    web::resource(path)
+        .app_data(RouteLabel(path))
+        .default_service(web::to(method_not_allowed))
 }
 
 /// A resource behind the guards: body limit, load shedding, rate limit and
 /// deadline.
 fn guarded(
-    path: &str,
+    path: &'static str,
 ) -> Resource<
     impl ServiceFactory<
         ServiceRequest,

@@ -26,17 +26,22 @@ pub async fn create(db: LocalDb, body: web::Json<Value>) -> Result<HttpResponse,
 
 /// Read through the cache: a hit never touches the database; a miss reads
 /// the database and fills the cache with the token the miss came with. If
-/// the cache actor is down, reads go to the database alone.
+/// the cache actor is down, or the cache is turned off, reads go to the
+/// database alone.
 pub async fn get(
     state: web::Data<AppState>,
     db: LocalDb,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
-    let fill = match state.cache.ask(cache::Get(cache_key(id))).await {
-        Ok(Ok(Lookup::Hit(cached))) => return Ok(json_body(cached.body, "hit")),
-        Ok(Ok(Lookup::Miss(token))) => Some(token),
-        Ok(Err(_)) | Err(_) => None,
+    let fill = if state.users_cached {
+        match state.cache.ask(cache::Get(cache_key(id))).await {
+            Ok(Ok(Lookup::Hit(cached))) => return Ok(json_body(cached.body, "hit")),
+            Ok(Ok(Lookup::Miss(token))) => Some(token),
+            Ok(Err(_)) | Err(_) => None,
+        }
+    } else {
+        None
     };
     let user = db.ask(GetUser(id)).await?.map_err(about(id))?;
     let body = Bytes::from(serde_json::to_vec(&user).map_err(|_| ApiError::Internal)?);
@@ -139,6 +144,9 @@ fn json_body(body: Bytes, cache: &'static str) -> HttpResponse {
 /// empty and refuses fills from before), so only a silent one is a problem,
 /// and that is logged.
 async fn invalidate(state: &AppState, id: UserId) {
+    if !state.users_cached {
+        return;
+    }
     match state.cache.ask(cache::Invalidate(cache_key(id))).await {
         Ok(Ok(())) | Ok(Err(_)) => {}
         Err(err) => tracing::error!(%err, user = %id, "could not invalidate a cached user"),
