@@ -27,20 +27,20 @@ cargo build --release --quiet
 common=(SWITCHBOARD_TRUST_PROXY=true)
 limited=(SWITCHBOARD_RATE_LIMIT_PER_SECOND=1000000 SWITCHBOARD_RATE_LIMIT_BURST=1000000)
 # Each configuration keeps its own database, seeded once with 1000 users.
-run() { # run CONFIG SCENARIO SCRIPT VAR=VALUE...
+run() { # run CONFIG SCENARIO LOAD VAR=VALUE... (LOAD: a benches/load.lua scenario)
     local fresh=0
     [ -f "$work/$1.db" ] || fresh=1
     start "$1" "${common[@]}" "${@:4}"
     [ "$fresh" = 1 ] && seed 1000
-    measure "$2" "benches/$3"
+    SCENARIO=$3 USERS=1000 measure "$2" benches/load.lua
     stop
 }
 for _ in $(seq "$PASSES"); do
-    run unlimited hello_guards_off hello_xff.lua SWITCHBOARD_RATE_LIMIT_PER_SECOND=0
-    run everything hello_guards_on hello_xff.lua "${limited[@]}"
-    run everything users_cached user_xff.lua "${limited[@]}"
-    run no_metrics hello_metrics_off hello_xff.lua "${limited[@]}" SWITCHBOARD_METRICS=false
-    run no_metrics users_cached_metrics_off user_xff.lua "${limited[@]}" SWITCHBOARD_METRICS=false
+    run unlimited hello_guards_off hello SWITCHBOARD_RATE_LIMIT_PER_SECOND=0
+    run everything hello_guards_on hello "${limited[@]}"
+    run everything users_cached get "${limited[@]}"
+    run no_metrics hello_metrics_off hello "${limited[@]}" SWITCHBOARD_METRICS=false
+    run no_metrics users_cached_metrics_off get "${limited[@]}" SWITCHBOARD_METRICS=false
 done
 
 printf '%-26s %12s %9s %9s\n' scenario "requests/s" "p50 ms" "p99 ms"
