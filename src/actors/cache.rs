@@ -4,6 +4,13 @@
 //! Both bounds come from one weigher: every entry weighs at least
 //! `max_bytes / max_entries`, so the byte bound also caps the entry count.
 //!
+//! The TTL is kept here, not by mini-moka: its unsync cache (0.10.3) frees
+//! no weight when it drops an expired entry (it subtracts from the freed
+//! total instead of adding), so once a full cache's entries had expired it
+//! counted itself full forever and refused every new fill; reads stopped
+//! hitting. Each entry carries its expiry: a read past it drops the entry,
+//! and a sweep drops the rest, both through `invalidate`, which counts right.
+//!
 //! Read-through without stale fills: a miss hands out a [`FillToken`] (the
 //! invalidation epoch at that moment) and a [`Put`] is dropped if its key was
 //! invalidated after the token was taken. So a reader that fetched a user from
@@ -25,6 +32,8 @@ use crate::metrics::{Event, MetricsHandle};
 /// How long an invalidation is remembered: longer than any read-through
 /// (a database call plus the put) can take, which every call timeout bounds.
 const TOMBSTONE_FLOOR: Duration = Duration::from_secs(60);
+/// How often expired entries are swept out (at most; sooner for short TTLs).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
@@ -63,9 +72,15 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
+/// A cached value and the moment it expires.
+struct Entry {
+    value: Cached,
+    expires_at: Instant,
+}
+
 pub struct CacheActor {
     config: CacheConfig,
-    entries: Cache<String, Cached>,
+    entries: Cache<String, Entry>,
     /// Bumped on every invalidation; fill tokens are epochs.
     epoch: u64,
     /// Recently invalidated keys and the epoch and time they were invalidated.
@@ -110,15 +125,27 @@ impl CacheActor {
         });
         self.oldest_valid = newest_purged;
     }
+
+    fn sweep_expired(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.expires_at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            self.entries.invalidate(&key);
+        }
+    }
 }
 
-fn build_cache(config: &CacheConfig) -> Cache<String, Cached> {
+fn build_cache(config: &CacheConfig) -> Cache<String, Entry> {
     let floor = config.max_bytes.div_ceil(config.max_entries.max(1));
     Cache::builder()
         .max_capacity(config.max_bytes)
-        .time_to_live(config.ttl)
-        .weigher(move |key: &String, value: &Cached| {
-            let size = (key.len() + value.body.len()) as u64;
+        .weigher(move |key: &String, entry: &Entry| {
+            let size = (key.len() + entry.value.body.len()) as u64;
             u32::try_from(size.max(floor)).unwrap_or(u32::MAX)
         })
         .build()
@@ -141,6 +168,9 @@ impl Supervise for CacheActor {
 
     fn on_start(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(TOMBSTONE_FLOOR, |act, _| act.purge_tombstones());
+        ctx.run_interval(self.config.ttl.min(SWEEP_EVERY), |act, _| {
+            act.sweep_expired()
+        });
     }
 
     fn report(&mut self) {
@@ -179,11 +209,20 @@ impl Handler<Get> for CacheActor {
 
     fn handle(&mut self, Get(key): Get, ctx: &mut Context<Self>) -> Self::Result {
         run_guarded(self, ctx, |act, _| {
-            Ok(match act.entries.get(&key) {
+            let now = Instant::now();
+            let fresh = match act.entries.get(&key) {
+                Some(entry) if entry.expires_at > now => Some(entry.value.clone()),
+                Some(_) => {
+                    act.entries.invalidate(&key);
+                    None
+                }
+                None => None,
+            };
+            Ok(match fresh {
                 Some(value) => {
                     act.stats.hits += 1;
                     act.supervision.record(Event::Cache { hit: true });
-                    Lookup::Hit(value.clone())
+                    Lookup::Hit(value)
                 }
                 None => {
                     act.stats.misses += 1;
@@ -212,7 +251,11 @@ impl Handler<Put> for CacheActor {
             }
             let before = act.entries.entry_count();
             let replacing = act.entries.contains_key(&put.key);
-            act.entries.insert(put.key, put.value);
+            let entry = Entry {
+                value: put.value,
+                expires_at: Instant::now() + act.config.ttl,
+            };
+            act.entries.insert(put.key, entry);
             let expected = before + u64::from(!replacing);
             let evicted = expected.saturating_sub(act.entries.entry_count());
             if evicted > 0 {
@@ -313,6 +356,42 @@ mod tests {
             });
         }
         assert_eq!(cache.send(Stats).await.unwrap().entries, 0);
+    }
+
+    /// Reads then fills each key; says which of them the cache answered.
+    async fn read_through(cache: &actix::Addr<CacheActor>, keys: &[&str]) -> Vec<bool> {
+        let mut hits = Vec::new();
+        for key in keys {
+            match cache.send(Get((*key).into())).await.unwrap().unwrap() {
+                Lookup::Hit(_) => hits.push(true),
+                Lookup::Miss(token) => {
+                    hits.push(false);
+                    cache.do_send(Put {
+                        key: (*key).into(),
+                        value: cached(b"v"),
+                        token,
+                    });
+                }
+            }
+        }
+        hits
+    }
+
+    #[actix::test]
+    async fn a_full_cache_whose_entries_expired_takes_new_ones() {
+        let cache = actix::Supervisor::start(|_| {
+            let config = CacheConfig {
+                ttl: Duration::from_millis(200),
+                ..config(2, 1 << 20)
+            };
+            CacheActor::new(config, MetricsHandle::disabled())
+        });
+        read_through(&cache, &["a", "b"]).await;
+        assert_eq!(read_through(&cache, &["a", "b"]).await, [true, true]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(read_through(&cache, &["a", "b"]).await, [false, false]);
+        // The expired entries' room is free again: the new fills are kept.
+        assert_eq!(read_through(&cache, &["a", "b"]).await, [true, true]);
     }
 
     #[actix::test]

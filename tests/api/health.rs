@@ -63,8 +63,11 @@ async fn request_id_is_echoed_or_made_up() {
 
     let first = app.get("/health").await.headers()["x-request-id"].clone();
     let second = app.get("/health").await.headers()["x-request-id"].clone();
-    assert!(!first.is_empty());
     assert_ne!(first, second);
+    for made_up in [&first, &second] {
+        let id = uuid::Uuid::parse_str(made_up.to_str().unwrap()).expect("a UUID");
+        assert_eq!(id.get_version_num(), 4, "{made_up:?}");
+    }
 
     // Not echoed: a value with spaces is replaced by a fresh id.
     let response = app

@@ -65,6 +65,29 @@ async fn requests_are_counted_by_route_template_not_path() {
 }
 
 #[actix_web::test]
+async fn the_pool_gauge_adds_up_every_workers_pool() {
+    // Two workers, each with half of the 8 connections.
+    let app = spawn_app_with(Backend::Sqlite, |s| s.db_pool_size = Some(8))
+        .await
+        .unwrap();
+    let ready: Value = app.get("/ready").await.json().await.unwrap();
+    let db_actors = ready["checks"]["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["actor"] == "db")
+        .count();
+    assert_eq!(db_actors, 2, "one database actor per worker: {ready}");
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            sample(&app, r#"db_pool_connections{state="max"}"#).await == Some(8.0)
+        })
+        .await,
+        "the pool gauge is the sum of both workers' pools"
+    );
+}
+
+#[actix_web::test]
 async fn stats_summarise_for_people() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     let user = app.create_user("Stats", "stats@example.com").await;
