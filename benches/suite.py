@@ -28,6 +28,7 @@ Exits non-zero if a run fails or any request fails.
 """
 
 import argparse
+import concurrent.futures
 import http.client
 import json
 import os
@@ -38,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -301,13 +301,10 @@ def seed(port, users=USERS, clients=8):
             response.read()
             if response.status != 201:
                 raise RuntimeError(f"seeding user {n}: HTTP {response.status}")
-    # In order per client, so ids 1..N all exist once every client is done.
-    threads = [threading.Thread(target=create, args=(range(i, users + 1, clients),))
-               for i in range(1, clients + 1)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # The database is fresh, so ids 1..N all exist once every client is done.
+    # A client's failure is raised here: no run may start on a partial seed.
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(create, (range(i, users + 1, clients) for i in range(1, clients + 1))))
 
 
 def wrk(env, connections, seconds, script, url):
