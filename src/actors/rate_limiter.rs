@@ -8,11 +8,14 @@
 //! actor drops keys whose state is indistinguishable from a fresh one (idle
 //! for `burst / rate` seconds), and shrinks the map now and then.
 //!
-//! One actor's thread would be the ceiling, and every check a thread hop, so
-//! [`RateLimiterShards`] runs one instance per HTTP worker, on that worker's
-//! own thread, and routes each client to one shard by a hash of its key: a
-//! client's allowance lives in exactly one place, and the checks for clients
-//! of the local shard cost no hop at all.
+//! One actor's thread would be the ceiling, so [`RateLimiterShards`] runs one
+//! instance per HTTP worker, on that worker's own thread, and routes each
+//! client to one shard by a hash of its key: a client's allowance lives in
+//! exactly one place. Checks arrive in batches ([`CheckMany`]): each worker
+//! collects the checks its requests need during one turn of its event loop
+//! and sends each shard one message for all of them
+//! ([`crate::rate_limit::outbox`]), so a message and its thread hop are paid
+//! per batch, not per request.
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -23,6 +26,7 @@ use std::future::ready;
 
 use actix::dev::ResponseFuture;
 use actix::{AsyncContext, Context, Handler, Message, MessageResult};
+use futures_util::future::join_all;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::HashMapStateStore;
@@ -31,9 +35,8 @@ use serde::Serialize;
 
 use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
 use super::ActorRef;
-use crate::error::ApiError;
 use crate::metrics::MetricsHandle;
-use crate::middleware::guards::PolicyHeaders;
+use crate::middleware::rate_limit_headers::PolicyHeaders;
 use crate::rate_limit::redis::RedisGcra;
 
 const PURGE_EVERY: Duration = Duration::from_secs(1);
@@ -70,7 +73,7 @@ impl RatePolicy {
     }
 
     /// Time for `used` requests' worth of allowance to come back.
-    fn refill_time(self, used: u32) -> Duration {
+    pub fn refill_time(self, used: u32) -> Duration {
         Duration::from_secs_f64(f64::from(used) / f64::from(self.per_second.get()))
     }
 }
@@ -127,8 +130,14 @@ impl Store {
 }
 
 /// Why a check could not be decided; the guard lets the request through.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LimiterFailed(pub String);
+
+impl std::fmt::Display for LimiterFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl From<ActorUnavailable> for LimiterFailed {
     fn from(why: ActorUnavailable) -> Self {
@@ -156,26 +165,19 @@ impl RateLimiterActor {
     }
 }
 
-/// One check against the in-memory GCRA.
-fn check_memory(limiter: &Limiter, policy: RatePolicy, key: IpAddr, cost: NonZeroU32) -> Decision {
-    let clock = limiter.clock().clone();
-    let full = policy.refill_time(policy.burst.get());
-    match limiter.check_key_n(&key, cost) {
-        Ok(Ok(snapshot)) => {
+/// One request's check against the in-memory GCRA.
+fn check_memory(limiter: &Limiter, policy: RatePolicy, key: IpAddr) -> Decision {
+    match limiter.check_key(&key) {
+        Ok(snapshot) => {
             let remaining = snapshot.remaining_burst_capacity();
             Decision::Allowed {
                 remaining,
                 reset: policy.refill_time(policy.burst.get() - remaining),
             }
         }
-        Ok(Err(not_until)) => Decision::Limited {
-            retry_after: not_until.wait_time_from(clock.now()),
-            reset: full,
-        },
-        // A cost above the burst can never pass.
-        Err(_) => Decision::Limited {
-            retry_after: full,
-            reset: full,
+        Err(not_until) => Decision::Limited {
+            retry_after: not_until.wait_time_from(limiter.clock().now()),
+            reset: policy.refill_time(policy.burst.get()),
         },
     }
 }
@@ -214,41 +216,54 @@ impl Supervise for RateLimiterActor {
 
 supervised_actor!(RateLimiterActor);
 
-/// May this client spend `cost` requests of its allowance now?
+/// May each of these clients make one more request now? One answer per key,
+/// in order; a key may appear more than once (each use counts). The whole
+/// batch fails if the actor is restarting or given up.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Decision, LimiterFailed>")]
-pub struct Check {
-    pub key: IpAddr,
-    pub cost: NonZeroU32,
-}
+#[rtype(result = "Result<Vec<Result<Decision, LimiterFailed>>, LimiterFailed>")]
+pub struct CheckMany(pub Vec<IpAddr>);
 
 #[derive(Debug, Message)]
 #[rtype(result = "LimiterStats")]
 pub struct Stats;
 
-impl Handler<Check> for RateLimiterActor {
-    type Result = ResponseFuture<Result<Decision, LimiterFailed>>;
+impl Handler<CheckMany> for RateLimiterActor {
+    type Result = ResponseFuture<Result<Vec<Result<Decision, LimiterFailed>>, LimiterFailed>>;
 
-    fn handle(&mut self, Check { key, cost }: Check, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, CheckMany(keys): CheckMany, ctx: &mut Context<Self>) -> Self::Result {
         run_guarded(self, ctx, |act, _| -> Self::Result {
             match &act.store {
                 Store::Memory(limiter) => {
-                    let decision = check_memory(limiter, act.policy, key, cost);
-                    match decision {
-                        Decision::Allowed { .. } => act.stats.allowed += 1,
-                        Decision::Limited { .. } => act.stats.limited += 1,
-                    }
-                    Box::pin(ready(Ok(decision)))
+                    let decisions = keys
+                        .into_iter()
+                        .map(|key| {
+                            let decision = check_memory(limiter, act.policy, key);
+                            match decision {
+                                Decision::Allowed { .. } => act.stats.allowed += 1,
+                                Decision::Limited { .. } => act.stats.limited += 1,
+                            }
+                            Ok(decision)
+                        })
+                        .collect();
+                    Box::pin(ready(Ok(decisions)))
                 }
+                // One multiplexed connection: the scripts of a batch travel
+                // together.
                 Store::Redis(gcra) => {
-                    let (gcra, policy) = (gcra.clone(), act.policy);
-                    Box::pin(async move {
-                        gcra.check(key, cost.get(), policy)
-                            .await
-                            .map_err(LimiterFailed)
-                    })
+                    let policy = act.policy;
+                    let checks: Vec<_> = keys
+                        .into_iter()
+                        .map(|key| {
+                            let gcra = gcra.clone();
+                            async move { gcra.check(key, policy).await.map_err(LimiterFailed) }
+                        })
+                        .collect();
+                    Box::pin(async move { Ok(join_all(checks).await) })
                 }
-                Store::Broken(why) => Box::pin(ready(Err(LimiterFailed(why.clone())))),
+                Store::Broken(why) => {
+                    let failed = Err(LimiterFailed(why.clone()));
+                    Box::pin(ready(Ok(vec![failed; keys.len()])))
+                }
             }
         })
     }
@@ -293,24 +308,10 @@ impl RateLimiterShards {
         &self.shards
     }
 
-    fn shard(&self, key: &IpAddr) -> &ActorRef<RateLimiterActor> {
+    /// The index of the shard that holds this client's allowance.
+    pub fn shard_of(&self, key: &IpAddr) -> usize {
         let index = self.hasher.hash_one(key) % self.shards.len() as u64;
-        &self.shards[usize::try_from(index).unwrap_or(0)]
-    }
-
-    /// The decision for one request of this client.
-    pub async fn check(&self, key: IpAddr) -> Result<Decision, ApiError> {
-        let shard = self.shard(&key);
-        match shard
-            .ask(Check {
-                key,
-                cost: NonZeroU32::MIN,
-            })
-            .await?
-        {
-            Ok(decision) => Ok(decision),
-            Err(LimiterFailed(why)) => Err(ApiError::unavailable(why)),
-        }
+        usize::try_from(index).unwrap_or(0)
     }
 
     /// Totals over every shard.
@@ -332,37 +333,38 @@ mod tests {
     use super::*;
 
     #[actix::test]
-    async fn burst_then_refill() {
+    async fn a_batch_counts_every_use_in_order() {
         let policy = RatePolicy::new(10, 5).unwrap();
         let limiter = actix::Supervisor::start(move |_| {
             RateLimiterActor::new(policy, LimiterBackend::Memory, MetricsHandle::disabled())
         });
-        let key: IpAddr = "10.0.0.1".parse().unwrap();
-        let check = || {
-            limiter.send(Check {
-                key,
-                cost: NonZeroU32::MIN,
-            })
-        };
-        for expected in (0..5).rev() {
-            match check().await.unwrap().unwrap() {
-                Decision::Allowed { remaining, .. } => assert_eq!(remaining, expected),
+        let (key, other): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut batch = vec![key; 6];
+        batch.push(other);
+        let decisions: Vec<Decision> = limiter
+            .send(CheckMany(batch))
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        for (decision, expected) in decisions.iter().zip((0..5).rev()) {
+            match decision {
+                Decision::Allowed { remaining, .. } => assert_eq!(*remaining, expected),
                 other => panic!("{other:?}"),
             }
         }
-        let Decision::Limited { retry_after, .. } = check().await.unwrap().unwrap() else {
-            panic!("the sixth request passed")
+        let Decision::Limited { retry_after, .. } = decisions[5] else {
+            panic!("the sixth request passed: {:?}", decisions[5])
         };
         assert!(retry_after <= Duration::from_millis(100));
-        let other: IpAddr = "10.0.0.2".parse().unwrap();
-        let fresh = limiter
-            .send(Check {
-                key: other,
-                cost: NonZeroU32::MIN,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(matches!(fresh, Decision::Allowed { remaining: 4, .. }));
+        assert!(matches!(
+            decisions[6],
+            Decision::Allowed { remaining: 4, .. }
+        ));
+        let stats = limiter.send(Stats).await.unwrap();
+        assert_eq!((stats.allowed, stats.limited, stats.keys), (6, 1, 2));
     }
 }

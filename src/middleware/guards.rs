@@ -7,14 +7,15 @@
 //! - Load shedding counts requests in flight per worker: each worker owns its
 //!   share of `SWITCHBOARD_MAX_IN_FLIGHT` in a plain `Cell`, so there is no
 //!   shared counter and no lock. Past it: an immediate 503 with Retry-After.
-//! - The rate limiter is asked per client; if it is dead or restarting, the
-//!   request is let through (fail-open) and that is logged, because a broken
-//!   limiter must not take the service down with it.
+//! - The rate limiter is asked per client, through the worker's outbox (one
+//!   message per shard per turn of the event loop); if it is dead or
+//!   restarting, the request is let through (fail-open) and that is logged,
+//!   because a broken limiter must not take the service down with it.
 //! - The deadline drops the handler's future when it fires, which cancels the
 //!   work it was awaiting, and answers 504.
 //!
-//! [`WorkerGuards`] is one worker's state for all of this, and its metrics
-//! buffer too (see [`crate::metrics`]): nothing in it is shared between
+//! [`WorkerGuards`] is one worker's state for all of this, its limiter
+//! outbox and its metrics buffer too (see [`crate::metrics`]): nothing in it is shared between
 //! workers.
 //!
 //! This runs as resource middleware, after routing, so the request can be
@@ -27,14 +28,16 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, ResponseError};
 
-use crate::actors::rate_limiter::{Decision, RatePolicy};
+use super::rate_limit_headers::rate_limit_headers;
+use crate::actors::rate_limiter::{Decision, LimiterFailed};
 use crate::app_state::AppState;
-use crate::error::{retry_after_seconds, ApiError};
+use crate::error::ApiError;
 use crate::metrics::{Event, MetricsBuffer, MetricsHandle, FLUSH_EVERY};
+use crate::rate_limit::outbox::LimiterOutbox;
 
 /// How often, at most, each worker logs that it let requests through
 /// because the rate limiter was unavailable.
@@ -47,6 +50,8 @@ pub struct WorkerGuards {
     max_in_flight: usize,
     fail_open: Cell<u64>,
     fail_open_logged: Cell<Option<Instant>>,
+    /// This worker's rate-limit checks, sent in batches.
+    limiter: Rc<LimiterOutbox>,
     /// This worker's metrics, sent in batches.
     metrics: RefCell<MetricsBuffer>,
 }
@@ -67,6 +72,7 @@ impl WorkerGuards {
             max_in_flight: max_in_flight.div_ceil(workers.max(1)).max(1),
             fail_open: Cell::new(0),
             fail_open_logged: Cell::new(None),
+            limiter: Rc::default(),
             metrics: RefCell::new(MetricsBuffer::new(metrics)),
         });
         let weak = Rc::downgrade(&guards);
@@ -103,7 +109,7 @@ impl WorkerGuards {
         })
     }
 
-    fn record_fail_open(&self, err: &ApiError) {
+    fn record_fail_open(&self, err: &LimiterFailed) {
         self.record(Event::RateLimit("fail_open"));
         self.fail_open.set(self.fail_open.get() + 1);
         let due = self
@@ -181,7 +187,7 @@ pub async fn guards(
         state.rate_limiter.get(),
         client_key(&req, limits.trust_proxy),
     ) {
-        match limiter.check(key).await {
+        match worker.limiter.check(limiter, key).await {
             Ok(Decision::Limited { retry_after, reset }) => {
                 worker.record(Event::RateLimit("limited"));
                 let mut response = ApiError::TooManyRequests { retry_after }.error_response();
@@ -209,47 +215,4 @@ pub async fn guards(
         rate_limit_headers(response.headers_mut(), headers, remaining, reset);
     }
     Ok(response)
-}
-
-/// The IETF httpapi draft's `RateLimit-Policy` and `RateLimit` fields, and
-/// the older `RateLimit-Limit/-Remaining/-Reset` for clients that read those.
-/// Numbers become header values without formatting where they can.
-fn rate_limit_headers(
-    headers: &mut HeaderMap,
-    policy: &PolicyHeaders,
-    remaining: u32,
-    reset: Duration,
-) {
-    let reset = retry_after_seconds(&reset);
-    headers.insert(RATELIMIT_POLICY, policy.policy.clone());
-    if let Ok(value) = HeaderValue::from_str(&format!("\"default\";r={remaining};t={reset}")) {
-        headers.insert(RATELIMIT, value);
-    }
-    headers.insert(RATELIMIT_LIMIT, policy.limit.clone());
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(remaining));
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(reset));
-}
-
-const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
-
-/// The header values that depend only on the policy, built once.
-pub struct PolicyHeaders {
-    policy: HeaderValue,
-    limit: HeaderValue,
-}
-
-impl PolicyHeaders {
-    pub fn new(policy: RatePolicy) -> Self {
-        let burst = policy.burst.get();
-        let text = format!("\"default\";q={burst};w={}", policy.window_seconds());
-        Self {
-            policy: HeaderValue::from_str(&text)
-                .unwrap_or_else(|_| HeaderValue::from_static("\"default\"")),
-            limit: HeaderValue::from(burst),
-        }
-    }
 }
