@@ -97,6 +97,28 @@ async fn allowance_is_burst_then_rate() {
 }
 
 #[actix_web::test]
+async fn concurrent_requests_of_one_client_each_spend_one() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.rate_limit_per_second = 1;
+        s.rate_limit_burst = 12;
+        s.trust_proxy = true;
+    })
+    .await
+    .unwrap();
+    // Sent at once, so the worker checks them in batches.
+    let responses = join_all((0..16).map(|_| get_as(&app, "/hello", "10.7.7.7"))).await;
+    let mut remaining: Vec<u32> = responses
+        .iter()
+        .filter(|r| r.status() == 200)
+        .map(|r| header(r, "ratelimit-remaining").parse().unwrap())
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..12).collect::<Vec<u32>>());
+    let limited = responses.iter().filter(|r| r.status() == 429).count();
+    assert_eq!(limited, 4);
+}
+
+#[actix_web::test]
 async fn clients_have_independent_allowances() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.rate_limit_per_second = 1;
