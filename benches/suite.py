@@ -22,6 +22,7 @@ default allowance against many clients, as behind a load balancer.
   python3 benches/suite.py                 # 3 passes of 10 s, 64 and 256 connections
   python3 benches/suite.py --smoke         # one 1 s pass: checks it runs and reports
   python3 benches/suite.py --backends postgres --passes 5
+  python3 benches/suite.py --backends sqlite --only hello --pin   # steadier A/B of one route
 
 Needs wrk, and psql + pgbench for PostgreSQL (Debian: wrk, postgresql-client).
 Exits non-zero if a run fails or any request fails.
@@ -47,7 +48,8 @@ BENCHES = os.path.join(ROOT, "benches")
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 PG_DATABASE = "switchboard_bench"
 USERS = 10_000
-
+# How servers and wrk are started; --pin puts them on a CPU each.
+SERVER_PREFIX, LOAD_GENERATOR = [], ["wrk", "-t2"]
 
 
 class Scenario:
@@ -109,7 +111,14 @@ def parse_args():
     parser.add_argument("--settle", type=int, default=60, help="seconds before RSS is read again")
     parser.add_argument("--pgbench-clients", type=int, default=16,
                         help="pgbench clients: the pool's size, the most connections switchboard uses")
+    parser.add_argument("--pin", action="store_true",
+                        help="servers on CPU 0, wrk (one thread) on CPU 1: less noise from the "
+                        "scheduler when comparing builds on a route that does not wait for the "
+                        "database (which stays unpinned)")
     args = parser.parse_args()
+    if args.pin:
+        SERVER_PREFIX[:] = ["taskset", "-c", "0"]
+        LOAD_GENERATOR[:] = ["taskset", "-c", "1", "wrk", "-t1"]
     if args.smoke:
         args.passes, args.duration, args.warmup, args.settle = 1, 1, 0, 2
     args.connections = [int(c) for c in args.connections.split(",")]
@@ -208,7 +217,7 @@ class Bench:
     def start(self, name, binary, env, port):
         env = dict(env, SWITCHBOARD_BIND=f"127.0.0.1:{port}")
         log = os.path.join(self.work, name.replace(", ", "-").replace(" ", "-") + ".log")
-        self.servers[name] = Server(name, [binary], env, port, log)
+        self.servers[name] = Server(name, SERVER_PREFIX + [binary], env, port, log)
 
     def __exit__(self, *_):
         for server in self.servers.values():
@@ -312,8 +321,8 @@ def wrk(env, connections, seconds, script, url):
     # however slow; wrk's own 2 s timeout would count SQLite's slowest
     # commits as failed requests.
     output = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency",
-         "-s", script, url],
+        LOAD_GENERATOR + [f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency",
+                          "-s", script, url],
         env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if not rps:
@@ -350,7 +359,9 @@ def pgbench(url, script, clients, seconds, work):
 
 
 def print_report(rows, checks, args):
-    print(f"\n{args.passes} passes of {args.duration} s after {args.warmup} s of warm-up, wrk -t2, "
+    pinned = ", servers on CPU 0 and wrk on CPU 1" if args.pin else ""
+    print(f"\n{args.passes} passes of {args.duration} s after {args.warmup} s of warm-up, "
+          f"{' '.join(LOAD_GENERATOR[-2:])}{pinned}, "
           f"pgbench -M prepared -c{args.pgbench_clients} -j2; req/s: median (min-max) of passes; "
           "p50/p99 in ms: medians; RSS: peak (VmHWM) over the passes\n")
     header = ["backend", "scenario", "server", "conns", "req/s (min-max)", "p50", "p99", "errors",

@@ -11,9 +11,9 @@
 //! One actor's thread would be the ceiling, so [`RateLimiterShards`] runs one
 //! instance per HTTP worker, on that worker's own thread, and routes each
 //! client to one shard by a hash of its key: a client's allowance lives in
-//! exactly one place. Checks arrive in batches ([`CheckMany`]): each worker
-//! collects the checks its requests need during one turn of its event loop
-//! and sends each shard one message for all of them
+//! exactly one place. Checks arrive in batches ([`CheckMany`], or a lone
+//! [`Check`]): each worker collects the checks its requests need during one
+//! turn of its event loop and sends each shard one message for all of them
 //! ([`crate::rate_limit::outbox`]), so a message and its thread hop are paid
 //! per batch, not per request.
 
@@ -165,19 +165,25 @@ impl RateLimiterActor {
     }
 }
 
-/// One request's check against the in-memory GCRA.
-fn check_memory(limiter: &Limiter, policy: RatePolicy, key: IpAddr) -> Decision {
-    match limiter.check_key(&key) {
-        Ok(snapshot) => {
+/// One check against the in-memory GCRA.
+fn check_memory(limiter: &Limiter, policy: RatePolicy, Check { key, cost }: Check) -> Decision {
+    let full = policy.refill_time(policy.burst.get());
+    match limiter.check_key_n(&key, cost) {
+        Ok(Ok(snapshot)) => {
             let remaining = snapshot.remaining_burst_capacity();
             Decision::Allowed {
                 remaining,
                 reset: policy.refill_time(policy.burst.get() - remaining),
             }
         }
-        Err(not_until) => Decision::Limited {
+        Ok(Err(not_until)) => Decision::Limited {
             retry_after: not_until.wait_time_from(limiter.clock().now()),
-            reset: policy.refill_time(policy.burst.get()),
+            reset: full,
+        },
+        // A cost above the burst can never pass.
+        Err(_) => Decision::Limited {
+            retry_after: full,
+            reset: full,
         },
     }
 }
@@ -216,55 +222,101 @@ impl Supervise for RateLimiterActor {
 
 supervised_actor!(RateLimiterActor);
 
-/// May each of these clients make one more request now? One answer per key,
-/// in order; a key may appear more than once (each use counts). The whole
-/// batch fails if the actor is restarting or given up.
+/// May this client spend `cost` requests of its allowance now?
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Decision, LimiterFailed>")]
+pub struct Check {
+    pub key: IpAddr,
+    pub cost: NonZeroU32,
+}
+
+impl Check {
+    /// One request of this client.
+    pub fn one(key: IpAddr) -> Self {
+        Self {
+            key,
+            cost: NonZeroU32::MIN,
+        }
+    }
+}
+
+/// Several checks in one message: one answer per check, in order. A client
+/// may appear more than once (each check spends). The whole batch fails if
+/// the actor is restarting or given up.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<Result<Decision, LimiterFailed>>, LimiterFailed>")]
-pub struct CheckMany(pub Vec<IpAddr>);
+pub struct CheckMany(pub Vec<Check>);
 
 #[derive(Debug, Message)]
 #[rtype(result = "LimiterStats")]
 pub struct Stats;
 
+type Answers = ResponseFuture<Vec<Result<Decision, LimiterFailed>>>;
+
+impl RateLimiterActor {
+    /// The answers to these checks, in order.
+    fn decide(&mut self, checks: Vec<Check>) -> Answers {
+        match &self.store {
+            Store::Memory(limiter) => {
+                let decisions = checks
+                    .into_iter()
+                    .map(|check| {
+                        let decision = check_memory(limiter, self.policy, check);
+                        match decision {
+                            Decision::Allowed { .. } => self.stats.allowed += 1,
+                            Decision::Limited { .. } => self.stats.limited += 1,
+                        }
+                        Ok(decision)
+                    })
+                    .collect();
+                Box::pin(ready(decisions))
+            }
+            // One multiplexed connection: the scripts of a batch travel
+            // together.
+            Store::Redis(gcra) => {
+                let policy = self.policy;
+                let checks: Vec<_> = checks
+                    .into_iter()
+                    .map(|Check { key, cost }| {
+                        let gcra = gcra.clone();
+                        async move {
+                            gcra.check(key, cost.get(), policy)
+                                .await
+                                .map_err(LimiterFailed)
+                        }
+                    })
+                    .collect();
+                Box::pin(join_all(checks))
+            }
+            Store::Broken(why) => {
+                let failed = Err(LimiterFailed(why.clone()));
+                Box::pin(ready(vec![failed; checks.len()]))
+            }
+        }
+    }
+}
+
+impl Handler<Check> for RateLimiterActor {
+    type Result = ResponseFuture<Result<Decision, LimiterFailed>>;
+
+    fn handle(&mut self, check: Check, ctx: &mut Context<Self>) -> Self::Result {
+        run_guarded(self, ctx, |act, _| -> Self::Result {
+            let answers = act.decide(vec![check]);
+            Box::pin(async move {
+                let answer = answers.await.pop();
+                answer.unwrap_or_else(|| Err(LimiterFailed("no answer to the check".into())))
+            })
+        })
+    }
+}
+
 impl Handler<CheckMany> for RateLimiterActor {
     type Result = ResponseFuture<Result<Vec<Result<Decision, LimiterFailed>>, LimiterFailed>>;
 
-    fn handle(&mut self, CheckMany(keys): CheckMany, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, CheckMany(checks): CheckMany, ctx: &mut Context<Self>) -> Self::Result {
         run_guarded(self, ctx, |act, _| -> Self::Result {
-            match &act.store {
-                Store::Memory(limiter) => {
-                    let decisions = keys
-                        .into_iter()
-                        .map(|key| {
-                            let decision = check_memory(limiter, act.policy, key);
-                            match decision {
-                                Decision::Allowed { .. } => act.stats.allowed += 1,
-                                Decision::Limited { .. } => act.stats.limited += 1,
-                            }
-                            Ok(decision)
-                        })
-                        .collect();
-                    Box::pin(ready(Ok(decisions)))
-                }
-                // One multiplexed connection: the scripts of a batch travel
-                // together.
-                Store::Redis(gcra) => {
-                    let policy = act.policy;
-                    let checks: Vec<_> = keys
-                        .into_iter()
-                        .map(|key| {
-                            let gcra = gcra.clone();
-                            async move { gcra.check(key, policy).await.map_err(LimiterFailed) }
-                        })
-                        .collect();
-                    Box::pin(async move { Ok(join_all(checks).await) })
-                }
-                Store::Broken(why) => {
-                    let failed = Err(LimiterFailed(why.clone()));
-                    Box::pin(ready(Ok(vec![failed; keys.len()])))
-                }
-            }
+            let answers = act.decide(checks);
+            Box::pin(async move { Ok(answers.await) })
         })
     }
 }
@@ -333,15 +385,15 @@ mod tests {
     use super::*;
 
     #[actix::test]
-    async fn a_batch_counts_every_use_in_order() {
+    async fn a_batch_counts_every_check_in_order() {
         let policy = RatePolicy::new(10, 5).unwrap();
         let limiter = actix::Supervisor::start(move |_| {
             RateLimiterActor::new(policy, LimiterBackend::Memory, MetricsHandle::disabled())
         });
         let (key, other): (IpAddr, IpAddr) =
             ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let mut batch = vec![key; 6];
-        batch.push(other);
+        let mut batch = vec![Check::one(key); 6];
+        batch.push(Check::one(other));
         let decisions: Vec<Decision> = limiter
             .send(CheckMany(batch))
             .await
@@ -364,7 +416,14 @@ mod tests {
             decisions[6],
             Decision::Allowed { remaining: 4, .. }
         ));
+        // A lone check, as the outbox sends a batch of one.
+        let lone = Check {
+            key: "10.0.0.3".parse().unwrap(),
+            cost: NonZeroU32::new(2).unwrap(),
+        };
+        let decision = limiter.send(lone).await.unwrap().unwrap();
+        assert!(matches!(decision, Decision::Allowed { remaining: 3, .. }));
         let stats = limiter.send(Stats).await.unwrap();
-        assert_eq!((stats.allowed, stats.limited, stats.keys), (6, 1, 2));
+        assert_eq!((stats.allowed, stats.limited, stats.keys), (7, 1, 3));
     }
 }

@@ -7,7 +7,8 @@
 //! under the shard that owns the client; the first check for a shard in a
 //! turn of the event loop starts one send, which waits until every request
 //! ready in that turn has added its own, then carries them all in one
-//! [`CheckMany`] and hands each request its answer. Requests still wait only
+//! [`CheckMany`] (a lone check goes as a plain [`Check`]) and hands each
+//! request its answer. Requests still wait only
 //! for their own shard's answer, and a shard sees each client's checks in the
 //! order they were made.
 //!
@@ -23,7 +24,7 @@ use std::rc::Rc;
 use tokio::sync::oneshot;
 
 use crate::actors::rate_limiter::{
-    CheckMany, Decision, LimiterFailed, RateLimiterActor, RateLimiterShards,
+    Check, CheckMany, Decision, LimiterFailed, RateLimiterActor, RateLimiterShards,
 };
 use crate::actors::ActorRef;
 
@@ -32,17 +33,19 @@ type Answer = Result<Decision, LimiterFailed>;
 /// The checks bound for one shard, in the order requests made them.
 #[derive(Default)]
 struct Batch {
-    keys: Vec<IpAddr>,
+    checks: Vec<Check>,
     replies: Vec<oneshot::Sender<Answer>>,
 }
 
 impl Batch {
     async fn send(self, shard: ActorRef<RateLimiterActor>) {
-        let Batch { keys, replies } = self;
-        let answers = match shard.ask(CheckMany(keys)).await {
-            Ok(answers) => answers,
-            Err(err) => Err(LimiterFailed(err.to_string())),
+        let Batch { checks, replies } = self;
+        let answers = if let [check] = checks[..] {
+            shard.ask(check).await.map(|answer| Ok(vec![answer]))
+        } else {
+            shard.ask(CheckMany(checks)).await
         };
+        let answers = answers.unwrap_or_else(|err| Err(LimiterFailed(err.to_string())));
         match answers {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
@@ -76,9 +79,9 @@ impl LimiterOutbox {
                 pending.resize_with(limiter.shards().len(), Batch::default);
             }
             let batch = &mut pending[shard];
-            batch.keys.push(key);
+            batch.checks.push(Check::one(key));
             batch.replies.push(reply);
-            batch.keys.len() == 1
+            batch.checks.len() == 1
         };
         if first_of_batch {
             let (outbox, actor) = (Rc::clone(self), limiter.shards()[shard].clone());

@@ -16,15 +16,16 @@ use crate::actors::rate_limiter::{Decision, RatePolicy};
 const KEY_PREFIX: &str = "switchboard:ratelimit:";
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
-/// One request's check. Returns {allowed, remaining, retry_after_ms, reset_ms}.
+/// Returns {allowed, remaining, retry_after_ms, reset_ms}.
 const GCRA: &str = r"
 local emission = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + emission
+local new_tat = tat + emission * cost
 local allow_at = new_tat - burst * emission
 if allow_at > now then
   return {0, 0, math.ceil((allow_at - now) / 1000), math.ceil((tat - now) / 1000)}
@@ -57,14 +58,19 @@ impl RedisGcra {
         })
     }
 
-    /// May this client make one more request now?
-    pub async fn check(mut self, key: IpAddr, policy: RatePolicy) -> Result<Decision, String> {
+    pub async fn check(
+        mut self,
+        key: IpAddr,
+        cost: u32,
+        policy: RatePolicy,
+    ) -> Result<Decision, String> {
         let emission_us = 1_000_000 / u64::from(policy.per_second.get()).max(1);
         let (allowed, remaining, retry_after_ms, reset_ms): (u8, u32, u64, u64) = self
             .script
             .key(format!("{KEY_PREFIX}{key}"))
             .arg(emission_us)
             .arg(policy.burst.get())
+            .arg(cost)
             .invoke_async(&mut self.connection)
             .await
             .map_err(|e| e.to_string())?;
