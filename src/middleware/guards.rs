@@ -14,9 +14,9 @@
 //! - The deadline drops the handler's future when it fires, which cancels the
 //!   work it was awaiting, and answers 504.
 //!
-//! [`WorkerGuards`] is one worker's state for all of this, its limiter
-//! outbox and its metrics buffer too (see [`crate::metrics`]): nothing in it is shared between
-//! workers.
+//! [`WorkerGuards`] is one worker's state for all of this, its limiter outbox
+//! and its metrics buffer too (see [`crate::metrics`]): nothing in it is
+//! shared between workers.
 //!
 //! This runs as resource middleware, after routing, so the request can be
 //! cloned to answer the 504 (cloning it before routing is not allowed).

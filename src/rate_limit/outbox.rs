@@ -2,15 +2,14 @@
 //!
 //! A check used to be one actor message per request: an envelope, a reply
 //! channel, a timer for the call timeout and, for the clients whose shard
-//! lives on the other worker, two thread hops. That cost about a third of a
-//! small request. Now a request leaves its check in its worker's outbox,
-//! under the shard that owns the client; the first check for a shard in a
-//! turn of the event loop starts one send, which waits until every request
-//! ready in that turn has added its own, then carries them all in one
-//! [`CheckMany`] (a lone check goes as a plain [`Check`]) and hands each
-//! request its answer. Requests still wait only
-//! for their own shard's answer, and a shard sees each client's checks in the
-//! order they were made.
+//! lives on the other worker, two thread hops. Now a request leaves its
+//! check in its worker's outbox, under the shard that owns the client; the
+//! first check for a shard in a turn of the event loop starts one send, a
+//! task that runs after the requests already ready in that turn have added
+//! their own checks, then carries them all in one [`CheckMany`] (a lone
+//! check goes as a plain [`Check`]) and hands each request its answer.
+//! Requests still wait only for their own shard's answer, and a shard sees
+//! each client's checks in the order they were made.
 //!
 //! The outbox belongs to one worker's thread (it lives in that worker's
 //! guard state), so it needs no lock. If the shard cannot answer, every
