@@ -3,13 +3,14 @@
 //! under supervision, bind the listener (port 0 picks a free one, as tests
 //! do), and wire the routes. Each HTTP worker starts, on its own thread, its
 //! own database actor (with its share of the pool), its own rate limiter
-//! shard and its own guard state.
+//! shard and its own guard state. On SQLite, one more database actor, on an
+//! arbiter of its own, does every write (see [`crate::actors::db`]).
 //!
 //! Shutdown is one explicit sequence in [`Application::run_until_stopped`]:
 //! actix-web stops accepting on SIGINT/SIGTERM and drains requests in flight
 //! up to the shutdown timeout; the workers' database actors close their pools
-//! as their threads end, and are waited for; then each other actor is told to
-//! shut down and its arbiter is stopped and joined.
+//! as their threads end, and are waited for; then each other actor (SQLite's
+//! writer first) is told to shut down and its arbiter is stopped and joined.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +24,7 @@ use actix_web::rt::task::JoinHandle;
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::cache::{CacheActor, CacheConfig};
-use crate::actors::db::DbActor;
+use crate::actors::db::{DbActor, SQLITE_WRITERS};
 use crate::actors::fetcher::{FetchConfig, FetcherActor};
 use crate::actors::metrics::MetricsActor;
 use crate::actors::rate_limiter::{
@@ -31,8 +32,8 @@ use crate::actors::rate_limiter::{
 };
 use crate::actors::supervision::{Shutdown, Supervise};
 use crate::actors::ActorRef;
-use crate::app_state::{AppState, RequestLimits};
-use crate::config::{RateLimitBackend, Settings};
+use crate::app_state::{AppState, RequestLimits, WorkerDb};
+use crate::config::{DatabaseUrl, RateLimitBackend, Settings};
 use crate::db::{migrate, DbPool};
 use crate::fetch::allow_list::AllowList;
 use crate::metrics::MetricsHandle;
@@ -91,6 +92,7 @@ pub struct Application {
     server: JoinHandle<std::io::Result<()>>,
     handle: ServerHandle,
     state: web::Data<AppState>,
+    db_writer: Option<Running<DbActor>>,
     fetcher: Running<FetcherActor>,
     cache: Running<CacheActor>,
     metrics: Running<MetricsActor>,
@@ -112,6 +114,18 @@ impl Application {
         } else {
             MetricsHandle::disabled()
         };
+        let db_writer = match &settings.database_url {
+            DatabaseUrl::Sqlite(_) => {
+                let (url, writer_metrics) = (settings.database_url.clone(), recording.clone());
+                let pool = DbPool::build(&url, SQLITE_WRITERS).map_err(StartupError::Database)?;
+                // Its pool's series comes after the workers' (0..workers).
+                let shard = settings.workers;
+                Some(Running::start("db_writer", call_timeout, move || {
+                    DbActor::sqlite_writer(url, pool, shard, writer_metrics)
+                }))
+            }
+            DatabaseUrl::Postgres(_) => None,
+        };
         let cache_config = cache_config(&settings);
         let cache = Running::start("cache", call_timeout, {
             let recording = recording.clone();
@@ -125,6 +139,7 @@ impl Application {
         let policy = RatePolicy::new(settings.rate_limit_per_second, settings.rate_limit_burst);
         let state = web::Data::new(AppState {
             db: OnceLock::new(),
+            db_writer: db_writer.as_ref().map(|writer| writer.actor.clone()),
             cache: cache.actor.clone(),
             users_cached: settings.cache_max_entries > 0,
             metrics: metrics.actor.clone(),
@@ -180,6 +195,7 @@ impl Application {
                 ActorRef::new("db", actor, call_timeout)
             };
             let _ = db_started.send(db.clone());
+            let db = WorkerDb::new(db, state.db_writer.as_ref());
             App::new()
                 .app_data(state.clone())
                 .app_data(web::Data::new(db))
@@ -234,6 +250,7 @@ impl Application {
             server,
             handle,
             state: app_state,
+            db_writer,
             metrics,
             fetcher,
             cache,
@@ -267,6 +284,9 @@ impl Application {
         tracing::info!("server stopped; shutting down actors");
         for shard in self.state.db.get().into_iter().flatten() {
             shard.ended(SHARD_END_TIMEOUT).await;
+        }
+        if let Some(writer) = self.db_writer {
+            writer.stop().await;
         }
         self.fetcher.stop().await;
         self.cache.stop().await;

@@ -13,6 +13,16 @@
 //! `SWITCHBOARD_DB_POOL_SIZE`, and its handlers ask that one: no hop, and the
 //! connections' I/O runs on the thread that serves the request. A shard ends
 //! with its worker; dropping it closes its pool.
+//!
+//! SQLite lets one connection write at a time. With every connection of
+//! every worker writing, the ones that found the file locked slept in
+//! SQLite's busy handler (1, 2, 5 ... 100 ms) while others took the lock,
+//! and a write's p99 was a hundred times its median. So on SQLite the
+//! workers' actors only read, and every write goes to one more `DbActor`,
+//! the writer, on an arbiter of its own, whose pool holds one connection:
+//! writes wait their turn in the pool's queue, first come first served, and
+//! the lock is never contended within the process (WAL readers never block
+//! it). [`crate::app_state::WorkerDb`] tells a handler which actor to ask.
 
 use std::future::Future;
 use std::time::Instant;
@@ -27,6 +37,9 @@ use crate::db::{users, DbError, DbPool};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 use crate::metrics::{Event, MetricsHandle};
 
+/// Connections in the SQLite writer's pool: the one SQLite lets write.
+pub const SQLITE_WRITERS: usize = 1;
+
 pub struct DbActor {
     url: DatabaseUrl,
     pool_size: usize,
@@ -38,7 +51,30 @@ pub struct DbActor {
 }
 
 impl DbActor {
+    /// A worker's actor, with the worker's share of the pool.
     pub fn new(
+        url: DatabaseUrl,
+        pool_size: usize,
+        pool: DbPool,
+        shard: usize,
+        metrics: MetricsHandle,
+    ) -> Self {
+        Self::named("db", url, pool_size, pool, shard, metrics)
+    }
+
+    /// SQLite's one writer: a pool of one connection (`shard` names it in
+    /// the pool metrics, after the workers' pools).
+    pub fn sqlite_writer(
+        url: DatabaseUrl,
+        pool: DbPool,
+        shard: usize,
+        metrics: MetricsHandle,
+    ) -> Self {
+        Self::named("db_writer", url, SQLITE_WRITERS, pool, shard, metrics)
+    }
+
+    fn named(
+        name: &'static str,
         url: DatabaseUrl,
         pool_size: usize,
         pool: DbPool,
@@ -50,7 +86,7 @@ impl DbActor {
             pool_size,
             pool,
             shard,
-            supervision: Supervision::new("db").reporting_to(metrics.clone()),
+            supervision: Supervision::new(name).reporting_to(metrics.clone()),
             metrics,
         }
     }

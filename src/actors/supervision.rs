@@ -206,9 +206,12 @@ impl Supervision {
         tracing::error!(actor = self.actor, reason, "actor failed");
     }
 
+    /// Logged once, whether the actor was told to shut down, was dropped, or
+    /// both.
     pub fn stopped(&mut self) {
-        self.stopped = true;
-        tracing::info!(actor = self.actor, "actor stopped");
+        if !std::mem::replace(&mut self.stopped, true) {
+            tracing::info!(actor = self.actor, "actor stopped");
+        }
     }
 
     /// Called by `restarting()`: counts the restart and decides its delay, or

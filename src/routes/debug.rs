@@ -20,8 +20,8 @@ pub async fn crash(
 ) -> Result<HttpResponse, ApiError> {
     match actor.as_str() {
         "db" => {
-            for shard in state.db.get().iter().flat_map(|shards| shards.iter()) {
-                shard.ask(Crash).await?;
+            for db in state.db_actors() {
+                db.ask(Crash).await?;
             }
         }
         "cache" => state.cache.ask(Crash).await?,

@@ -19,7 +19,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn ready(state: web::Data<AppState>, db: LocalDb) -> Result<HttpResponse, ApiError> {
-    let (database_up, database) = match db.ask(Ping).await {
+    let (database_up, database) = match db.reads().ask(Ping).await {
         Ok(Ok(pool)) => (true, json!({"status": "up", "pool": pool})),
         Ok(Err(err)) => {
             tracing::warn!(%err, "readiness: database check failed");

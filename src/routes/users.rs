@@ -18,7 +18,7 @@ const MAX_PAGE: i64 = 100;
 
 pub async fn create(db: LocalDb, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     let user = NewUser::from_json(&body).map_err(ApiError::Validation)?;
-    let created = db.ask(CreateUser(user)).await??;
+    let created = db.writes().ask(CreateUser(user)).await??;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/users/{}", created.id)))
         .json(created))
@@ -43,7 +43,7 @@ pub async fn get(
     } else {
         None
     };
-    let user = db.ask(GetUser(id)).await?.map_err(about(id))?;
+    let user = db.reads().ask(GetUser(id)).await?.map_err(about(id))?;
     let body = Bytes::from(serde_json::to_vec(&user).map_err(|_| ApiError::Internal)?);
     if let Some(token) = fill {
         state.cache.tell(cache::Put {
@@ -85,6 +85,7 @@ pub async fn list(db: LocalDb, query: web::Query<PageQuery>) -> Result<HttpRespo
     };
     // One more than asked for says whether another page exists.
     let mut users = db
+        .reads()
         .ask(ListUsers {
             after,
             limit: limit + 1,
@@ -111,7 +112,7 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
     let patch = UserPatch::from_json(&body).map_err(ApiError::Validation)?;
-    let user = db.ask(UpdateUser { id, patch }).await?.map_err(about(id))?;
+    let user = db.writes().ask(UpdateUser { id, patch }).await?.map_err(about(id))?;
     invalidate(&state, id).await;
     Ok(HttpResponse::Ok().json(user))
 }
@@ -122,7 +123,7 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
-    db.ask(DeleteUser(id)).await?.map_err(about(id))?;
+    db.writes().ask(DeleteUser(id)).await?.map_err(about(id))?;
     invalidate(&state, id).await;
     Ok(HttpResponse::NoContent().finish())
 }
