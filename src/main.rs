@@ -1,4 +1,10 @@
 //! The `switchboard` binary: read settings, start logging, build, run.
+//!
+//! It allocates with jemalloc, its background thread on. glibc's malloc kept
+//! what a burst of load had freed (buffers of hundreds of connections,
+//! spread over its per-thread arenas), so a server stayed at its peak RSS
+//! long after the load; jemalloc's background thread hands freed pages back
+//! to the system within seconds (its dirty-page decay), idle or not.
 
 use std::process::ExitCode;
 
@@ -6,7 +12,12 @@ use switchboard::config::{ConfigError, Settings};
 use switchboard::startup::Application;
 use switchboard::telemetry;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
+    // Before any thread starts.
+    let background_purge = tikv_jemalloc_ctl::background_thread::write(true);
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(ConfigError::Cli(err)) => err.exit(),
@@ -16,6 +27,9 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(settings.log_format, &settings.log_filter);
+    if let Err(err) = background_purge {
+        tracing::warn!(%err, "no allocator background thread: freed memory is returned only as allocations go on");
+    }
     actix_web::rt::System::new().block_on(async move {
         let app = match Application::build(settings).await {
             Ok(app) => app,

@@ -112,7 +112,11 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
     let patch = UserPatch::from_json(&body).map_err(ApiError::Validation)?;
-    let user = db.writes().ask(UpdateUser { id, patch }).await?.map_err(about(id))?;
+    let user = db
+        .writes()
+        .ask(UpdateUser { id, patch })
+        .await?
+        .map_err(about(id))?;
     invalidate(&state, id).await;
     Ok(HttpResponse::Ok().json(user))
 }

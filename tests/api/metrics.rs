@@ -65,25 +65,31 @@ async fn requests_are_counted_by_route_template_not_path() {
 }
 
 #[actix_web::test]
-async fn the_pool_gauge_adds_up_every_workers_pool() {
-    // Two workers, each with half of the 8 connections.
+async fn the_pool_gauge_adds_up_every_database_actors_pool() {
+    // Two workers, each with half of the 8 connections, and SQLite's writer
+    // with one more.
     let app = spawn_app_with(Backend::Sqlite, |s| s.db_pool_size = Some(8))
         .await
         .unwrap();
     let ready: Value = app.get("/ready").await.json().await.unwrap();
-    let db_actors = ready["checks"]["actors"]
+    let mut db_actors: Vec<&str> = ready["checks"]["actors"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|a| a["actor"] == "db")
-        .count();
-    assert_eq!(db_actors, 2, "one database actor per worker: {ready}");
+        .filter_map(|a| a["actor"].as_str().filter(|name| name.starts_with("db")))
+        .collect();
+    db_actors.sort();
+    assert_eq!(
+        db_actors,
+        ["db", "db", "db_writer"],
+        "one database actor per worker, and the writer: {ready}"
+    );
     assert!(
         eventually(Duration::from_secs(3), || async {
-            sample(&app, r#"db_pool_connections{state="max"}"#).await == Some(8.0)
+            sample(&app, r#"db_pool_connections{state="max"}"#).await == Some(9.0)
         })
         .await,
-        "the pool gauge is the sum of both workers' pools"
+        "the pool gauge is the sum of the workers' pools and the writer's"
     );
 }
 
