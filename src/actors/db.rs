@@ -24,7 +24,9 @@
 //! the lock is never contended within the process (WAL readers never block
 //! it). [`crate::app_state::WorkerDb`] tells a handler which actor to ask.
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::rc::Rc;
 use std::time::Instant;
 
 use actix::dev::ResponseFuture;
@@ -35,7 +37,7 @@ use crate::config::DatabaseUrl;
 use crate::db::pool::PoolStatus;
 use crate::db::{users, DbError, DbPool};
 use crate::domain::{NewUser, User, UserId, UserPatch};
-use crate::metrics::{Event, MetricsHandle};
+use crate::metrics::{Event, MetricsBuffer, MetricsHandle};
 
 /// Connections in the SQLite writer's pool: the one SQLite lets write.
 pub const SQLITE_WRITERS: usize = 1;
@@ -46,7 +48,11 @@ pub struct DbActor {
     pool: DbPool,
     /// Which worker's actor this is (its pool's series in the metrics).
     shard: usize,
-    metrics: MetricsHandle,
+    /// Query timings, kept by the query futures (they run on this actor's
+    /// thread) and sent with the actor's report every
+    /// [`crate::metrics::FLUSH_EVERY`]: a
+    /// message to the metrics actor per query woke its thread per request.
+    timings: Rc<RefCell<MetricsBuffer>>,
     supervision: Supervision,
 }
 
@@ -87,7 +93,7 @@ impl DbActor {
             pool,
             shard,
             supervision: Supervision::new(name).reporting_to(metrics.clone()),
-            metrics,
+            timings: Rc::new(RefCell::new(MetricsBuffer::new(metrics))),
         }
     }
 
@@ -105,13 +111,13 @@ impl DbActor {
         Fut: Future<Output = Result<T, DbError>> + 'static,
     {
         run_guarded(self, ctx, |act, _| {
-            let metrics = act.metrics.clone();
+            let timings = Rc::clone(&act.timings);
             let started = Instant::now();
             let running = query(act.pool.clone());
             Box::pin(async move {
                 let result = running.await;
                 let seconds = started.elapsed().as_secs_f64();
-                metrics.send(vec![Event::Query { op, seconds }]);
+                timings.borrow_mut().push(Event::Query { op, seconds });
                 result
             }) as ResponseFuture<_>
         })
@@ -138,6 +144,7 @@ impl Supervise for DbActor {
 
     fn on_shutdown(&mut self) {
         self.pool.close();
+        self.timings.borrow_mut().flush();
     }
 
     fn report(&mut self) {
@@ -148,6 +155,7 @@ impl Supervise for DbActor {
             idle: status.idle,
             max: status.max_size,
         });
+        self.timings.borrow_mut().flush();
     }
 }
 
