@@ -50,8 +50,8 @@ pub struct DbActor {
     shard: usize,
     /// Query timings, kept by the query futures (they run on this actor's
     /// thread) and sent with the actor's report every
-    /// [`crate::metrics::FLUSH_EVERY`]: a
-    /// message to the metrics actor per query woke its thread per request.
+    /// [`crate::metrics::FLUSH_EVERY`]: a message to the metrics actor per
+    /// query woke that actor's thread for every request.
     timings: Rc<RefCell<MetricsBuffer>>,
     supervision: Supervision,
 }
