@@ -146,7 +146,8 @@ impl Default for Settings {
 
 impl Settings {
     /// Connections in the database pool: the configured size, or the backend's
-    /// default (SQLite serialises writers, so a few connections suffice).
+    /// default (SQLite serialises writers, so a few connections suffice). On
+    /// SQLite these read; its writer has a connection of its own.
     pub fn pool_size(&self) -> usize {
         self.db_pool_size.unwrap_or(match self.database_url {
             DatabaseUrl::Postgres(_) => 16,
@@ -201,7 +202,7 @@ const fn spec(
 const SPECS: &[Spec] = &[
     spec("bind", "bind", "SWITCHBOARD_BIND", "Listen address [default: 127.0.0.1:8080]"),
     spec("database_url", "database-url", "DATABASE_URL", "postgres://… or a SQLite file path [default: sqlite://data/switchboard.db]"),
-    spec("db_pool_size", "db-pool-size", "SWITCHBOARD_DB_POOL_SIZE", "Connections in the pool [default: 16 on PostgreSQL, 8 on SQLite]"),
+    spec("db_pool_size", "db-pool-size", "SWITCHBOARD_DB_POOL_SIZE", "Connections in the pool; on SQLite they read, and one more writes [default: 16 on PostgreSQL, 8 on SQLite]"),
     spec("workers", "workers", "SWITCHBOARD_WORKERS", "HTTP worker threads [default: number of cores]"),
     spec("rate_limit_per_second", "rate-limit-per-second", "SWITCHBOARD_RATE_LIMIT_PER_SECOND", "Per-client requests per second; 0 turns limiting off [default: 100]"),
     spec("rate_limit_burst", "rate-limit-burst", "SWITCHBOARD_RATE_LIMIT_BURST", "Per-client burst [default: 200]"),
