@@ -5,6 +5,8 @@
 //! spread over its per-thread arenas), so a server stayed at its peak RSS
 //! long after the load; jemalloc's background thread hands freed pages back
 //! to the system within seconds (its dirty-page decay), idle or not.
+//! jemalloc also takes the place of `malloc` itself (unprefixed), so the
+//! bundled SQLite's own allocations are returned the same way.
 
 use std::process::ExitCode;
 
