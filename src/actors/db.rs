@@ -17,7 +17,8 @@
 //! SQLite lets one connection write at a time. With every connection of
 //! every worker writing, the ones that found the file locked slept in
 //! SQLite's busy handler (1, 2, 5 ... 100 ms) while others took the lock,
-//! and a write's p99 was a hundred times its median. So on SQLite the
+//! and a write's p99 was up to 75 times its median (576 ms against 7.7 ms
+//! under the benchmark suite's POST load). So on SQLite the
 //! workers' actors only read, and every write goes to one more `DbActor`,
 //! the writer, on an arbiter of its own, whose pool holds one connection:
 //! writes wait their turn in the pool's queue, first come first served, and
@@ -46,7 +47,8 @@ pub struct DbActor {
     url: DatabaseUrl,
     pool_size: usize,
     pool: DbPool,
-    /// Which worker's actor this is (its pool's series in the metrics).
+    /// Its pool's series in the metrics: the worker's index, or for SQLite's
+    /// writer the one after the workers'.
     shard: usize,
     /// Query timings, kept by the query futures (they run on this actor's
     /// thread) and sent with the actor's report every

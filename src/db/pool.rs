@@ -10,8 +10,10 @@
 //!
 //! SQLite connections are set up for a server: WAL so readers never block the
 //! writer, `synchronous=FULL` so an acknowledged write survives a crash, and a
-//! busy timeout so concurrent writers queue instead of failing with
-//! "database is locked".
+//! busy timeout so a writer that finds the file locked (by another process,
+//! or while a connection switches to WAL) waits instead of failing with
+//! "database is locked". Within the process only SQLite's writer actor
+//! writes (see [`crate::actors::db`]).
 
 use std::time::Duration;
 

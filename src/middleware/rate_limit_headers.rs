@@ -6,7 +6,7 @@
 //! per request: the policy's two never change, and the other three depend on
 //! the client's remaining allowance, which with the in-memory limiter also
 //! fixes the seconds to a full refill. [`PolicyHeaders`] holds the values for
-//! every remaining count up to [`PRECOMPUTED`]; a response takes clones
+//! every remaining count up to `PRECOMPUTED`; a response takes clones
 //! (a reference count, no formatting, no allocation). Any other pair (a burst
 //! above it, or a reset that Redis's clock rounded differently) is formatted
 //! as before.
