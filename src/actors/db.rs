@@ -24,6 +24,9 @@
 //! writes wait their turn in the pool's queue, first come first served, and
 //! the lock is never contended within the process (WAL readers never block
 //! it). [`crate::app_state::WorkerDb`] tells a handler which actor to ask.
+//! One connection committing one write at a time then capped writes at the
+//! rate of fsyncs, so the writer commits them in batches
+//! ([`super::group_commit`]).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -33,6 +36,9 @@ use std::time::Instant;
 use actix::dev::ResponseFuture;
 use actix::{Context, Handler, Message};
 
+use tokio::sync::oneshot;
+
+use super::group_commit::{GroupCommit, Reply, Write};
 use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
 use crate::config::DatabaseUrl;
 use crate::db::pool::PoolStatus;
@@ -55,6 +61,8 @@ pub struct DbActor {
     /// [`crate::metrics::FLUSH_EVERY`]: a message to the metrics actor per
     /// query woke that actor's thread for every request.
     timings: Rc<RefCell<MetricsBuffer>>,
+    /// SQLite's writer: the queue its writes are committed from in batches.
+    batches: Option<GroupCommit>,
     supervision: Supervision,
 }
 
@@ -71,14 +79,20 @@ impl DbActor {
     }
 
     /// SQLite's one writer: a pool of one connection (`shard` names it in
-    /// the pool metrics, after the workers' pools).
+    /// the pool metrics, after the workers' pools), committing in batches.
     pub fn sqlite_writer(
         url: DatabaseUrl,
         pool: DbPool,
         shard: usize,
         metrics: MetricsHandle,
     ) -> Self {
-        Self::named("db_writer", url, SQLITE_WRITERS, pool, shard, metrics)
+        let batches = match &pool {
+            DbPool::Sqlite(pool) => Some(GroupCommit::new(pool.clone())),
+            DbPool::Postgres(_) => None,
+        };
+        let mut writer = Self::named("db_writer", url, SQLITE_WRITERS, pool, shard, metrics);
+        writer.batches = batches;
+        writer
     }
 
     fn named(
@@ -96,6 +110,7 @@ impl DbActor {
             shard,
             supervision: Supervision::new(name).reporting_to(metrics.clone()),
             timings: Rc::new(RefCell::new(MetricsBuffer::new(metrics))),
+            batches: None,
         }
     }
 
@@ -124,6 +139,37 @@ impl DbActor {
             }) as ResponseFuture<_>
         })
     }
+
+    /// Runs a write of `input`: queued for the writer's next batch if this
+    /// actor commits in batches, else on its own, as [`Self::query`] runs it.
+    fn write<V, T, F, Fut>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        op: &'static str,
+        input: V,
+        queued: impl FnOnce(V, Reply<T>) -> Write,
+        alone: F,
+    ) -> ResponseFuture<Result<T, DbError>>
+    where
+        T: 'static,
+        F: FnOnce(DbPool, V) -> Fut,
+        Fut: Future<Output = Result<T, DbError>> + 'static,
+    {
+        let Some(batches) = self.batches.clone() else {
+            return self.query(ctx, op, |pool| alone(pool, input));
+        };
+        self.query(ctx, op, move |_| {
+            let (reply, answer) = oneshot::channel();
+            batches.push(queued(input, reply));
+            async move {
+                answer.await.unwrap_or_else(|_| {
+                    Err(DbError::Unavailable(
+                        "the writer stopped before answering".into(),
+                    ))
+                })
+            }
+        })
+    }
 }
 
 impl Supervise for DbActor {
@@ -135,7 +181,12 @@ impl Supervise for DbActor {
     /// come back.
     fn reset(&mut self) {
         match DbPool::build(&self.url, self.pool_size) {
-            Ok(pool) => std::mem::replace(&mut self.pool, pool).close(),
+            Ok(pool) => {
+                if let (Some(batches), DbPool::Sqlite(pool)) = (&self.batches, &pool) {
+                    batches.replace_pool(pool.clone());
+                }
+                std::mem::replace(&mut self.pool, pool).close();
+            }
             Err(reason) => tracing::error!(
                 actor = "db",
                 reason,
@@ -215,9 +266,13 @@ impl Handler<CreateUser> for DbActor {
     type Result = ResponseFuture<Result<User, DbError>>;
 
     fn handle(&mut self, CreateUser(user): CreateUser, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, "create", |pool| async move {
-            users::create(&pool, &user).await
-        })
+        self.write(
+            ctx,
+            "create",
+            user,
+            Write::Create,
+            |pool, user| async move { users::create(&pool, &user).await },
+        )
     }
 }
 
@@ -247,9 +302,13 @@ impl Handler<UpdateUser> for DbActor {
     type Result = ResponseFuture<Result<User, DbError>>;
 
     fn handle(&mut self, msg: UpdateUser, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, "update", |pool| async move {
-            users::update(&pool, msg.id, &msg.patch).await
-        })
+        self.write(
+            ctx,
+            "update",
+            (msg.id, msg.patch),
+            |(id, patch), reply| Write::Update(id, patch, reply),
+            |pool, (id, patch)| async move { users::update(&pool, id, &patch).await },
+        )
     }
 }
 
@@ -257,7 +316,7 @@ impl Handler<DeleteUser> for DbActor {
     type Result = ResponseFuture<Result<(), DbError>>;
 
     fn handle(&mut self, DeleteUser(id): DeleteUser, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, "delete", |pool| async move {
+        self.write(ctx, "delete", id, Write::Delete, |pool, id| async move {
             users::delete(&pool, id).await
         })
     }

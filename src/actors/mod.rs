@@ -5,6 +5,7 @@ pub mod actor_ref;
 pub mod cache;
 pub mod db;
 pub mod fetcher;
+pub mod group_commit;
 pub mod metrics;
 pub mod rate_limiter;
 pub mod supervision;

@@ -7,7 +7,7 @@ pub mod pool;
 pub mod schema;
 pub mod users;
 
-pub use pool::{migrate, DbPool};
+pub use pool::{migrate, DbConn, DbPool};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 

@@ -1,7 +1,9 @@
 //! The connection pool: deadpool over diesel-async, on PostgreSQL
 //! (`AsyncPgConnection`) or SQLite (`SyncConnectionWrapper<SqliteConnection>`,
 //! bundled libsqlite3). diesel-async has no multi-backend connection, so the
-//! pool is an enum and `with_conn!` runs the same diesel code on either.
+//! pool and a borrowed connection ([`DbConn`]) are enums, and `on_conn!` runs
+//! the same diesel code on either. The users queries take a [`DbConn`], not
+//! the pool, so SQLite's writer can run several of them in one transaction.
 //!
 //! A connection is handed out as it is ("fast" recycling): deadpool's default
 //! ("verified") sends `SELECT 1` before every checkout, which doubled the
@@ -20,7 +22,7 @@ use std::time::Duration;
 use deadpool::Runtime;
 use diesel::{Connection, ConnectionError, SqliteConnection};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
@@ -28,6 +30,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use super::DbError;
 use crate::config::DatabaseUrl;
 
 pub type SqliteAsyncConnection = SyncConnectionWrapper<SqliteConnection>;
@@ -50,25 +53,40 @@ pub enum DbPool {
     Sqlite(Pool<SqliteAsyncConnection>),
 }
 
-/// Runs `$body` with `$conn` bound to a pooled connection of either backend;
-/// a checkout failure returns early as a [`super::DbError`].
-macro_rules! with_conn {
-    ($pool:expr, $conn:ident => $body:expr) => {
-        match $pool {
-            $crate::db::DbPool::Postgres(pool) => {
-                let mut object = pool.get().await?;
-                let $conn = &mut *object;
-                $body
-            }
-            $crate::db::DbPool::Sqlite(pool) => {
-                let mut object = pool.get().await?;
-                let $conn = &mut *object;
-                $body
-            }
+/// A connection checked out of a [`DbPool`]; it goes back when dropped.
+/// It lives for one query, in the query's future: boxing the larger
+/// PostgreSQL variant would cost an allocation per query to save nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum PooledConn {
+    Postgres(Object<AsyncPgConnection>),
+    Sqlite(Object<SqliteAsyncConnection>),
+}
+
+/// A borrowed connection of either backend: what the users queries run on.
+pub enum DbConn<'a> {
+    Postgres(&'a mut AsyncPgConnection),
+    Sqlite(&'a mut SqliteAsyncConnection),
+}
+
+impl PooledConn {
+    pub fn conn(&mut self) -> DbConn<'_> {
+        match self {
+            Self::Postgres(object) => DbConn::Postgres(object),
+            Self::Sqlite(object) => DbConn::Sqlite(object),
+        }
+    }
+}
+
+/// Runs `$body` with `$conn` bound to the connection of either backend.
+macro_rules! on_conn {
+    ($db_conn:expr, $conn:ident => $body:expr) => {
+        match $db_conn {
+            $crate::db::pool::DbConn::Postgres($conn) => $body,
+            $crate::db::pool::DbConn::Sqlite($conn) => $body,
         }
     };
 }
-pub(crate) use with_conn;
+pub(crate) use on_conn;
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct PoolStatus {
@@ -124,6 +142,14 @@ impl DbPool {
                     .map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// Checks a connection out, waiting at most [`CHECKOUT_TIMEOUT`].
+    pub async fn get(&self) -> Result<PooledConn, DbError> {
+        Ok(match self {
+            Self::Postgres(pool) => PooledConn::Postgres(pool.get().await?),
+            Self::Sqlite(pool) => PooledConn::Sqlite(pool.get().await?),
+        })
     }
 
     pub fn status(&self) -> PoolStatus {

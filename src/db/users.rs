@@ -1,18 +1,27 @@
 //! The users queries, written once in diesel's DSL and run on either backend
-//! through `with_conn!`. Each is one statement, so each is atomic on its own.
+//! through `on_conn!`. Each is one statement, so each is atomic on its own.
+//!
+//! The writes come twice: on a connection ([`create_on`], [`update_on`],
+//! [`delete_on`]), which SQLite's writer uses to run a batch of them in one
+//! transaction (see [`crate::actors::group_commit`]), and on the pool, which
+//! checks a connection out for that one statement.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::{NewUserRow, UserChanges, UserRow};
-use super::pool::with_conn;
+use super::pool::on_conn;
 use super::schema::users;
-use super::{DbError, DbPool};
+use super::{DbConn, DbError, DbPool};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 
 pub async fn create(pool: &DbPool, user: &NewUser) -> Result<User, DbError> {
+    create_on(pool.get().await?.conn(), user).await
+}
+
+pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError> {
     let row = NewUserRow::new(user);
-    let created: UserRow = with_conn!(pool, conn => {
+    let created: UserRow = on_conn!(conn, conn => {
         diesel::insert_into(users::table)
             .values(&row)
             .returning(UserRow::as_returning())
@@ -23,7 +32,11 @@ pub async fn create(pool: &DbPool, user: &NewUser) -> Result<User, DbError> {
 }
 
 pub async fn get(pool: &DbPool, id: UserId) -> Result<User, DbError> {
-    let row: UserRow = with_conn!(pool, conn => {
+    get_on(pool.get().await?.conn(), id).await
+}
+
+async fn get_on(conn: DbConn<'_>, id: UserId) -> Result<User, DbError> {
+    let row: UserRow = on_conn!(conn, conn => {
         users::table
             .find(id.get())
             .select(UserRow::as_select())
@@ -35,7 +48,7 @@ pub async fn get(pool: &DbPool, id: UserId) -> Result<User, DbError> {
 
 /// Up to `limit` users with ids above `after`, in id order.
 pub async fn list(pool: &DbPool, after: i64, limit: i64) -> Result<Vec<User>, DbError> {
-    let rows: Vec<UserRow> = with_conn!(pool, conn => {
+    let rows: Vec<UserRow> = on_conn!(pool.get().await?.conn(), conn => {
         users::table
             .filter(users::id.gt(after))
             .order(users::id.asc())
@@ -47,13 +60,17 @@ pub async fn list(pool: &DbPool, after: i64, limit: i64) -> Result<Vec<User>, Db
     Ok(rows.into_iter().map(User::from).collect())
 }
 
-/// Applies a patch; an empty patch changes nothing (not even `updated_at`).
 pub async fn update(pool: &DbPool, id: UserId, patch: &UserPatch) -> Result<User, DbError> {
+    update_on(pool.get().await?.conn(), id, patch).await
+}
+
+/// Applies a patch; an empty patch changes nothing (not even `updated_at`).
+pub async fn update_on(conn: DbConn<'_>, id: UserId, patch: &UserPatch) -> Result<User, DbError> {
     if patch.is_empty() {
-        return get(pool, id).await;
+        return get_on(conn, id).await;
     }
     let changes = UserChanges::new(patch);
-    let row: UserRow = with_conn!(pool, conn => {
+    let row: UserRow = on_conn!(conn, conn => {
         diesel::update(users::table.find(id.get()))
             .set(&changes)
             .returning(UserRow::as_returning())
@@ -64,7 +81,11 @@ pub async fn update(pool: &DbPool, id: UserId, patch: &UserPatch) -> Result<User
 }
 
 pub async fn delete(pool: &DbPool, id: UserId) -> Result<(), DbError> {
-    let deleted = with_conn!(pool, conn => {
+    delete_on(pool.get().await?.conn(), id).await
+}
+
+pub async fn delete_on(conn: DbConn<'_>, id: UserId) -> Result<(), DbError> {
+    let deleted = on_conn!(conn, conn => {
         diesel::delete(users::table.find(id.get())).execute(conn).await
     })?;
     match deleted {
@@ -75,6 +96,6 @@ pub async fn delete(pool: &DbPool, id: UserId) -> Result<(), DbError> {
 
 /// A round trip to the database, for readiness.
 pub async fn ping(pool: &DbPool) -> Result<(), DbError> {
-    with_conn!(pool, conn => diesel::sql_query("SELECT 1").execute(conn).await)?;
+    on_conn!(pool.get().await?.conn(), conn => diesel::sql_query("SELECT 1").execute(conn).await)?;
     Ok(())
 }

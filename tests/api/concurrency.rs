@@ -1,5 +1,7 @@
 //! Concurrent writers: the pool and the unique index, not the actor's
-//! mailbox, decide what happens.
+//! mailbox, decide what happens. On SQLite these writes are committed in
+//! batches by its one writer, so a conflict or a success shares a
+//! transaction with others and must be answered for itself.
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
