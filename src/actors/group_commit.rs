@@ -3,21 +3,22 @@
 //!
 //! With `synchronous=FULL` every commit waits for an fsync of the WAL, and
 //! one connection commits one transaction at a time, so with a transaction
-//! per write the writer did about 5,400 writes a second, whatever the load.
+//! per write the writer did about 5,400 writes a second whatever the load.
 //! Under a mixed load, where switchboard's cached reads are nearly free, most
-//! clients end up waiting in that one queue. Here a write is queued; the
+//! clients ended up waiting in that one queue. Here a write is queued; the
 //! first write finds no batch running and starts one at once (no added wait
 //! when it is quiet); writes that come while it commits form the next batch,
 //! up to [`MAX_BATCH`], which costs one `BEGIN IMMEDIATE`, its statements and
 //! one `COMMIT` (one fsync). No answer is sent before its batch commits, so
 //! an acknowledged write is as durable as before.
 //!
-//! A failed statement does not undo the others: SQLite rolls back just that
-//! statement, and the expected failures (no such user, email taken) are
-//! answered as such. Any other failure (disk full, I/O error) may have undone
-//! the whole transaction, so the batch is rolled back: that write gets its
-//! own error, and the others in the batch are answered 503 and written
-//! nowhere.
+//! A failed statement that leaves the transaction usable is answered as
+//! such: no such user, or an email taken (SQLite undoes just that
+//! statement). Any other failure (disk full, I/O error) may have undone the
+//! whole transaction, so the batch is rolled back and its writes run again
+//! one at a time, each its own transaction, so each gets its own answer. A
+//! failed `COMMIT` is not retried: it may have committed, so its writes are
+//! answered 503.
 //!
 //! The queue lives on the writer's thread (`Rc`, no lock); it outlives a
 //! restart of the actor, which hands it the new pool.
@@ -48,26 +49,23 @@ pub enum Write {
     Delete(UserId, Reply<()>),
 }
 
-/// A write that ran in the open transaction, and its outcome to send once
-/// the transaction ends.
-enum Applied {
-    User(Result<User, DbError>, Reply<User>),
-    Deleted(Result<(), DbError>, Reply<()>),
-}
-
 impl Write {
-    async fn apply(self, conn: &mut SqliteAsyncConnection) -> Applied {
+    async fn apply(&self, conn: &mut SqliteAsyncConnection) -> Outcome {
+        let conn = DbConn::Sqlite(conn);
         match self {
-            Self::Create(user, reply) => {
-                Applied::User(users::create_on(DbConn::Sqlite(conn), &user).await, reply)
+            Self::Create(user, _) => Outcome::User(users::create_on(conn, user).await),
+            Self::Update(id, patch, _) => Outcome::User(users::update_on(conn, *id, patch).await),
+            Self::Delete(id, _) => Outcome::Deleted(users::delete_on(conn, *id).await),
+        }
+    }
+
+    fn answer(self, outcome: Outcome) {
+        match (self, outcome) {
+            (Self::Create(_, reply) | Self::Update(_, _, reply), Outcome::User(result)) => {
+                drop(reply.send(result))
             }
-            Self::Update(id, patch, reply) => Applied::User(
-                users::update_on(DbConn::Sqlite(conn), id, &patch).await,
-                reply,
-            ),
-            Self::Delete(id, reply) => {
-                Applied::Deleted(users::delete_on(DbConn::Sqlite(conn), id).await, reply)
-            }
+            (Self::Delete(_, reply), Outcome::Deleted(result)) => drop(reply.send(result)),
+            (write, _) => unreachable!("{write:?} answered with another write's outcome"),
         }
     }
 
@@ -79,33 +77,20 @@ impl Write {
     }
 }
 
-impl Applied {
-    /// A failure other than the expected ones, which may have undone the
-    /// transaction.
-    fn fault(&self) -> Option<String> {
+/// A write's result, until its transaction ends.
+enum Outcome {
+    User(Result<User, DbError>),
+    Deleted(Result<(), DbError>),
+}
+
+impl Outcome {
+    /// Whether it failed in a way that may have undone the transaction.
+    fn spoils(&self) -> bool {
         let err = match self {
-            Self::User(Err(err), _) => err,
-            Self::Deleted(Err(err), _) => err,
-            Self::User(Ok(_), _) | Self::Deleted(Ok(_), _) => return None,
+            Self::User(result) => result.as_ref().err(),
+            Self::Deleted(result) => result.as_ref().err(),
         };
-        match err {
-            DbError::NotFound | DbError::EmailTaken => None,
-            other => Some(other.to_string()),
-        }
-    }
-
-    fn send(self) {
-        match self {
-            Self::User(outcome, reply) => drop(reply.send(outcome)),
-            Self::Deleted(outcome, reply) => drop(reply.send(outcome)),
-        }
-    }
-
-    fn fail(self, err: DbError) {
-        match self {
-            Self::User(_, reply) => drop(reply.send(Err(err))),
-            Self::Deleted(_, reply) => drop(reply.send(Err(err))),
-        }
+        !matches!(err, None | Some(DbError::NotFound | DbError::EmailTaken))
     }
 }
 
@@ -186,87 +171,92 @@ impl Drop for Draining {
     }
 }
 
-/// One transaction for the whole batch; answers every write in it.
+/// One transaction for the whole batch, or one per write if it fails;
+/// answers every write in it.
 async fn commit(pool: &Pool<SqliteAsyncConnection>, batch: Vec<Write>) {
     let mut conn = match pool.get().await {
         Ok(conn) => InTransaction(Some(conn)),
-        Err(err) => {
-            let reason = err.to_string();
-            for write in batch {
-                write.fail(DbError::Unavailable(reason.clone()));
-            }
-            return;
-        }
+        Err(err) => return fail_all(batch, &err.to_string()),
     };
     if let Err(err) = conn.get().batch_execute("BEGIN IMMEDIATE").await {
-        conn.done();
-        let reason = err.to_string();
-        for write in batch {
-            write.fail(DbError::Unavailable(reason.clone()));
-        }
-        return;
+        drop(conn.ended());
+        return fail_all(batch, &err.to_string());
     }
-    let mut applied = Vec::with_capacity(batch.len());
+    let mut ran = Vec::with_capacity(batch.len());
     let mut waiting = batch.into_iter();
-    let mut fault = None;
-    for write in waiting.by_ref() {
-        let done = write.apply(conn.get()).await;
-        fault = done.fault();
-        applied.push(done);
-        if fault.is_some() {
-            break;
+    while let Some(write) = waiting.next() {
+        let outcome = write.apply(conn.get()).await;
+        let spoiled = outcome.spoils();
+        ran.push((write, outcome));
+        if spoiled {
+            let writes = ran.into_iter().map(|(write, _)| write).chain(waiting);
+            return rerun_alone(pool, conn, writes.collect()).await;
         }
     }
-    let committed = match fault {
-        // The write that failed keeps its own error.
-        Some(reason) => Err((reason, applied.pop())),
-        None => match conn.get().batch_execute("COMMIT").await {
-            Ok(()) => Ok(()),
-            Err(err) => Err((err.to_string(), None)),
-        },
-    };
-    match committed {
+    match conn.get().batch_execute("COMMIT").await {
         Ok(()) => {
-            conn.done();
-            applied.into_iter().for_each(Applied::send);
+            drop(conn.ended());
+            for (write, outcome) in ran {
+                write.answer(outcome);
+            }
         }
-        Err((reason, culprit)) => {
-            tracing::error!(
-                reason,
-                writes = applied.len() + waiting.len() + usize::from(culprit.is_some()),
-                "a batch of writes failed and was rolled back"
+        Err(err) => {
+            // It may have committed: the writes are not run again.
+            tracing::error!(%err, writes = ran.len(), "a batch of writes failed to commit");
+            fail_all(
+                ran.into_iter().map(|(write, _)| write).collect(),
+                &err.to_string(),
             );
-            match conn.get().batch_execute("ROLLBACK").await {
-                Ok(()) => conn.done(),
-                Err(err) => tracing::error!(%err, "rollback failed; dropping the connection"),
-            }
-            let rolled_back =
-                || DbError::Unavailable(format!("rolled back with a batch: {reason}"));
-            if let Some(culprit) = culprit {
-                culprit.send();
-            }
-            for done in applied {
-                done.fail(rolled_back());
-            }
-            for write in waiting {
-                write.fail(rolled_back());
-            }
         }
     }
 }
 
+/// After a statement that spoiled the batch's transaction: rolls it back,
+/// then runs each of the batch's writes as its own transaction.
+async fn rerun_alone(
+    pool: &Pool<SqliteAsyncConnection>,
+    mut conn: InTransaction,
+    writes: Vec<Write>,
+) {
+    tracing::warn!(
+        writes = writes.len(),
+        "a batch of writes was rolled back; running each alone"
+    );
+    let mut conn = match conn.get().batch_execute("ROLLBACK").await {
+        Ok(()) => conn.ended(),
+        Err(err) => {
+            tracing::error!(%err, "rollback failed; dropping the connection");
+            drop(conn);
+            match pool.get().await {
+                Ok(conn) => conn,
+                Err(err) => return fail_all(writes, &err.to_string()),
+            }
+        }
+    };
+    for write in writes {
+        let outcome = write.apply(&mut conn).await;
+        write.answer(outcome);
+    }
+}
+
+fn fail_all(writes: Vec<Write>, reason: &str) {
+    for write in writes {
+        write.fail(DbError::Unavailable(reason.to_owned()));
+    }
+}
+
 /// The writer's connection while a transaction may be open: unless
-/// [`InTransaction::done`] says the transaction ended, it leaves the pool
+/// [`InTransaction::ended`] says the transaction ended, it leaves the pool
 /// when dropped rather than go back with a transaction open.
 struct InTransaction(Option<Object<SqliteAsyncConnection>>);
 
 impl InTransaction {
     fn get(&mut self) -> &mut SqliteAsyncConnection {
-        self.0.as_mut().expect("held until dropped")
+        self.0.as_mut().expect("held until ended or dropped")
     }
 
-    fn done(mut self) {
-        self.0.take();
+    fn ended(mut self) -> Object<SqliteAsyncConnection> {
+        self.0.take().expect("held until ended or dropped")
     }
 }
 
@@ -354,11 +344,11 @@ mod tests {
     }
 
     #[actix::test]
-    async fn a_fault_rolls_the_whole_batch_back_and_the_writer_goes_on() {
+    async fn a_spoiled_batch_is_rolled_back_and_its_writes_run_alone() {
         let dir = tempfile::tempdir().unwrap();
         let (queue, pool) = writer(&dir).await;
         let DbPool::Sqlite(sqlite) = &pool else {
-            unreachable!()
+            unreachable!("a SQLite url builds a SQLite pool")
         };
         sqlite
             .get()
@@ -375,19 +365,14 @@ mod tests {
         let culprit = create(&queue, "Boom", "boom@example.com");
         let after = create(&queue, "Erin", "erin@example.com");
 
-        assert!(matches!(
-            before.await.unwrap(),
-            Err(DbError::Unavailable(_))
-        ));
+        // Dave's first insert was rolled back with the batch: he is there
+        // once, from the rerun, as is Erin; the failing write keeps its error.
+        assert_eq!(before.await.unwrap().unwrap().name, "Dave");
         assert!(matches!(culprit.await.unwrap(), Err(DbError::Internal(_))));
-        assert!(matches!(after.await.unwrap(), Err(DbError::Unavailable(_))));
-        assert!(
-            names(&pool).await.is_empty(),
-            "a rolled-back write was kept"
-        );
+        assert_eq!(after.await.unwrap().unwrap().name, "Erin");
+        assert_eq!(names(&pool).await, ["Dave", "Erin"]);
 
-        let again = create(&queue, "Dave", "dave@example.com").await.unwrap();
-        assert_eq!(again.unwrap().name, "Dave");
-        assert_eq!(names(&pool).await, ["Dave"]);
+        let next = create(&queue, "Frank", "frank@example.com").await.unwrap();
+        assert_eq!(next.unwrap().name, "Frank", "the writer goes on");
     }
 }
