@@ -21,12 +21,12 @@
 //! under the benchmark suite's POST load). So on SQLite the
 //! workers' actors only read, and every write goes to one more `DbActor`,
 //! the writer, on an arbiter of its own, whose pool holds one connection:
-//! writes wait their turn in the pool's queue, first come first served, and
-//! the lock is never contended within the process (WAL readers never block
+//! writes wait their turn in its queue, first come first served, and the
+//! lock is never contended within the process (WAL readers never block
 //! it). [`crate::app_state::WorkerDb`] tells a handler which actor to ask.
 //! One connection committing one write at a time then capped writes at the
-//! rate of fsyncs, so the writer commits them in batches
-//! ([`super::group_commit`]).
+//! rate of fsyncs, so the writer commits the writes that queue meanwhile
+//! together, one transaction per batch ([`super::group_commit`]).
 
 use std::cell::RefCell;
 use std::future::Future;
