@@ -144,7 +144,7 @@ impl DbPool {
         }
     }
 
-    /// Checks a connection out, waiting at most [`CHECKOUT_TIMEOUT`].
+    /// Checks a connection out, waiting at most `CHECKOUT_TIMEOUT` (5 s).
     pub async fn get(&self) -> Result<PooledConn, DbError> {
         Ok(match self {
             Self::Postgres(pool) => PooledConn::Postgres(pool.get().await?),
