@@ -165,9 +165,7 @@ impl Drop for Draining {
             queue.draining = false;
             std::mem::take(&mut queue.pending)
         };
-        for write in pending {
-            write.fail(DbError::Unavailable("the writer stopped".into()));
-        }
+        fail_all(pending, "the writer stopped");
     }
 }
 
