@@ -61,7 +61,7 @@ async fn health(started: web::Data<std::time::Instant>) -> HttpResponse {
 
 async fn get(pool: web::Data<DbPool>, id: web::Path<String>) -> HttpResponse {
     match UserId::parse(&id) {
-        Ok(id) => answer(StatusCode::OK, users::get(&pool, id).await),
+        Ok(id) => answer(StatusCode::OK, users::get(pool.get_ref(), id).await),
         Err(reason) => HttpResponse::BadRequest().body(reason),
     }
 }
@@ -72,12 +72,18 @@ struct Page {
 }
 
 async fn list(pool: web::Data<DbPool>, page: web::Query<Page>) -> HttpResponse {
-    answer(StatusCode::OK, users::list(&pool, 0, page.limit + 1).await)
+    answer(
+        StatusCode::OK,
+        users::list(pool.get_ref(), 0, page.limit + 1).await,
+    )
 }
 
 async fn create(pool: web::Data<DbPool>, body: web::Json<Value>) -> HttpResponse {
     match NewUser::from_json(&body) {
-        Ok(user) => answer(StatusCode::CREATED, users::create(&pool, &user).await),
+        Ok(user) => answer(
+            StatusCode::CREATED,
+            users::create(pool.get_ref(), &user).await,
+        ),
         Err(errors) => HttpResponse::UnprocessableEntity().json(errors),
     }
 }
@@ -88,7 +94,10 @@ async fn update(
     body: web::Json<Value>,
 ) -> HttpResponse {
     match (UserId::parse(&id), UserPatch::from_json(&body)) {
-        (Ok(id), Ok(patch)) => answer(StatusCode::OK, users::update(&pool, id, &patch).await),
+        (Ok(id), Ok(patch)) => answer(
+            StatusCode::OK,
+            users::update(pool.get_ref(), id, &patch).await,
+        ),
         _ => HttpResponse::BadRequest().finish(),
     }
 }

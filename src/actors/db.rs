@@ -2,10 +2,12 @@
 //! and a readiness ping.
 //!
 //! Queries never run one after another in the mailbox: each handler clones
-//! the pool handle and answers with a future (`ResponseFuture`) that actix
-//! runs as its own task, so concurrency is bounded by the pool's size, not by
-//! the actor's thread. A panic inside such a future fails only that request;
-//! a panic in a handler itself restarts the actor with a fresh pool.
+//! the connections' handle ([`Connections`]) and answers with a future
+//! (`ResponseFuture`) that actix runs as its own task, so concurrency is
+//! bounded by the connections, not by the actor's thread. On PostgreSQL a
+//! connection carries several queries at once ([`crate::db::pipeline`]); on
+//! SQLite one. A panic inside such a future fails only that request; a panic
+//! in a handler itself restarts the actor with a fresh pool.
 //!
 //! One actor's thread was the ceiling: it encoded and decoded every query of
 //! every worker, and each query cost two thread hops. So each HTTP worker
@@ -42,7 +44,7 @@ use super::group_commit::{GroupCommit, Reply, Write};
 use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
 use crate::config::DatabaseUrl;
 use crate::db::pool::PoolStatus;
-use crate::db::{users, DbError, DbPool};
+use crate::db::{users, Connections, DbError, DbPool};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 use crate::metrics::{Event, MetricsBuffer, MetricsHandle};
 
@@ -52,7 +54,7 @@ pub const SQLITE_WRITERS: usize = 1;
 pub struct DbActor {
     url: DatabaseUrl,
     pool_size: usize,
-    pool: DbPool,
+    conns: Connections,
     /// Its pool's series in the metrics: the worker's index, or for SQLite's
     /// writer the one after the workers'.
     shard: usize,
@@ -106,7 +108,7 @@ impl DbActor {
         Self {
             url,
             pool_size,
-            pool,
+            conns: Connections::new(pool),
             shard,
             supervision: Supervision::new(name).reporting_to(metrics.clone()),
             timings: Rc::new(RefCell::new(MetricsBuffer::new(metrics))),
@@ -114,8 +116,8 @@ impl DbActor {
         }
     }
 
-    /// Runs one query as its own task on a clone of the pool handle, and
-    /// records how long operation `op` took.
+    /// Runs one query as its own task on a clone of the connections'
+    /// handle, and records how long operation `op` took.
     fn query<T, F, Fut>(
         &mut self,
         ctx: &mut Context<Self>,
@@ -124,13 +126,13 @@ impl DbActor {
     ) -> ResponseFuture<Result<T, DbError>>
     where
         T: 'static,
-        F: FnOnce(DbPool) -> Fut,
+        F: FnOnce(Connections) -> Fut,
         Fut: Future<Output = Result<T, DbError>> + 'static,
     {
         run_guarded(self, ctx, |act, _| {
             let timings = Rc::clone(&act.timings);
             let started = Instant::now();
-            let running = query(act.pool.clone());
+            let running = query(act.conns.clone());
             Box::pin(async move {
                 let result = running.await;
                 let seconds = started.elapsed().as_secs_f64();
@@ -152,11 +154,11 @@ impl DbActor {
     ) -> ResponseFuture<Result<T, DbError>>
     where
         T: 'static,
-        F: FnOnce(DbPool, V) -> Fut,
+        F: FnOnce(Connections, V) -> Fut,
         Fut: Future<Output = Result<T, DbError>> + 'static,
     {
         let Some(batches) = self.batches.clone() else {
-            return self.query(ctx, op, |pool| alone(pool, input));
+            return self.query(ctx, op, |conns| alone(conns, input));
         };
         self.query(ctx, op, move |_| {
             let (reply, answer) = oneshot::channel();
@@ -185,7 +187,7 @@ impl Supervise for DbActor {
                 if let (Some(batches), DbPool::Sqlite(pool)) = (&self.batches, &pool) {
                     batches.replace_pool(pool.clone());
                 }
-                std::mem::replace(&mut self.pool, pool).close();
+                std::mem::replace(&mut self.conns, Connections::new(pool)).close();
             }
             Err(reason) => tracing::error!(
                 actor = "db",
@@ -196,12 +198,12 @@ impl Supervise for DbActor {
     }
 
     fn on_shutdown(&mut self) {
-        self.pool.close();
+        self.conns.close();
         self.timings.borrow_mut().flush();
     }
 
     fn report(&mut self) {
-        let status = self.pool.status();
+        let status = self.conns.status();
         self.supervision.record(Event::Pool {
             shard: self.shard,
             active: status.size.saturating_sub(status.idle),
@@ -271,7 +273,7 @@ impl Handler<CreateUser> for DbActor {
             "create",
             user,
             Write::Create,
-            |pool, user| async move { users::create(&pool, &user).await },
+            |conns, user| async move { users::create(&conns, &user).await },
         )
     }
 }
@@ -283,7 +285,7 @@ impl Handler<GetUser> for DbActor {
         self.query(
             ctx,
             "get",
-            |pool| async move { users::get(&pool, id).await },
+            |conns| async move { users::get(&conns, id).await },
         )
     }
 }
@@ -292,8 +294,8 @@ impl Handler<ListUsers> for DbActor {
     type Result = ResponseFuture<Result<Vec<User>, DbError>>;
 
     fn handle(&mut self, msg: ListUsers, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, "list", |pool| async move {
-            users::list(&pool, msg.after, msg.limit).await
+        self.query(ctx, "list", |conns| async move {
+            users::list(&conns, msg.after, msg.limit).await
         })
     }
 }
@@ -307,7 +309,7 @@ impl Handler<UpdateUser> for DbActor {
             "update",
             (msg.id, msg.patch),
             |(id, patch), reply| Write::Update(id, patch, reply),
-            |pool, (id, patch)| async move { users::update(&pool, id, &patch).await },
+            |conns, (id, patch)| async move { users::update(&conns, id, &patch).await },
         )
     }
 }
@@ -316,8 +318,8 @@ impl Handler<DeleteUser> for DbActor {
     type Result = ResponseFuture<Result<(), DbError>>;
 
     fn handle(&mut self, DeleteUser(id): DeleteUser, ctx: &mut Context<Self>) -> Self::Result {
-        self.write(ctx, "delete", id, Write::Delete, |pool, id| async move {
-            users::delete(&pool, id).await
+        self.write(ctx, "delete", id, Write::Delete, |conns, id| async move {
+            users::delete(&conns, id).await
         })
     }
 }
@@ -326,9 +328,9 @@ impl Handler<Ping> for DbActor {
     type Result = ResponseFuture<Result<PoolStatus, DbError>>;
 
     fn handle(&mut self, _: Ping, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, "ping", |pool| async move {
-            users::ping(&pool).await?;
-            Ok(pool.status())
+        self.query(ctx, "ping", |conns| async move {
+            users::ping(&conns).await?;
+            Ok(conns.status())
         })
     }
 }

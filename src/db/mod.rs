@@ -3,11 +3,13 @@
 //! Only [`crate::actors::db::DbActor`] calls into this module.
 
 pub mod models;
+pub mod pipeline;
 pub mod pool;
 pub mod schema;
 pub mod users;
 
-pub use pool::{migrate, DbConn, DbPool};
+pub use pipeline::Connections;
+pub use pool::{migrate, Checkout, DbConn, DbPool};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 

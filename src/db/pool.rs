@@ -30,6 +30,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use super::pipeline::SharedPgConn;
 use super::DbError;
 use crate::config::DatabaseUrl;
 
@@ -53,18 +54,25 @@ pub enum DbPool {
     Sqlite(Pool<SqliteAsyncConnection>),
 }
 
-/// A connection checked out of a [`DbPool`]; it goes back when dropped.
-/// It lives for one query, in the query's future: boxing the larger
-/// PostgreSQL variant would cost an allocation per query to save nothing.
+/// A connection checked out of a [`DbPool`] or a [`Pipeline`]; it goes
+/// back when dropped. It lives for one query, in the query's future: boxing
+/// the larger PostgreSQL variant would cost an allocation per query to save
+/// nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum PooledConn {
     Postgres(Object<AsyncPgConnection>),
+    /// One of a worker's PostgreSQL connections, which other queries in
+    /// flight share.
+    Pipelined(SharedPgConn),
     Sqlite(Object<SqliteAsyncConnection>),
 }
 
 /// A borrowed connection of either backend: what the users queries run on.
+/// A PostgreSQL query needs only a shared reference: diesel-async sends the
+/// queries of several futures on one connection without waiting for each
+/// answer (pipelining), and [`Pipeline`] relies on that.
 pub enum DbConn<'a> {
-    Postgres(&'a mut AsyncPgConnection),
+    Postgres(&'a AsyncPgConnection),
     Sqlite(&'a mut SqliteAsyncConnection),
 }
 
@@ -72,21 +80,33 @@ impl PooledConn {
     pub fn conn(&mut self) -> DbConn<'_> {
         match self {
             Self::Postgres(object) => DbConn::Postgres(object),
+            Self::Pipelined(shared) => DbConn::Postgres(shared),
             Self::Sqlite(object) => DbConn::Sqlite(object),
         }
     }
 }
 
-/// Runs `$body` with `$conn` bound to the connection of either backend.
+/// Runs `$body` with `$conn` bound to the connection of either backend:
+/// `&mut &AsyncPgConnection` or `&mut SqliteAsyncConnection`, which diesel's
+/// `RunQueryDsl` methods both take.
 macro_rules! on_conn {
     ($db_conn:expr, $conn:ident => $body:expr) => {
         match $db_conn {
-            $crate::db::pool::DbConn::Postgres($conn) => $body,
+            $crate::db::pool::DbConn::Postgres(mut shared) => {
+                let $conn = &mut shared;
+                $body
+            }
             $crate::db::pool::DbConn::Sqlite($conn) => $body,
         }
     };
 }
 pub(crate) use on_conn;
+
+/// Where the users queries get a connection: a [`DbPool`], or a database
+/// actor's [`Connections`].
+pub trait Checkout {
+    fn get(&self) -> impl std::future::Future<Output = Result<PooledConn, DbError>>;
+}
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct PoolStatus {
@@ -144,14 +164,6 @@ impl DbPool {
         }
     }
 
-    /// Checks a connection out, waiting at most `CHECKOUT_TIMEOUT` (5 s).
-    pub async fn get(&self) -> Result<PooledConn, DbError> {
-        Ok(match self {
-            Self::Postgres(pool) => PooledConn::Postgres(pool.get().await?),
-            Self::Sqlite(pool) => PooledConn::Sqlite(pool.get().await?),
-        })
-    }
-
     pub fn status(&self) -> PoolStatus {
         let status = match self {
             Self::Postgres(pool) => pool.status(),
@@ -172,6 +184,16 @@ impl DbPool {
             Self::Postgres(pool) => pool.close(),
             Self::Sqlite(pool) => pool.close(),
         }
+    }
+}
+
+impl Checkout for DbPool {
+    /// Checks a connection out, waiting at most `CHECKOUT_TIMEOUT` (5 s).
+    async fn get(&self) -> Result<PooledConn, DbError> {
+        Ok(match self {
+            Self::Postgres(pool) => PooledConn::Postgres(pool.get().await?),
+            Self::Sqlite(pool) => PooledConn::Sqlite(pool.get().await?),
+        })
     }
 }
 

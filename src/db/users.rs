@@ -3,19 +3,20 @@
 //!
 //! The writes come twice: on a connection ([`create_on`], [`update_on`],
 //! [`delete_on`]), which SQLite's writer uses to run a batch of them in one
-//! transaction (see [`crate::actors::group_commit`]), and on the pool, which
-//! checks a connection out for that one statement.
+//! transaction (see [`crate::actors::group_commit`]), and on a [`Checkout`]
+//! (a database actor's connections, or the baseline's plain pool), which
+//! gives a connection for that one statement.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::{NewUserRow, UserChanges, UserRow};
-use super::pool::on_conn;
+use super::pool::{on_conn, Checkout};
 use super::schema::users;
-use super::{DbConn, DbError, DbPool};
+use super::{DbConn, DbError};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 
-pub async fn create(pool: &DbPool, user: &NewUser) -> Result<User, DbError> {
+pub async fn create(pool: &impl Checkout, user: &NewUser) -> Result<User, DbError> {
     create_on(pool.get().await?.conn(), user).await
 }
 
@@ -31,7 +32,7 @@ pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError
     Ok(created.into())
 }
 
-pub async fn get(pool: &DbPool, id: UserId) -> Result<User, DbError> {
+pub async fn get(pool: &impl Checkout, id: UserId) -> Result<User, DbError> {
     get_on(pool.get().await?.conn(), id).await
 }
 
@@ -47,7 +48,7 @@ async fn get_on(conn: DbConn<'_>, id: UserId) -> Result<User, DbError> {
 }
 
 /// Up to `limit` users with ids above `after`, in id order.
-pub async fn list(pool: &DbPool, after: i64, limit: i64) -> Result<Vec<User>, DbError> {
+pub async fn list(pool: &impl Checkout, after: i64, limit: i64) -> Result<Vec<User>, DbError> {
     let rows: Vec<UserRow> = on_conn!(pool.get().await?.conn(), conn => {
         users::table
             .filter(users::id.gt(after))
@@ -60,7 +61,7 @@ pub async fn list(pool: &DbPool, after: i64, limit: i64) -> Result<Vec<User>, Db
     Ok(rows.into_iter().map(User::from).collect())
 }
 
-pub async fn update(pool: &DbPool, id: UserId, patch: &UserPatch) -> Result<User, DbError> {
+pub async fn update(pool: &impl Checkout, id: UserId, patch: &UserPatch) -> Result<User, DbError> {
     update_on(pool.get().await?.conn(), id, patch).await
 }
 
@@ -80,7 +81,7 @@ pub async fn update_on(conn: DbConn<'_>, id: UserId, patch: &UserPatch) -> Resul
     Ok(row.into())
 }
 
-pub async fn delete(pool: &DbPool, id: UserId) -> Result<(), DbError> {
+pub async fn delete(pool: &impl Checkout, id: UserId) -> Result<(), DbError> {
     delete_on(pool.get().await?.conn(), id).await
 }
 
@@ -95,7 +96,7 @@ pub async fn delete_on(conn: DbConn<'_>, id: UserId) -> Result<(), DbError> {
 }
 
 /// A round trip to the database, for readiness.
-pub async fn ping(pool: &DbPool) -> Result<(), DbError> {
+pub async fn ping(pool: &impl Checkout) -> Result<(), DbError> {
     on_conn!(pool.get().await?.conn(), conn => diesel::sql_query("SELECT 1").execute(conn).await)?;
     Ok(())
 }

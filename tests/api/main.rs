@@ -14,6 +14,7 @@ mod guards;
 mod health;
 mod metrics;
 mod observability;
+mod pipeline;
 mod process;
 mod supervision;
 mod users;

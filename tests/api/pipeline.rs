@@ -1,0 +1,151 @@
+//! PostgreSQL connections shared by many queries at once (pipelining), on a
+//! real database: what a query answers must not depend on which queries
+//! share its connection, and a connection that dies must be replaced.
+
+use diesel::dsl::sql;
+use diesel::sql_types::{Array, Integer};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use futures_util::future::join_all;
+use switchboard::config::DatabaseUrl;
+use switchboard::db::{migrate, users, Connections, DbError, DbPool};
+use switchboard::domain::{NewUser, User, UserId, UserPatch};
+
+use crate::helpers::{Backend, TestDatabase, POSTGRES_ADMIN_URL};
+
+/// A fresh, migrated database and a pipeline of at most `size` connections.
+async fn pipeline(size: usize) -> Option<(TestDatabase, Connections)> {
+    let db = TestDatabase::create(Backend::Postgres).await?;
+    let url = DatabaseUrl::parse(&db.url()).unwrap();
+    migrate(&url).await.unwrap();
+    let conns = Connections::new(DbPool::build(&url, size).unwrap());
+    Some((db, conns))
+}
+
+fn new_user(n: usize) -> NewUser {
+    NewUser::from_json(&serde_json::json!({
+        "name": format!("User {n}"),
+        "email": format!("user{n}@example.com"),
+    }))
+    .unwrap()
+}
+
+fn id_of(user: &User) -> UserId {
+    UserId::parse(&user.id.to_string()).unwrap()
+}
+
+#[actix_web::test]
+async fn queries_sharing_one_connection_each_get_their_own_answer() {
+    let Some((_db, conns)) = pipeline(1).await else {
+        return;
+    };
+    let created: Vec<User> = join_all((0..50).map(|n| {
+        let conns = conns.clone();
+        async move { users::create(&conns, &new_user(n)).await.unwrap() }
+    }))
+    .await;
+
+    let read = join_all(created.iter().map(|user| users::get(&conns, id_of(user)))).await;
+    for (user, read) in created.iter().zip(read) {
+        let read = read.unwrap();
+        assert_eq!((read.id, &read.email), (user.id, &user.email));
+    }
+    let status = conns.status();
+    assert_eq!(
+        (status.size, status.idle),
+        (1, 1),
+        "one connection carried them all"
+    );
+}
+
+#[actix_web::test]
+async fn a_failing_query_fails_alone_among_those_sharing_its_connection() {
+    let Some((_db, conns)) = pipeline(1).await else {
+        return;
+    };
+    let first = users::create(&conns, &new_user(1)).await.unwrap();
+    let missing = UserId::parse("424242").unwrap();
+    let patch = UserPatch::from_json(&serde_json::json!({ "name": "Renamed" })).unwrap();
+
+    let (again, other) = (new_user(1), new_user(2));
+    let (taken, absent, renamed, second) = futures_util::join!(
+        users::create(&conns, &again),
+        users::get(&conns, missing),
+        users::update(&conns, id_of(&first), &patch),
+        users::create(&conns, &other),
+    );
+    assert!(matches!(taken, Err(DbError::EmailTaken)), "{taken:?}");
+    assert!(matches!(absent, Err(DbError::NotFound)), "{absent:?}");
+    assert_eq!(renamed.unwrap().name, "Renamed");
+    assert_eq!(second.unwrap().email, "user2@example.com");
+    assert_eq!(users::list(&conns, 0, 10).await.unwrap().len(), 2);
+}
+
+#[actix_web::test]
+async fn more_queries_than_connections_at_start_all_get_answers() {
+    let Some((_db, conns)) = pipeline(2).await else {
+        return;
+    };
+    // The first queries find no connection open; most wait for the two
+    // being opened rather than fail.
+    let created: Vec<_> = join_all((0..40).map(|n| {
+        let conns = conns.clone();
+        async move { users::create(&conns, &new_user(n)).await }
+    }))
+    .await;
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    assert_eq!(conns.status().size, 2);
+}
+
+#[actix_web::test]
+async fn a_connection_the_server_ended_is_replaced() {
+    let Some((db, conns)) = pipeline(1).await else {
+        return;
+    };
+    let user = users::create(&conns, &new_user(1)).await.unwrap();
+    let TestDatabase::Postgres { name } = &db else {
+        unreachable!()
+    };
+    let mut admin = AsyncPgConnection::establish(POSTGRES_ADMIN_URL)
+        .await
+        .unwrap();
+    let ended = backends(&mut admin, name).await;
+    assert_eq!(ended.len(), 1);
+    admin
+        .batch_execute(&format!("SELECT pg_terminate_backend({})", ended[0]))
+        .await
+        .unwrap();
+
+    // A query that reaches the ended connection before its end is noticed
+    // fails, as one on a dead pooled connection did; the next one, at the
+    // latest, runs on a new connection.
+    if let Err(on_dead) = users::get(&conns, id_of(&user)).await {
+        assert!(
+            matches!(on_dead, DbError::Unavailable(_) | DbError::Internal(_)),
+            "{on_dead:?}"
+        );
+    }
+    assert_eq!(users::get(&conns, id_of(&user)).await.unwrap().id, user.id);
+    let now = backends(&mut admin, name).await;
+    assert!(now.len() == 1 && now != ended, "{ended:?} then {now:?}");
+    assert_eq!(conns.status().size, 1);
+}
+
+/// The server processes connected to database `name`.
+async fn backends(admin: &mut AsyncPgConnection, name: &str) -> Vec<i32> {
+    let pids = format!("ARRAY(SELECT pid FROM pg_stat_activity WHERE datname = '{name}')");
+    diesel::select(sql::<Array<Integer>>(&pids))
+        .get_result(admin)
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_closed_pipeline_answers_unavailable() {
+    let Some((_db, conns)) = pipeline(1).await else {
+        return;
+    };
+    users::create(&conns, &new_user(1)).await.unwrap();
+    conns.close();
+    let after = users::get(&conns, UserId::parse("1").unwrap()).await;
+    assert!(matches!(after, Err(DbError::Unavailable(_))), "{after:?}");
+}
