@@ -5,6 +5,11 @@
 //! the same diesel code on either. The users queries take a [`DbConn`], not
 //! the pool, so SQLite's writer can run several of them in one transaction.
 //!
+//! On PostgreSQL the database actors do not check a connection out per query:
+//! they share the pool's connections among the queries in flight
+//! ([`super::pipeline`]). On SQLite, and in the benchmark suite's baseline,
+//! each query checks one out.
+//!
 //! A connection is handed out as it is ("fast" recycling): deadpool's default
 //! ("verified") sends `SELECT 1` before every checkout, which doubled the
 //! database's work per request. A connection that died since its last use
@@ -30,7 +35,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use super::pipeline::SharedPgConn;
+use super::pipeline::PgShare;
 use super::DbError;
 use crate::config::DatabaseUrl;
 
@@ -46,7 +51,7 @@ const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = W
 
 /// How long a caller waits for a free connection before the request is
 /// answered 503 instead of queueing forever.
-const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub enum DbPool {
@@ -54,7 +59,7 @@ pub enum DbPool {
     Sqlite(Pool<SqliteAsyncConnection>),
 }
 
-/// A connection checked out of a [`DbPool`] or a [`Pipeline`]; it goes
+/// A connection checked out of a [`DbPool`] or a [`Pipeline`](super::pipeline::Pipeline); it goes
 /// back when dropped. It lives for one query, in the query's future: boxing
 /// the larger PostgreSQL variant would cost an allocation per query to save
 /// nothing.
@@ -63,14 +68,14 @@ pub enum PooledConn {
     Postgres(Object<AsyncPgConnection>),
     /// One of a worker's PostgreSQL connections, which other queries in
     /// flight share.
-    Pipelined(SharedPgConn),
+    Pipelined(PgShare),
     Sqlite(Object<SqliteAsyncConnection>),
 }
 
 /// A borrowed connection of either backend: what the users queries run on.
 /// A PostgreSQL query needs only a shared reference: diesel-async sends the
 /// queries of several futures on one connection without waiting for each
-/// answer (pipelining), and [`Pipeline`] relies on that.
+/// answer (pipelining), and [`Pipeline`](super::pipeline::Pipeline) relies on that.
 pub enum DbConn<'a> {
     Postgres(&'a AsyncPgConnection),
     Sqlite(&'a mut SqliteAsyncConnection),
@@ -80,7 +85,7 @@ impl PooledConn {
     pub fn conn(&mut self) -> DbConn<'_> {
         match self {
             Self::Postgres(object) => DbConn::Postgres(object),
-            Self::Pipelined(shared) => DbConn::Postgres(shared),
+            Self::Pipelined(share) => DbConn::Postgres(share.conn()),
             Self::Sqlite(object) => DbConn::Sqlite(object),
         }
     }
@@ -103,7 +108,7 @@ macro_rules! on_conn {
 pub(crate) use on_conn;
 
 /// Where the users queries get a connection: a [`DbPool`], or a database
-/// actor's [`Connections`].
+/// actor's [`Connections`](super::Connections).
 pub trait Checkout {
     fn get(&self) -> impl std::future::Future<Output = Result<PooledConn, DbError>>;
 }

@@ -16,8 +16,8 @@ use super::schema::users;
 use super::{DbConn, DbError};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 
-pub async fn create(pool: &impl Checkout, user: &NewUser) -> Result<User, DbError> {
-    create_on(pool.get().await?.conn(), user).await
+pub async fn create(conns: &impl Checkout, user: &NewUser) -> Result<User, DbError> {
+    create_on(conns.get().await?.conn(), user).await
 }
 
 pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError> {
@@ -32,8 +32,8 @@ pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError
     Ok(created.into())
 }
 
-pub async fn get(pool: &impl Checkout, id: UserId) -> Result<User, DbError> {
-    get_on(pool.get().await?.conn(), id).await
+pub async fn get(conns: &impl Checkout, id: UserId) -> Result<User, DbError> {
+    get_on(conns.get().await?.conn(), id).await
 }
 
 async fn get_on(conn: DbConn<'_>, id: UserId) -> Result<User, DbError> {
@@ -48,8 +48,8 @@ async fn get_on(conn: DbConn<'_>, id: UserId) -> Result<User, DbError> {
 }
 
 /// Up to `limit` users with ids above `after`, in id order.
-pub async fn list(pool: &impl Checkout, after: i64, limit: i64) -> Result<Vec<User>, DbError> {
-    let rows: Vec<UserRow> = on_conn!(pool.get().await?.conn(), conn => {
+pub async fn list(conns: &impl Checkout, after: i64, limit: i64) -> Result<Vec<User>, DbError> {
+    let rows: Vec<UserRow> = on_conn!(conns.get().await?.conn(), conn => {
         users::table
             .filter(users::id.gt(after))
             .order(users::id.asc())
@@ -61,8 +61,8 @@ pub async fn list(pool: &impl Checkout, after: i64, limit: i64) -> Result<Vec<Us
     Ok(rows.into_iter().map(User::from).collect())
 }
 
-pub async fn update(pool: &impl Checkout, id: UserId, patch: &UserPatch) -> Result<User, DbError> {
-    update_on(pool.get().await?.conn(), id, patch).await
+pub async fn update(conns: &impl Checkout, id: UserId, patch: &UserPatch) -> Result<User, DbError> {
+    update_on(conns.get().await?.conn(), id, patch).await
 }
 
 /// Applies a patch; an empty patch changes nothing (not even `updated_at`).
@@ -81,8 +81,8 @@ pub async fn update_on(conn: DbConn<'_>, id: UserId, patch: &UserPatch) -> Resul
     Ok(row.into())
 }
 
-pub async fn delete(pool: &impl Checkout, id: UserId) -> Result<(), DbError> {
-    delete_on(pool.get().await?.conn(), id).await
+pub async fn delete(conns: &impl Checkout, id: UserId) -> Result<(), DbError> {
+    delete_on(conns.get().await?.conn(), id).await
 }
 
 pub async fn delete_on(conn: DbConn<'_>, id: UserId) -> Result<(), DbError> {
@@ -96,7 +96,7 @@ pub async fn delete_on(conn: DbConn<'_>, id: UserId) -> Result<(), DbError> {
 }
 
 /// A round trip to the database, for readiness.
-pub async fn ping(pool: &impl Checkout) -> Result<(), DbError> {
-    on_conn!(pool.get().await?.conn(), conn => diesel::sql_query("SELECT 1").execute(conn).await)?;
+pub async fn ping(conns: &impl Checkout) -> Result<(), DbError> {
+    on_conn!(conns.get().await?.conn(), conn => diesel::sql_query("SELECT 1").execute(conn).await)?;
     Ok(())
 }
