@@ -67,6 +67,8 @@ impl PgShare {
 
 pub struct Pipeline {
     pool: Pool<AsyncPgConnection>,
+    /// The pool's size, read once: the pool's status takes its lock.
+    max: usize,
     open: RefCell<Vec<SharedPgConn>>,
     /// Connections being opened, which count against the pool's size.
     opening: Cell<usize>,
@@ -81,9 +83,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(pool: Pool<AsyncPgConnection>) -> Self {
+        let max = pool.status().max_size;
         Self {
-            turns: Arc::new(Semaphore::new(pool.status().max_size * DEPTH)),
+            turns: Arc::new(Semaphore::new(max * DEPTH)),
             pool,
+            max,
             open: RefCell::new(Vec::new()),
             opening: Cell::new(0),
             waiting: Cell::new(0),
@@ -123,8 +127,7 @@ impl Pipeline {
                 return Err(DbError::Unavailable("the pool is closed".into()));
             }
             self.drop_dead();
-            let may_open =
-                self.open.borrow().len() + self.opening.get() < self.pool.status().max_size;
+            let may_open = self.open.borrow().len() + self.opening.get() < self.max;
             if let Some(conn) = self.least_busy() {
                 if !may_open || in_flight(&conn) == 0 {
                     return Ok(conn);
@@ -164,11 +167,12 @@ impl Pipeline {
     }
 
     /// Open connections count as active while a query is in flight on them;
-    /// `waiting` counts queries waiting for one to open.
+    /// `waiting` counts queries waiting for a turn or for a connection to
+    /// open.
     pub fn status(&self) -> PoolStatus {
         let open = self.open.borrow();
         PoolStatus {
-            max_size: self.pool.status().max_size,
+            max_size: self.max,
             size: open.len() + self.opening.get(),
             idle: open.iter().filter(|conn| in_flight(conn) == 0).count(),
             waiting: self.waiting.get(),

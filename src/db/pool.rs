@@ -59,10 +59,10 @@ pub enum DbPool {
     Sqlite(Pool<SqliteAsyncConnection>),
 }
 
-/// A connection checked out of a [`DbPool`] or a [`Pipeline`](super::pipeline::Pipeline); it goes
-/// back when dropped. It lives for one query, in the query's future: boxing
-/// the larger PostgreSQL variant would cost an allocation per query to save
-/// nothing.
+/// A connection checked out of a [`DbPool`] or shared by a
+/// [`Pipeline`](super::pipeline::Pipeline); it goes back when dropped. It
+/// lives for one query, in the query's future: boxing the larger PostgreSQL
+/// variant would cost an allocation per query to save nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum PooledConn {
     Postgres(Object<AsyncPgConnection>),
@@ -75,7 +75,8 @@ pub enum PooledConn {
 /// A borrowed connection of either backend: what the users queries run on.
 /// A PostgreSQL query needs only a shared reference: diesel-async sends the
 /// queries of several futures on one connection without waiting for each
-/// answer (pipelining), and [`Pipeline`](super::pipeline::Pipeline) relies on that.
+/// answer (pipelining), and [`Pipeline`](super::pipeline::Pipeline) relies
+/// on that.
 pub enum DbConn<'a> {
     Postgres(&'a AsyncPgConnection),
     Sqlite(&'a mut SqliteAsyncConnection),

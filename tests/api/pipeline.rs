@@ -31,6 +31,11 @@ fn new_user(n: usize) -> NewUser {
     .unwrap()
 }
 
+/// Creates users `0..count` with all their queries in flight together.
+async fn create_at_once(conns: &Connections, count: usize) -> Vec<Result<User, DbError>> {
+    join_all((0..count).map(|n| async move { users::create(conns, &new_user(n)).await })).await
+}
+
 fn id_of(user: &User) -> UserId {
     UserId::parse(&user.id.to_string()).unwrap()
 }
@@ -40,11 +45,11 @@ async fn queries_sharing_one_connection_each_get_their_own_answer() {
     let Some((_db, conns)) = pipeline(1).await else {
         return;
     };
-    let created: Vec<User> = join_all((0..50).map(|n| {
-        let conns = conns.clone();
-        async move { users::create(&conns, &new_user(n)).await.unwrap() }
-    }))
-    .await;
+    let created: Vec<User> = create_at_once(&conns, 50)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
 
     let read = join_all(created.iter().map(|user| users::get(&conns, id_of(user)))).await;
     for (user, read) in created.iter().zip(read) {
@@ -89,11 +94,7 @@ async fn more_queries_than_connections_at_start_all_get_answers() {
     };
     // The first queries find no connection open; most wait for the two
     // being opened rather than fail.
-    let created: Vec<_> = join_all((0..40).map(|n| {
-        let conns = conns.clone();
-        async move { users::create(&conns, &new_user(n)).await }
-    }))
-    .await;
+    let created = create_at_once(&conns, 40).await;
     assert!(created.iter().all(Result::is_ok), "{created:?}");
     assert_eq!(conns.status().size, 2);
 }
