@@ -73,6 +73,20 @@ impl<A: Actor> ActorRef<A> {
     {
         let _ = self.addr.try_send(msg);
     }
+
+    /// Queues a message the actor must get, past the mailbox's capacity,
+    /// without waiting for its answer. The mailbox is first in, first out:
+    /// the actor handles it before any message sent after this returns,
+    /// from whichever thread. Lost only if the actor has ended.
+    pub fn post<M>(&self, msg: M)
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        self.addr.do_send(msg);
+    }
 }
 
 impl<A: Actor> ActorRef<A> {

@@ -195,9 +195,11 @@ pub struct Put {
     pub token: FillToken,
 }
 
-/// Drop a key; answered once it is gone, so a write can be acknowledged after.
+/// Drop a key. A write posts it before it is acknowledged, without waiting
+/// for the cache actor ([`super::ActorRef::post`]): any lookup asked after
+/// the acknowledgement is queued behind it, and so finds the key gone.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(), ActorUnavailable>")]
+#[rtype(result = "()")]
 pub struct Invalidate(pub String);
 
 #[derive(Debug, Message)]
@@ -267,14 +269,13 @@ impl Handler<Put> for CacheActor {
 }
 
 impl Handler<Invalidate> for CacheActor {
-    type Result = Result<(), ActorUnavailable>;
+    type Result = ();
 
-    fn handle(&mut self, Invalidate(key): Invalidate, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Invalidate(key): Invalidate, ctx: &mut Context<Self>) {
         run_guarded(self, ctx, |act, _| {
             act.epoch += 1;
             act.entries.invalidate(&key);
             act.tombstones.insert(key, (act.epoch, Instant::now()));
-            Ok(())
         })
     }
 }
@@ -315,7 +316,7 @@ mod tests {
         let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
             panic!("empty cache hit")
         };
-        cache.send(Invalidate("k".into())).await.unwrap().unwrap();
+        cache.send(Invalidate("k".into())).await.unwrap();
         cache.do_send(Put {
             key: "k".into(),
             value: cached(b"old"),

@@ -9,7 +9,7 @@ pub mod schema;
 pub mod users;
 
 pub use pipeline::Connections;
-pub use pool::{migrate, Checkout, DbConn, DbPool};
+pub use pool::{migrate, Checkout, DbConn, DbPool, QueryCost};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 

@@ -11,17 +11,29 @@
 //! (pipelining): the server runs them in order, one after another, while
 //! the client writes the next and reads the earlier answers. So the actor's
 //! queries share connections instead of taking turns: a query takes the
-//! connection with the fewest queries in flight, opening another (up to the
-//! worker's share of `SWITCHBOARD_DB_POOL_SIZE`) only when every open one is
-//! busy. deadpool still opens the connections and bounds how many there are.
+//! least loaded connection, opening another (up to the worker's share of
+//! `SWITCHBOARD_DB_POOL_SIZE`) only when every open one is busy. deadpool
+//! still opens the connections and bounds how many there are.
 //!
-//! A connection carries at most `DEPTH` (two) queries: while the server
-//! runs one, the next is already sent. Without that bound, a query queued
-//! behind others on one connection could not move to another that freed up
-//! sooner: `GET /users?limit=50`'s p99 at 256 connections went from 1.00x
-//! the baseline's (checked out one at a time) to 1.87x, and to 3.77x with
-//! four in flight; two gave 1.27x. Beyond that a query waits for a turn,
-//! first come first served, at most 5 s, as it waited for a checkout.
+//! How much a connection carries at once is bounded by what its queries
+//! cost the server ([`QueryCost`]): a query queued behind others on one
+//! connection cannot move to another that frees up sooner, so only a little
+//! of the server's work may queue on each. A connection has eight turns; a
+//! query for one row by its key takes one, a page of users four. Under the
+//! benchmark suite's load at 256 connections (p99 against the baseline's,
+//! one run each):
+//!
+//! - pages (`GET /users?limit=50`): 1.00x checked out one at a time, 1.87x
+//!   with no bound, 3.77x with four pages in flight per connection, 1.27x
+//!   with two, which is what four turns each allow;
+//! - the mixed load (90% cached reads, 10% `PATCH`): 1.33x with two
+//!   one-row queries per connection, 1.08x with eight. While a worker's
+//!   thread serves cached reads, a connection's answers wait for it to come
+//!   back; eight one-row queries in flight cost the server no more time
+//!   than two, and keep it busy meanwhile.
+//!
+//! A query that finds no turn waits for one, first come first served, at
+//! most 5 s, as it waited for a checkout.
 //!
 //! Each users query is one statement, its own transaction, so queries that
 //! share a connection cannot see each other's work half done.
@@ -44,24 +56,52 @@ use diesel_async::AsyncPgConnection;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 
-use super::pool::{Checkout, PoolStatus, PooledConn, CHECKOUT_TIMEOUT};
+use super::pool::{Checkout, PoolStatus, PooledConn, QueryCost, CHECKOUT_TIMEOUT};
 use super::{DbError, DbPool};
 
-/// Queries in flight on one connection at most.
-const DEPTH: usize = 2;
+/// Turns per connection: what its queries in flight may cost at most.
+const TURNS: usize = 8;
+
+impl QueryCost {
+    /// The turns a query takes while in flight.
+    fn turns(self) -> u32 {
+        match self {
+            Self::Row => 1,
+            Self::Page => 4,
+        }
+    }
+}
 
 /// One of the pipeline's connections; each query in flight holds a clone.
-type SharedPgConn = Rc<Object<AsyncPgConnection>>;
+type SharedPgConn = Rc<PgConn>;
 
-/// A query's share of a connection: the connection, and the query's turn.
+struct PgConn {
+    conn: Object<AsyncPgConnection>,
+    /// Turns its queries in flight hold.
+    load: Cell<usize>,
+}
+
+/// A query's share of a connection: the connection, and the query's turns.
 pub struct PgShare {
     conn: SharedPgConn,
-    _turn: OwnedSemaphorePermit,
+    turns: OwnedSemaphorePermit,
 }
 
 impl PgShare {
+    fn new(conn: SharedPgConn, turns: OwnedSemaphorePermit) -> Self {
+        conn.load.set(conn.load.get() + turns.num_permits());
+        Self { conn, turns }
+    }
+
     pub fn conn(&self) -> &AsyncPgConnection {
-        &self.conn
+        &self.conn.conn
+    }
+}
+
+impl Drop for PgShare {
+    fn drop(&mut self) {
+        let load = &self.conn.load;
+        load.set(load.get() - self.turns.num_permits());
     }
 }
 
@@ -72,8 +112,8 @@ pub struct Pipeline {
     open: RefCell<Vec<SharedPgConn>>,
     /// Connections being opened, which count against the pool's size.
     opening: Cell<usize>,
-    /// [`DEPTH`] turns per connection the pool allows; a query waits for
-    /// one, first come first served.
+    /// [`TURNS`] per connection the pool allows; a query waits for its
+    /// own, first come first served.
     turns: Arc<Semaphore>,
     /// Queries waiting for a turn, or for a connection to open.
     waiting: Cell<usize>,
@@ -85,7 +125,7 @@ impl Pipeline {
     pub fn new(pool: Pool<AsyncPgConnection>) -> Self {
         let max = pool.status().max_size;
         Self {
-            turns: Arc::new(Semaphore::new(max * DEPTH)),
+            turns: Arc::new(Semaphore::new(max * TURNS)),
             pool,
             max,
             open: RefCell::new(Vec::new()),
@@ -95,24 +135,22 @@ impl Pipeline {
         }
     }
 
-    /// A turn, then a connection for one query: an idle one if there is
-    /// one, else a new one if the pool allows it, else the open one with the
-    /// fewest queries in flight (fewer than [`DEPTH`], since the turns are
-    /// as many).
-    async fn share(&self) -> Result<PgShare, DbError> {
-        let turn = self
+    /// Turns, then a connection for one query: an idle one if there is one,
+    /// else a new one if the pool allows it, else the least loaded open one.
+    async fn share(&self, cost: QueryCost) -> Result<PgShare, DbError> {
+        let turns = self
             .wait(timeout(
                 CHECKOUT_TIMEOUT,
-                Arc::clone(&self.turns).acquire_owned(),
+                Arc::clone(&self.turns).acquire_many_owned(cost.turns()),
             ))
             .await;
-        let turn = turn
+        let turns = turns
             .map_err(|_| {
                 DbError::Unavailable(format!("no connection free within {CHECKOUT_TIMEOUT:?}"))
             })?
             .map_err(|_| DbError::Unavailable("the pool is closed".into()))?;
         let conn = self.connection().await?;
-        Ok(PgShare { conn, _turn: turn })
+        Ok(PgShare::new(conn, turns))
     }
 
     /// Counts the query as waiting while `until` is pending.
@@ -129,7 +167,7 @@ impl Pipeline {
             self.drop_dead();
             let may_open = self.open.borrow().len() + self.opening.get() < self.max;
             if let Some(conn) = self.least_busy() {
-                if !may_open || in_flight(&conn) == 0 {
+                if !may_open || conn.load.get() == 0 {
                     return Ok(conn);
                 }
             }
@@ -145,7 +183,7 @@ impl Pipeline {
         self.open
             .borrow()
             .iter()
-            .min_by_key(|conn| in_flight(conn))
+            .min_by_key(|conn| conn.load.get())
             .cloned()
     }
 
@@ -153,7 +191,10 @@ impl Pipeline {
         let opening = Counted::new(&self.opening, Some(&self.opened));
         let opened = self.pool.get().await;
         drop(opening);
-        let conn = Rc::new(opened?);
+        let conn = Rc::new(PgConn {
+            conn: opened?,
+            load: Cell::new(0),
+        });
         self.open.borrow_mut().push(Rc::clone(&conn));
         Ok(conn)
     }
@@ -163,7 +204,7 @@ impl Pipeline {
     fn drop_dead(&self) {
         self.open
             .borrow_mut()
-            .retain_mut(|conn| Rc::get_mut(conn).is_none_or(|conn| !conn.is_broken()));
+            .retain_mut(|conn| Rc::get_mut(conn).is_none_or(|conn| !conn.conn.is_broken()));
     }
 
     /// Open connections count as active while a query is in flight on them;
@@ -174,7 +215,7 @@ impl Pipeline {
         PoolStatus {
             max_size: self.max,
             size: open.len() + self.opening.get(),
-            idle: open.iter().filter(|conn| in_flight(conn) == 0).count(),
+            idle: open.iter().filter(|conn| conn.load.get() == 0).count(),
             waiting: self.waiting.get(),
         }
     }
@@ -212,11 +253,6 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// Queries in flight on a connection: every clone but the pipeline's own.
-fn in_flight(conn: &SharedPgConn) -> usize {
-    Rc::strong_count(conn) - 1
-}
-
 /// What a database actor's queries run on: on PostgreSQL a [`Pipeline`],
 /// on SQLite its pool, whose connections serve one query at a time.
 #[derive(Clone)]
@@ -249,10 +285,10 @@ impl Connections {
 }
 
 impl Checkout for Connections {
-    async fn get(&self) -> Result<PooledConn, DbError> {
+    async fn get(&self, cost: QueryCost) -> Result<PooledConn, DbError> {
         match self {
-            Self::Pipelined(pipeline) => pipeline.share().await.map(PooledConn::Pipelined),
-            Self::Pooled(pool) => pool.get().await,
+            Self::Pipelined(pipeline) => pipeline.share(cost).await.map(PooledConn::Pipelined),
+            Self::Pooled(pool) => pool.get(cost).await,
         }
     }
 }

@@ -111,7 +111,21 @@ pub(crate) use on_conn;
 /// Where the users queries get a connection: a [`DbPool`], or a database
 /// actor's [`Connections`](super::Connections).
 pub trait Checkout {
-    fn get(&self) -> impl std::future::Future<Output = Result<PooledConn, DbError>>;
+    fn get(
+        &self,
+        cost: QueryCost,
+    ) -> impl std::future::Future<Output = Result<PooledConn, DbError>>;
+}
+
+/// What a query costs the database server, for sharing a connection among
+/// queries in flight ([`Pipeline`](super::pipeline::Pipeline)); a pool's
+/// connection serves one query whatever it costs.
+#[derive(Debug, Clone, Copy)]
+pub enum QueryCost {
+    /// One row, found by its key.
+    Row,
+    /// A page of rows.
+    Page,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -195,7 +209,7 @@ impl DbPool {
 
 impl Checkout for DbPool {
     /// Checks a connection out, waiting at most `CHECKOUT_TIMEOUT` (5 s).
-    async fn get(&self) -> Result<PooledConn, DbError> {
+    async fn get(&self, _: QueryCost) -> Result<PooledConn, DbError> {
         Ok(match self {
             Self::Postgres(pool) => PooledConn::Postgres(pool.get().await?),
             Self::Sqlite(pool) => PooledConn::Sqlite(pool.get().await?),

@@ -11,13 +11,13 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::{NewUserRow, UserChanges, UserRow};
-use super::pool::{on_conn, Checkout};
+use super::pool::{on_conn, Checkout, QueryCost};
 use super::schema::users;
 use super::{DbConn, DbError};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 
 pub async fn create(conns: &impl Checkout, user: &NewUser) -> Result<User, DbError> {
-    create_on(conns.get().await?.conn(), user).await
+    create_on(conns.get(QueryCost::Row).await?.conn(), user).await
 }
 
 pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError> {
@@ -33,7 +33,7 @@ pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError
 }
 
 pub async fn get(conns: &impl Checkout, id: UserId) -> Result<User, DbError> {
-    get_on(conns.get().await?.conn(), id).await
+    get_on(conns.get(QueryCost::Row).await?.conn(), id).await
 }
 
 async fn get_on(conn: DbConn<'_>, id: UserId) -> Result<User, DbError> {
@@ -49,7 +49,7 @@ async fn get_on(conn: DbConn<'_>, id: UserId) -> Result<User, DbError> {
 
 /// Up to `limit` users with ids above `after`, in id order.
 pub async fn list(conns: &impl Checkout, after: i64, limit: i64) -> Result<Vec<User>, DbError> {
-    let rows: Vec<UserRow> = on_conn!(conns.get().await?.conn(), conn => {
+    let rows: Vec<UserRow> = on_conn!(conns.get(QueryCost::Page).await?.conn(), conn => {
         users::table
             .filter(users::id.gt(after))
             .order(users::id.asc())
@@ -62,7 +62,7 @@ pub async fn list(conns: &impl Checkout, after: i64, limit: i64) -> Result<Vec<U
 }
 
 pub async fn update(conns: &impl Checkout, id: UserId, patch: &UserPatch) -> Result<User, DbError> {
-    update_on(conns.get().await?.conn(), id, patch).await
+    update_on(conns.get(QueryCost::Row).await?.conn(), id, patch).await
 }
 
 /// Applies a patch; an empty patch changes nothing (not even `updated_at`).
@@ -82,7 +82,7 @@ pub async fn update_on(conn: DbConn<'_>, id: UserId, patch: &UserPatch) -> Resul
 }
 
 pub async fn delete(conns: &impl Checkout, id: UserId) -> Result<(), DbError> {
-    delete_on(conns.get().await?.conn(), id).await
+    delete_on(conns.get(QueryCost::Row).await?.conn(), id).await
 }
 
 pub async fn delete_on(conn: DbConn<'_>, id: UserId) -> Result<(), DbError> {
@@ -97,6 +97,6 @@ pub async fn delete_on(conn: DbConn<'_>, id: UserId) -> Result<(), DbError> {
 
 /// A round trip to the database, for readiness.
 pub async fn ping(conns: &impl Checkout) -> Result<(), DbError> {
-    on_conn!(conns.get().await?.conn(), conn => diesel::sql_query("SELECT 1").execute(conn).await)?;
+    on_conn!(conns.get(QueryCost::Row).await?.conn(), conn => diesel::sql_query("SELECT 1").execute(conn).await)?;
     Ok(())
 }

@@ -2,14 +2,16 @@
 //! real database: what a query answers must not depend on which queries
 //! share its connection, and a connection that dies must be replaced.
 
+use std::pin::pin;
 use std::time::Duration;
 
 use diesel::dsl::sql;
 use diesel::sql_types::{Array, Integer};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::future::join_all;
+use futures_util::FutureExt;
 use switchboard::config::DatabaseUrl;
-use switchboard::db::{migrate, users, Connections, DbError, DbPool};
+use switchboard::db::{migrate, users, Checkout, Connections, DbError, DbPool, QueryCost};
 use switchboard::domain::{NewUser, User, UserId, UserPatch};
 
 use crate::helpers::{Backend, TestDatabase, POSTGRES_ADMIN_URL};
@@ -62,6 +64,37 @@ async fn queries_sharing_one_connection_each_get_their_own_answer() {
         (1, 1),
         "one connection carried them all"
     );
+}
+
+#[actix_web::test]
+async fn a_connection_carries_eight_one_row_queries_or_two_pages_at_once() {
+    let Some((_db, conns)) = pipeline(1).await else {
+        return;
+    };
+    // A share held here stands for a query in flight on the connection.
+    let first = conns.get(QueryCost::Page).await.unwrap();
+    let second = conns.get(QueryCost::Page).await.unwrap();
+    let mut third = pin!(conns.get(QueryCost::Page));
+    assert!(third.as_mut().now_or_never().is_none(), "a third page waits");
+    assert_eq!(conns.status().waiting, 1);
+    drop(first);
+    let third = third.await.unwrap();
+    drop((second, third));
+
+    let mut rows = Vec::new();
+    for _ in 0..8 {
+        rows.push(conns.get(QueryCost::Row).await.unwrap());
+    }
+    let status = conns.status();
+    assert_eq!((status.size, status.idle), (1, 0), "all on one connection");
+    let mut ninth = pin!(conns.get(QueryCost::Row));
+    assert!(ninth.as_mut().now_or_never().is_none(), "a ninth row waits");
+    rows.pop();
+    rows.push(ninth.await.unwrap());
+    drop(rows);
+
+    let status = conns.status();
+    assert_eq!((status.size, status.idle, status.waiting), (1, 1, 0));
 }
 
 #[actix_web::test]
