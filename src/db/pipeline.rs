@@ -20,17 +20,17 @@
 //! connection cannot move to another that frees up sooner, so only a little
 //! of the server's work may queue on each. A connection has eight turns; a
 //! query for one row by its key takes one, a page of users four. Under the
-//! benchmark suite's load at 256 connections (p99 against the baseline's,
-//! one run each):
+//! benchmark suite's load at 256 connections (p99 against the baseline's):
 //!
 //! - pages (`GET /users?limit=50`): 1.00x checked out one at a time, 1.87x
 //!   with no bound, 3.77x with four pages in flight per connection, 1.27x
 //!   with two, which is what four turns each allow;
-//! - the mixed load (90% cached reads, 10% `PATCH`): 1.33x with two
-//!   one-row queries per connection, 1.08x with eight. While a worker's
-//!   thread serves cached reads, a connection's answers wait for it to come
-//!   back; eight one-row queries in flight cost the server no more time
-//!   than two, and keep it busy meanwhile.
+//! - the mixed load (90% cached reads, 10% `PATCH`): 1.73x, 1.33x and 1.30x
+//!   with any two queries per connection (three runs), 1.45x, 1.08x and
+//!   1.19x with eight one-row queries. While a worker's thread serves cached
+//!   reads, a connection's answers wait for it to come back; a one-row query
+//!   costs the server little, so more of them can queue on a connection
+//!   meanwhile, and the server has the next at hand.
 //!
 //! A query that finds no turn waits for one, first come first served, at
 //! most 5 s, as it waited for a checkout.
