@@ -75,7 +75,10 @@ async fn a_connection_carries_eight_one_row_queries_or_two_pages_at_once() {
     let first = conns.get(QueryCost::Page).await.unwrap();
     let second = conns.get(QueryCost::Page).await.unwrap();
     let mut third = pin!(conns.get(QueryCost::Page));
-    assert!(third.as_mut().now_or_never().is_none(), "a third page waits");
+    assert!(
+        third.as_mut().now_or_never().is_none(),
+        "a third page waits"
+    );
     assert_eq!(conns.status().waiting, 1);
     drop(first);
     let third = third.await.unwrap();
