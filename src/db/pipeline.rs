@@ -18,8 +18,10 @@
 //! How much a connection carries at once is bounded by what its queries
 //! cost the server ([`QueryCost`]): a query queued behind others on one
 //! connection cannot move to another that frees up sooner, so only a little
-//! of the server's work may queue on each. A connection has eight turns; a
-//! query for one row by its key takes one, a page of users four. Under the
+//! of the server's work may queue on each. The worker has eight turns per
+//! connection; a query for one row by its key takes one, a page of users
+//! four, and goes to the least loaded connection (which, when loads are
+//! uneven, may carry a little more than eight turns' worth). Under the
 //! benchmark suite's load at 256 connections (p99 against the baseline's):
 //!
 //! - pages (`GET /users?limit=50`): 1.00x checked out one at a time, 1.87x
