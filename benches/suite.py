@@ -189,16 +189,10 @@ class Bench:
         self.work = tempfile.mkdtemp(prefix=f"switchboard-bench-{backend}-")
         self.servers = {}
         self.runs = {}  # (server, scenario, connections) -> [measurements]
-        if backend == "postgres":
-            psql(PG_ADMIN, f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-            psql(PG_ADMIN, f"CREATE DATABASE {PG_DATABASE}")
-            self.url = PG_ADMIN.rsplit("/", 1)[0] + "/" + PG_DATABASE
-        else:
-            self.url = os.path.join(self.work, "switchboard.db")
+        self.url = fresh_database(backend, self.work)
 
     def __enter__(self):
-        env = dict(os.environ, DATABASE_URL=self.url, RUST_LOG="warn",
-                   SWITCHBOARD_LOG_FORMAT="json", SWITCHBOARD_TRUST_PROXY="true")
+        env = server_env(self.url)
         self.start("switchboard", self.binaries["switchboard"], env, 18410)
         seed(18410)
         self.start("switchboard, no cache", self.binaries["switchboard"],
@@ -208,8 +202,8 @@ class Bench:
         # RSS is taken: what is compared a minute after the load is that.
         lua = os.path.join(BENCHES, "load.lua")
         for server in self.servers.values():
-            wrk(dict(os.environ, SCENARIO="mixed", USERS=str(USERS)),
-                max(self.args.connections), 2, lua, f"http://127.0.0.1:{server.port}")
+            wrk(load_env("mixed"), max(self.args.connections), 2, lua,
+                f"http://127.0.0.1:{server.port}")
         time.sleep(2)
         self.rss_before = {name: s.memory_kib("VmRSS") for name, s in self.servers.items()}
         return self
@@ -222,8 +216,7 @@ class Bench:
     def __exit__(self, *_):
         for server in self.servers.values():
             server.stop()
-        if self.backend == "postgres":
-            psql(PG_ADMIN, f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+        drop_database(self.backend)
         shutil.rmtree(self.work, ignore_errors=True)
 
     def run(self):
@@ -242,9 +235,7 @@ class Bench:
 
     def measure(self, name, scenario, script, connections):
         server = self.servers[name]
-        # TAG keeps every run's new emails apart from every other run's.
-        env = lambda: dict(os.environ, SCENARIO=script, USERS=str(USERS),
-                           TAG=f"{name.split(',')[0]}{connections}x{time.monotonic_ns()}")
+        env = lambda: load_env(script, f"{name.split(',')[0]}{connections}")
         url = f"http://127.0.0.1:{server.port}"
         lua = os.path.join(BENCHES, "load.lua")
         if self.args.warmup:
@@ -288,6 +279,34 @@ class Bench:
                 "peak_kib": server.memory_kib("VmHWM"),
             })
         return checks
+
+
+def fresh_database(backend, work):
+    """A new, empty database for the backend (SQLite's file in `work`): its URL."""
+    if backend == "postgres":
+        drop_database(backend)
+        psql(PG_ADMIN, f"CREATE DATABASE {PG_DATABASE}")
+        return PG_ADMIN.rsplit("/", 1)[0] + "/" + PG_DATABASE
+    return os.path.join(work, "switchboard.db")
+
+
+def drop_database(backend):
+    """SQLite's file goes with its folder; PostgreSQL's database is dropped."""
+    if backend == "postgres":
+        psql(PG_ADMIN, f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+
+
+def server_env(url):
+    """How every server is run: on `url`, quiet, trusting X-Forwarded-For."""
+    return dict(os.environ, DATABASE_URL=url, RUST_LOG="warn",
+                SWITCHBOARD_LOG_FORMAT="json", SWITCHBOARD_TRUST_PROXY="true")
+
+
+def load_env(script, tag=""):
+    """wrk's environment for one run of a load.lua scenario. The TAG keeps
+    every run's new emails apart from every other run's."""
+    return dict(os.environ, SCENARIO=script, USERS=str(USERS),
+                TAG=f"{tag}x{time.monotonic_ns()}")
 
 
 def psql(url, sql):
