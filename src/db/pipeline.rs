@@ -77,6 +77,7 @@ impl QueryCost {
 /// One of the pipeline's connections; each query in flight holds a clone.
 type SharedPgConn = Rc<PgConn>;
 
+/// An open connection, and how loaded it is.
 struct PgConn {
     conn: Object<AsyncPgConnection>,
     /// Turns its queries in flight hold.
@@ -168,7 +169,7 @@ impl Pipeline {
             }
             self.drop_dead();
             let may_open = self.open.borrow().len() + self.opening.get() < self.max;
-            if let Some(conn) = self.least_busy() {
+            if let Some(conn) = self.least_loaded() {
                 if !may_open || conn.load.get() == 0 {
                     return Ok(conn);
                 }
@@ -181,7 +182,7 @@ impl Pipeline {
         }
     }
 
-    fn least_busy(&self) -> Option<SharedPgConn> {
+    fn least_loaded(&self) -> Option<SharedPgConn> {
         self.open
             .borrow()
             .iter()
