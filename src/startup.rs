@@ -34,7 +34,7 @@ use crate::actors::supervision::{Shutdown, Supervise};
 use crate::actors::ActorRef;
 use crate::app_state::{AppState, RequestLimits, WorkerDb};
 use crate::config::{DatabaseUrl, RateLimitBackend, Settings};
-use crate::db::{migrate, DbPool};
+use crate::db::{migrate, DbPool, PageCache};
 use crate::fetch::allow_list::AllowList;
 use crate::metrics::MetricsHandle;
 use crate::middleware::guards::WorkerGuards;
@@ -106,7 +106,12 @@ impl Application {
         // The pool is split between the workers' database actors. The
         // settings are checked here, so the workers' builds cannot fail.
         let shard_pool_size = (settings.pool_size() / settings.workers).max(1);
-        DbPool::build(&settings.database_url, shard_pool_size).map_err(StartupError::Database)?;
+        DbPool::build(
+            &settings.database_url,
+            shard_pool_size,
+            DbActor::WORKER_PAGE_CACHE,
+        )
+        .map_err(StartupError::Database)?;
         let call_timeout = settings.request_timeout;
         let metrics = Running::start("metrics", call_timeout, MetricsActor::new);
         let recording = if settings.metrics {
@@ -117,7 +122,8 @@ impl Application {
         let db_writer = match &settings.database_url {
             DatabaseUrl::Sqlite(_) => {
                 let (url, writer_metrics) = (settings.database_url.clone(), recording.clone());
-                let pool = DbPool::build(&url, SQLITE_WRITERS).map_err(StartupError::Database)?;
+                let pool = DbPool::build(&url, SQLITE_WRITERS, PageCache::Default)
+                    .map_err(StartupError::Database)?;
                 // Its pool's series comes after the workers' (0..workers).
                 let shard = settings.workers;
                 Some(Running::start("db_writer", call_timeout, move || {
@@ -187,7 +193,7 @@ impl Application {
             let worker = worker_ids.fetch_add(1, Ordering::Relaxed);
             let db = {
                 let (url, db_metrics) = (database_url.clone(), recording.clone());
-                let pool = DbPool::build(&url, shard_pool_size)
+                let pool = DbPool::build(&url, shard_pool_size, DbActor::WORKER_PAGE_CACHE)
                     .expect("the pool settings were checked before the workers started");
                 let actor = Supervisor::start(move |_| {
                     DbActor::new(url, shard_pool_size, pool, worker, db_metrics)

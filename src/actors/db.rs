@@ -44,7 +44,7 @@ use super::group_commit::{GroupCommit, Reply, Write};
 use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
 use crate::config::DatabaseUrl;
 use crate::db::pool::PoolStatus;
-use crate::db::{users, Connections, DbError, DbPool};
+use crate::db::{users, Connections, DbError, DbPool, PageCache};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 use crate::metrics::{Event, MetricsBuffer, MetricsHandle};
 
@@ -54,6 +54,8 @@ pub const SQLITE_WRITERS: usize = 1;
 pub struct DbActor {
     url: DatabaseUrl,
     pool_size: usize,
+    /// On SQLite: small for the workers' readers, the default for the writer.
+    page_cache: PageCache,
     conns: Connections,
     /// Its pool's series in the metrics: the worker's index, or for SQLite's
     /// writer the one after the workers'.
@@ -80,6 +82,10 @@ impl DbActor {
         Self::named("db", url, pool_size, pool, shard, metrics)
     }
 
+    /// The page cache of a worker's actor's connections (on SQLite, they
+    /// only read).
+    pub const WORKER_PAGE_CACHE: PageCache = PageCache::Small;
+
     /// SQLite's one writer: a pool of one connection (`shard` names it in
     /// the pool metrics, after the workers' pools), committing in batches.
     pub fn sqlite_writer(
@@ -94,6 +100,7 @@ impl DbActor {
         };
         let mut writer = Self::named("db_writer", url, SQLITE_WRITERS, pool, shard, metrics);
         writer.batches = batches;
+        writer.page_cache = PageCache::Default;
         writer
     }
 
@@ -108,6 +115,7 @@ impl DbActor {
         Self {
             url,
             pool_size,
+            page_cache: Self::WORKER_PAGE_CACHE,
             conns: Connections::new(pool),
             shard,
             supervision: Supervision::new(name).reporting_to(metrics.clone()),
@@ -182,7 +190,7 @@ impl Supervise for DbActor {
     /// A fresh pool: connections the failed actor held are closed as they
     /// come back.
     fn reset(&mut self) {
-        match DbPool::build(&self.url, self.pool_size) {
+        match DbPool::build(&self.url, self.pool_size, self.page_cache) {
             Ok(pool) => {
                 if let (Some(batches), DbPool::Sqlite(pool)) = (&self.batches, &pool) {
                     batches.replace_pool(pool.clone());

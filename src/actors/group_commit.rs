@@ -272,13 +272,13 @@ mod tests {
 
     use super::*;
     use crate::config::DatabaseUrl;
-    use crate::db::{migrate, DbPool};
+    use crate::db::{migrate, DbPool, PageCache};
 
     /// A migrated SQLite file and the writer's queue on a pool of one.
     async fn writer(dir: &tempfile::TempDir) -> (GroupCommit, DbPool) {
         let url = DatabaseUrl::Sqlite(dir.path().join("users.db"));
         migrate(&url).await.unwrap();
-        let pool = DbPool::build(&url, 1).unwrap();
+        let pool = DbPool::build(&url, 1, PageCache::Default).unwrap();
         let DbPool::Sqlite(sqlite) = &pool else {
             unreachable!("a SQLite url builds a SQLite pool")
         };

@@ -9,7 +9,7 @@ pub mod schema;
 pub mod users;
 
 pub use pipeline::Connections;
-pub use pool::{migrate, Checkout, DbConn, DbPool, QueryCost};
+pub use pool::{migrate, Checkout, DbConn, DbPool, PageCache, QueryCost};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 

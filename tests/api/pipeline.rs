@@ -11,7 +11,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 use switchboard::config::DatabaseUrl;
-use switchboard::db::{migrate, users, Checkout, Connections, DbError, DbPool, QueryCost};
+use switchboard::db::{
+    migrate, users, Checkout, Connections, DbError, DbPool, PageCache, QueryCost,
+};
 use switchboard::domain::{NewUser, User, UserId, UserPatch};
 
 use crate::helpers::{Backend, TestDatabase, POSTGRES_ADMIN_URL};
@@ -21,7 +23,7 @@ async fn pipeline(size: usize) -> Option<(TestDatabase, Connections)> {
     let db = TestDatabase::create(Backend::Postgres).await?;
     let url = DatabaseUrl::parse(&db.url()).unwrap();
     migrate(&url).await.unwrap();
-    let conns = Connections::new(DbPool::build(&url, size).unwrap());
+    let conns = Connections::new(DbPool::build(&url, size, PageCache::Default).unwrap());
     Some((db, conns))
 }
 
