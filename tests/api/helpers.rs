@@ -354,10 +354,21 @@ impl ProcessApp {
     /// Waits (at most five seconds) for a log event with this message that
     /// `matches`, and returns it.
     pub fn wait_for_log(&self, message: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_logged(message, |events| events.into_iter().find(|e| matches(e)))
+    }
+
+    /// Waits (at most five seconds) until `count` log events with this
+    /// message have arrived, and returns them all.
+    pub fn wait_for_logs(&self, message: &str, count: usize) -> Vec<Value> {
+        self.wait_for_logged(message, |events| (events.len() >= count).then_some(events))
+    }
+
+    /// Polls the events with this message until `found` picks something.
+    fn wait_for_logged<T>(&self, message: &str, found: impl Fn(Vec<Value>) -> Option<T>) -> T {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(event) = self.logged(message).into_iter().find(|e| matches(e)) {
-                return event;
+            if let Some(picked) = found(self.logged(message)) {
+                return picked;
             }
             assert!(Instant::now() < deadline, "no {message:?} log line arrived");
             std::thread::sleep(Duration::from_millis(20));

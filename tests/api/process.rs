@@ -146,8 +146,9 @@ async fn operators_see_structured_lines_for_requests_and_restarts() {
     assert!(request["latency_ms"].is_f64());
 
     // The drill crashes every database actor: each worker's (two workers)
-    // and SQLite's writer.
-    let failed = app.logged("actor failed");
+    // and SQLite's writer, each on its own thread, so their lines come in
+    // any order.
+    let failed = app.wait_for_logs("actor failed", 3);
     let mut crashed: Vec<&str> = failed.iter().filter_map(|e| e["actor"].as_str()).collect();
     crashed.sort();
     assert_eq!(crashed, ["db", "db", "db_writer"]);
