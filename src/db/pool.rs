@@ -26,8 +26,9 @@
 //! read connections all read the same pages, so a worker's reader keeps a
 //! small one ([`PageCache::Small`]): the rest are read from the system's page
 //! cache, which every connection shares. With SQLite's default of 2 MiB each,
-//! a server's eight readers held 11 MiB more a minute after a read load than
-//! before it (on the benchmark suite's 1 MiB database); with 256 KiB, 1.3 MiB.
+//! SQLite's heap in a server grew by 11 MiB under a read load and kept it a
+//! minute later (eight readers, the benchmark suite's 1 MiB database); with
+//! 256 KiB per reader, by 2.3 MiB.
 
 use std::time::Duration;
 
