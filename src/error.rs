@@ -163,11 +163,41 @@ impl From<DbError> for ApiError {
                 tracing::warn!(%reason, "database unavailable");
                 Self::unavailable("the database is unavailable")
             }
+            DbError::ConnectionLost(reason) => {
+                tracing::warn!(%reason, "database connection lost");
+                Self::unavailable("the connection to the database was lost")
+            }
             DbError::ActorUnavailable(why) => Self::unavailable(why.to_string()),
             DbError::Internal(reason) => {
                 tracing::error!(%reason, "database error");
                 Self::Internal
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::MessageBody;
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    use super::*;
+
+    #[test]
+    fn a_lost_database_connection_is_503_with_retry_after_and_no_internals() {
+        let lost = DieselError::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand,
+            Box::new("connection closed at 10.0.0.7:5432".to_owned()),
+        );
+        let err = DbError::from(lost);
+        assert!(matches!(err, DbError::ConnectionLost(_)), "{err:?}");
+        let response = ApiError::from(err).error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let body = response.into_body().try_into_bytes().unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["status"], 503);
+        assert_eq!(problem["detail"], "the connection to the database was lost");
+        assert!(!String::from_utf8_lossy(&body).contains("10.0.0.7"));
     }
 }

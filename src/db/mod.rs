@@ -23,6 +23,10 @@ pub enum DbError {
     /// No connection could be had in time (pool exhausted, database down).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The query's connection broke under it (the server ended the session,
+    /// or the network failed): the query may or may not have run.
+    #[error("database connection lost: {0}")]
+    ConnectionLost(String),
     /// The database actor itself could not take the query.
     #[error("{0}")]
     ActorUnavailable(crate::actors::supervision::ActorUnavailable),
@@ -36,11 +40,25 @@ impl From<DieselError> for DbError {
         match err {
             DieselError::NotFound => Self::NotFound,
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Self::EmailTaken,
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-                Self::Unavailable(info.message().to_owned())
-            }
+            // diesel-async reports a PostgreSQL connection that closed, or
+            // failed to carry a query, as unable to send it.
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => Self::ConnectionLost(info.message().to_owned()),
             other => Self::Internal(other.to_string()),
         }
+    }
+}
+
+impl DbError {
+    /// Whether the connection the query ran on is no longer to be trusted:
+    /// it broke, or failed in a way none of switchboard's queries should on
+    /// a sound connection. A server ending the session (PostgreSQL's
+    /// `57P01`, on a shutdown or `pg_terminate_backend`) is one of those:
+    /// diesel reports it as an unknown error, without its code.
+    pub fn spoils_connection(&self) -> bool {
+        matches!(self, Self::ConnectionLost(_) | Self::Internal(_))
     }
 }
 

@@ -41,9 +41,13 @@
 //! share a connection cannot see each other's work half done.
 //!
 //! A connection that has died fails the queries sent on it before its end
-//! is noticed, as a dead pooled connection's next query failed; once it is
-//! closed and none of its queries is in flight it is dropped, and its
-//! place opened anew.
+//! is noticed. The first such failure retires it: no new query is sent on
+//! it, and it is closed once the queries still on it are answered; a new
+//! connection takes its place. A connection
+//! that closed while idle is dropped at the next checkout. The users reads
+//! that fail this way are sent once more ([`super::users`]). A retired
+//! connection is closed, not given back to deadpool, which would hand it
+//! out again if its end had not been noticed yet.
 //!
 //! It lives on the worker's thread (`Rc`, `Cell`); the turns' semaphore is
 //! in an `Arc` only because its owned permits need one.
@@ -51,6 +55,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::PoolableConnection;
@@ -79,9 +84,32 @@ type SharedPgConn = Rc<PgConn>;
 
 /// An open connection, and how loaded it is.
 struct PgConn {
-    conn: Object<AsyncPgConnection>,
+    /// Taken only when it is dropped.
+    conn: Option<Object<AsyncPgConnection>>,
     /// Turns its queries in flight hold.
     load: Cell<usize>,
+    /// A query on it failed in a way that spoils it ([`DbError::spoils_connection`]):
+    /// it takes no new query.
+    retired: Cell<bool>,
+    opened: Instant,
+}
+
+impl PgConn {
+    fn client(&self) -> &AsyncPgConnection {
+        self.conn
+            .as_ref()
+            .expect("a connection is set until it is dropped")
+    }
+}
+
+impl Drop for PgConn {
+    /// A retired connection leaves deadpool rather than going back: deadpool
+    /// would hand it out again if its end had not been noticed yet.
+    fn drop(&mut self) {
+        if let (true, Some(conn)) = (self.retired.get(), self.conn.take()) {
+            drop(Object::take(conn));
+        }
+    }
 }
 
 /// A query's share of a connection: the connection, and the query's turns.
@@ -97,7 +125,14 @@ impl PgShare {
     }
 
     pub fn conn(&self) -> &AsyncPgConnection {
-        &self.conn.conn
+        self.conn.client()
+    }
+
+    /// No new query goes to this connection; the pipeline lets go of it at
+    /// its next checkout, and it is closed once the queries still on it are
+    /// answered.
+    pub fn retire(self) {
+        self.conn.retired.set(true);
     }
 }
 
@@ -141,19 +176,52 @@ impl Pipeline {
     /// Turns, then a connection for one query: an idle one if there is one,
     /// else a new one if the pool allows it, else the least loaded open one.
     async fn share(&self, cost: QueryCost) -> Result<PgShare, DbError> {
+        let turns = self.turns(cost).await?;
+        let conn = self.connection().await?;
+        Ok(PgShare::new(conn, turns))
+    }
+
+    /// Turns, then a connection opened since this call: a new one if the
+    /// pool allows it (once the connections retired are given back), else
+    /// one that another query opened meanwhile, waiting for those being
+    /// opened; as [`Self::share`] if none is.
+    async fn share_new(&self, cost: QueryCost) -> Result<PgShare, DbError> {
+        let since = Instant::now();
+        let turns = self.turns(cost).await?;
+        let conn = loop {
+            self.drop_dead();
+            if self.open.borrow().len() + self.opening.get() < self.max {
+                break self.open_one().await?;
+            }
+            let newer = self
+                .open
+                .borrow()
+                .iter()
+                .filter(|conn| conn.opened >= since)
+                .min_by_key(|conn| conn.load.get())
+                .cloned();
+            match newer {
+                Some(conn) => break conn,
+                None if self.opening.get() == 0 => break self.connection().await?,
+                None => self.wait(self.opened.notified()).await,
+            }
+        };
+        Ok(PgShare::new(conn, turns))
+    }
+
+    /// The query's turns, waited for first come first served.
+    async fn turns(&self, cost: QueryCost) -> Result<OwnedSemaphorePermit, DbError> {
         let turns = self
             .wait(timeout(
                 CHECKOUT_TIMEOUT,
                 Arc::clone(&self.turns).acquire_many_owned(cost.turns()),
             ))
             .await;
-        let turns = turns
+        turns
             .map_err(|_| {
                 DbError::Unavailable(format!("no connection free within {CHECKOUT_TIMEOUT:?}"))
             })?
-            .map_err(|_| DbError::Unavailable("the pool is closed".into()))?;
-        let conn = self.connection().await?;
-        Ok(PgShare::new(conn, turns))
+            .map_err(|_| DbError::Unavailable("the pool is closed".into()))
     }
 
     /// Counts the query as waiting while `until` is pending.
@@ -195,19 +263,25 @@ impl Pipeline {
         let opened = self.pool.get().await;
         drop(opening);
         let conn = Rc::new(PgConn {
-            conn: opened?,
+            conn: Some(opened?),
             load: Cell::new(0),
+            retired: Cell::new(false),
+            opened: Instant::now(),
         });
         self.open.borrow_mut().push(Rc::clone(&conn));
         Ok(conn)
     }
 
-    /// Drops the connections that have closed and carry no query: they go
-    /// back to deadpool, which discards them.
+    /// Lets go of the retired connections, and of those that have closed
+    /// and carry no query: each goes back to deadpool once no query holds
+    /// it, and deadpool discards the broken ones.
     fn drop_dead(&self) {
-        self.open
-            .borrow_mut()
-            .retain_mut(|conn| Rc::get_mut(conn).is_none_or(|conn| !conn.conn.is_broken()));
+        self.open.borrow_mut().retain_mut(|conn| {
+            !conn.retired.get()
+                && Rc::get_mut(conn)
+                    .and_then(|conn| conn.conn.as_mut())
+                    .is_none_or(|conn| !conn.is_broken())
+        });
     }
 
     /// Open connections count as active while a query is in flight on them;
@@ -292,6 +366,13 @@ impl Checkout for Connections {
         match self {
             Self::Pipelined(pipeline) => pipeline.share(cost).await.map(PooledConn::Pipelined),
             Self::Pooled(pool) => pool.get(cost).await,
+        }
+    }
+
+    async fn get_new(&self, cost: QueryCost) -> Result<PooledConn, DbError> {
+        match self {
+            Self::Pipelined(pipeline) => pipeline.share_new(cost).await.map(PooledConn::Pipelined),
+            Self::Pooled(pool) => pool.get_new(cost).await,
         }
     }
 }

@@ -13,7 +13,8 @@
 //! A connection is handed out as it is ("fast" recycling): deadpool's default
 //! ("verified") sends `SELECT 1` before every checkout, which doubled the
 //! database's work per request. A connection that died since its last use
-//! fails its next query, which is answered 503, and is then discarded.
+//! fails its next query and is then discarded; a read is sent once more,
+//! on another connection, and a write is answered 503 ([`super::users`]).
 //!
 //! SQLite connections are set up for a server: WAL so readers never block the
 //! writer, `synchronous=FULL` so an acknowledged write survives a crash, and a
@@ -114,6 +115,19 @@ pub enum DbConn<'a> {
 }
 
 impl PooledConn {
+    /// Lets go of the connection after a query on it failed in a way that
+    /// spoils it ([`DbError::spoils_connection`]): it is not handed out
+    /// again, as deadpool would if its end had not been noticed yet. One of
+    /// the pipeline's takes no new query and is closed once the queries on
+    /// it are answered ([`PgShare::retire`]); a pooled one is closed now.
+    pub fn retire(self) {
+        match self {
+            Self::Postgres(object) => drop(Object::take(object)),
+            Self::Pipelined(share) => share.retire(),
+            Self::Sqlite(object) => drop(Object::take(object)),
+        }
+    }
+
     pub fn conn(&mut self) -> DbConn<'_> {
         match self {
             Self::Postgres(object) => DbConn::Postgres(object),
@@ -146,6 +160,16 @@ pub trait Checkout {
         &self,
         cost: QueryCost,
     ) -> impl std::future::Future<Output = Result<PooledConn, DbError>>;
+
+    /// A connection for a query sent once more because its connection let
+    /// it down: a newly opened one where that is possible, since the others
+    /// may have broken at the same time (a database restart ends them all).
+    fn get_new(
+        &self,
+        cost: QueryCost,
+    ) -> impl std::future::Future<Output = Result<PooledConn, DbError>> {
+        self.get(cost)
+    }
 }
 
 /// What a query costs the database server, for sharing a connection among

@@ -6,18 +6,60 @@
 //! transaction (see [`crate::actors::group_commit`]), and on a [`Checkout`]
 //! (a database actor's connections, or the baseline's plain pool), which
 //! gives a connection for that one statement.
+//!
+//! A query on a [`Checkout`] whose connection lets it down (the server
+//! ended the session, say on a restart) retires that connection
+//! ([`PooledConn::retire`]). A read is then sent once more, on another
+//! connection: reading twice changes nothing, so the client need not see
+//! the loss. A write is not, as it may have been applied before the
+//! connection broke; its client gets 503 and decides.
+
+use std::future::Future;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::{NewUserRow, UserChanges, UserRow};
-use super::pool::{on_conn, Checkout, QueryCost};
+use super::pool::{on_conn, Checkout, PooledConn, QueryCost};
 use super::schema::users;
 use super::{DbConn, DbError};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 
+/// Runs `query` on the connection `checkout` gives, and retires the
+/// connection if the query failed in a way that spoils it.
+async fn run<T>(
+    checkout: impl Future<Output = Result<PooledConn, DbError>>,
+    query: impl AsyncFnOnce(DbConn<'_>) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let mut conn = checkout.await?;
+    let result = query(conn.conn()).await;
+    if result.as_ref().is_err_and(DbError::spoils_connection) {
+        conn.retire();
+    }
+    result
+}
+
+/// [`run`], and once more, on a new connection where the pool allows it,
+/// if the connection let the read down.
+async fn read<T>(
+    conns: &impl Checkout,
+    cost: QueryCost,
+    query: impl AsyncFn(DbConn<'_>) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    match run(conns.get(cost), &query).await {
+        Err(err) if err.spoils_connection() => {
+            tracing::warn!(%err, "a read failed; sending it once more on another connection");
+            run(conns.get_new(cost), &query).await
+        }
+        answered => answered,
+    }
+}
+
 pub async fn create(conns: &impl Checkout, user: &NewUser) -> Result<User, DbError> {
-    create_on(conns.get(QueryCost::Row).await?.conn(), user).await
+    run(conns.get(QueryCost::Row), async |conn| {
+        create_on(conn, user).await
+    })
+    .await
 }
 
 pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError> {
@@ -33,7 +75,7 @@ pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError
 }
 
 pub async fn get(conns: &impl Checkout, id: UserId) -> Result<User, DbError> {
-    get_on(conns.get(QueryCost::Row).await?.conn(), id).await
+    read(conns, QueryCost::Row, async |conn| get_on(conn, id).await).await
 }
 
 async fn get_on(conn: DbConn<'_>, id: UserId) -> Result<User, DbError> {
@@ -49,7 +91,14 @@ async fn get_on(conn: DbConn<'_>, id: UserId) -> Result<User, DbError> {
 
 /// Up to `limit` users with ids above `after`, in id order.
 pub async fn list(conns: &impl Checkout, after: i64, limit: i64) -> Result<Vec<User>, DbError> {
-    let rows: Vec<UserRow> = on_conn!(conns.get(QueryCost::Page).await?.conn(), conn => {
+    read(conns, QueryCost::Page, async |conn| {
+        list_on(conn, after, limit).await
+    })
+    .await
+}
+
+async fn list_on(conn: DbConn<'_>, after: i64, limit: i64) -> Result<Vec<User>, DbError> {
+    let rows: Vec<UserRow> = on_conn!(conn, conn => {
         users::table
             .filter(users::id.gt(after))
             .order(users::id.asc())
@@ -62,7 +111,10 @@ pub async fn list(conns: &impl Checkout, after: i64, limit: i64) -> Result<Vec<U
 }
 
 pub async fn update(conns: &impl Checkout, id: UserId, patch: &UserPatch) -> Result<User, DbError> {
-    update_on(conns.get(QueryCost::Row).await?.conn(), id, patch).await
+    run(conns.get(QueryCost::Row), async |conn| {
+        update_on(conn, id, patch).await
+    })
+    .await
 }
 
 /// Applies a patch; an empty patch changes nothing (not even `updated_at`).
@@ -82,7 +134,10 @@ pub async fn update_on(conn: DbConn<'_>, id: UserId, patch: &UserPatch) -> Resul
 }
 
 pub async fn delete(conns: &impl Checkout, id: UserId) -> Result<(), DbError> {
-    delete_on(conns.get(QueryCost::Row).await?.conn(), id).await
+    run(conns.get(QueryCost::Row), async |conn| {
+        delete_on(conn, id).await
+    })
+    .await
 }
 
 pub async fn delete_on(conn: DbConn<'_>, id: UserId) -> Result<(), DbError> {
@@ -97,6 +152,9 @@ pub async fn delete_on(conn: DbConn<'_>, id: UserId) -> Result<(), DbError> {
 
 /// A round trip to the database, for readiness.
 pub async fn ping(conns: &impl Checkout) -> Result<(), DbError> {
-    on_conn!(conns.get(QueryCost::Row).await?.conn(), conn => diesel::sql_query("SELECT 1").execute(conn).await)?;
-    Ok(())
+    run(conns.get(QueryCost::Row), async |conn| {
+        on_conn!(conn, conn => diesel::sql_query("SELECT 1").execute(conn).await)?;
+        Ok(())
+    })
+    .await
 }

@@ -163,6 +163,11 @@ pub async fn spawn_app_with(
 }
 
 impl TestApp {
+    /// The app's own database.
+    pub fn database(&self) -> &TestDatabase {
+        &self._db
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -16,7 +16,7 @@ use switchboard::db::{
 };
 use switchboard::domain::{NewUser, User, UserId, UserPatch};
 
-use crate::helpers::{Backend, TestDatabase, POSTGRES_ADMIN_URL};
+use crate::helpers::{eventually, spawn_app_with, Backend, TestDatabase, POSTGRES_ADMIN_URL};
 
 /// A fresh, migrated database and a pipeline of at most `size` connections.
 async fn pipeline(size: usize) -> Option<(TestDatabase, Connections)> {
@@ -176,33 +176,77 @@ async fn a_connection_the_server_ended_is_replaced() {
         .await
         .unwrap();
 
-    // Queries sent before the connection's end is read fail, as they did on
-    // a dead pooled connection: the first, and the second if it is sent
-    // before the connection's reader has seen the socket close. Then a new
-    // connection serves them.
-    let mut failed = Vec::new();
-    let read = loop {
-        match users::get(&conns, id_of(&user)).await {
-            Ok(read) => break read,
-            Err(err @ (DbError::Unavailable(_) | DbError::Internal(_))) if failed.len() < 2 => {
-                failed.push(err)
-            }
-            Err(err) => panic!("still failing after {failed:?}: {err:?}"),
-        }
-    };
+    // A read sent before the connection's end is seen fails on it, and is
+    // sent once more on a new connection: the caller gets its answer.
+    let read = users::get(&conns, id_of(&user)).await.unwrap();
     assert_eq!(read.id, user.id);
     let now = backends(&mut admin, name).await;
     assert!(now.len() == 1 && now != ended, "{ended:?} then {now:?}");
     assert_eq!(conns.status().size, 1);
 }
 
-/// The server processes connected to database `name`.
-async fn backends(admin: &mut AsyncPgConnection, name: &str) -> Vec<i32> {
-    let pids = format!("ARRAY(SELECT pid FROM pg_stat_activity WHERE datname = '{name}')");
+#[actix_web::test]
+async fn a_read_in_flight_when_the_database_ends_its_sessions_is_answered() {
+    let Some(app) = spawn_app_with(Backend::Postgres, |s| s.cache_max_entries = 0).await else {
+        return;
+    };
+    let user = app.create_user("Ada", "ada@example.com").await;
+    // The read waits for this lock, so it is in flight when the sessions
+    // end.
+    let mut locker = AsyncPgConnection::establish(&app.database().url())
+        .await
+        .unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let read = actix_web::rt::spawn(
+        app.client
+            .get(app.url(&format!("/users/{}", user["id"])))
+            .send(),
+    );
+    let waiting = "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let watched = tokio::sync::Mutex::new(locker);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !sql_pids(&mut *watched.lock().await, waiting)
+                .await
+                .is_empty()
+        })
+        .await,
+        "the read never reached the database"
+    );
+    let mut locker = watched.into_inner();
+    let others = "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    for pid in sql_pids(&mut locker, others).await {
+        locker
+            .batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
+            .await
+            .unwrap();
+    }
+    locker.batch_execute("COMMIT").await.unwrap();
+
+    let response = read.await.unwrap().expect("GET");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!((&body["id"], &body["email"]), (&user["id"], &user["email"]));
+}
+
+/// The process ids a query of `pg_stat_activity` selects.
+async fn sql_pids(conn: &mut AsyncPgConnection, query: &str) -> Vec<i32> {
+    let pids = format!("ARRAY({query})");
     diesel::select(sql::<Array<Integer>>(&pids))
-        .get_result(admin)
+        .get_result(conn)
         .await
         .unwrap()
+}
+
+/// The server processes connected to database `name`.
+async fn backends(admin: &mut AsyncPgConnection, name: &str) -> Vec<i32> {
+    let query = format!("SELECT pid FROM pg_stat_activity WHERE datname = '{name}'");
+    sql_pids(admin, &query).await
 }
 
 #[actix_web::test]
