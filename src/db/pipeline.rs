@@ -42,12 +42,12 @@
 //!
 //! A connection that has died fails the queries sent on it before its end
 //! is noticed. The first such failure retires it: no new query is sent on
-//! it, and it is closed once the queries still on it are answered; a new
-//! connection takes its place. A connection
+//! it, and once the queries still on it are answered it is closed, not
+//! given back to deadpool, which would hand it out again if its end had
+//! not been noticed yet. A new connection takes its place. A connection
 //! that closed while idle is dropped at the next checkout. The users reads
-//! that fail this way are sent once more ([`super::users`]). A retired
-//! connection is closed, not given back to deadpool, which would hand it
-//! out again if its end had not been noticed yet.
+//! that fail this way are sent once more, on a connection opened since
+//! (`Pipeline::share_new`, [`super::users`]).
 //!
 //! It lives on the worker's thread (`Rc`, `Cell`); the turns' semaphore is
 //! in an `Arc` only because its owned permits need one.
@@ -91,6 +91,8 @@ struct PgConn {
     /// A query on it failed in a way that spoils it ([`DbError::spoils_connection`]):
     /// it takes no new query.
     retired: Cell<bool>,
+    /// A query sent once more takes only a connection opened since it
+    /// failed, as the others may have died with the one it failed on.
     opened: Instant,
 }
 
