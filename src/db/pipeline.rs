@@ -274,9 +274,9 @@ impl Pipeline {
         Ok(conn)
     }
 
-    /// Lets go of the retired connections, and of those that have closed
-    /// and carry no query: each goes back to deadpool once no query holds
-    /// it, and deadpool discards the broken ones.
+    /// Lets go of the retired connections, which are closed once no query
+    /// holds them, and of those that have closed and carry no query, which
+    /// go back to deadpool to be discarded.
     fn drop_dead(&self) {
         self.open.borrow_mut().retain_mut(|conn| {
             !conn.retired.get()
