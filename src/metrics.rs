@@ -16,6 +16,27 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// A buffer this full is sent at once.
 const FLUSH_AT: usize = 512;
 
+/// What the rate limiter did with a request: the `decision` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    Allowed,
+    Limited,
+    /// The limiter could not be asked, and the request was let through.
+    FailOpen,
+}
+
+impl RateDecision {
+    pub const ALL: [Self; 3] = [Self::Allowed, Self::Limited, Self::FailOpen];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Limited => "limited",
+            Self::FailOpen => "fail_open",
+        }
+    }
+}
+
 /// One thing that happened, in the words of the metric it feeds.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -30,8 +51,7 @@ pub enum Event {
         worker: usize,
         count: i64,
     },
-    /// `allowed`, `limited` or `fail_open`.
-    RateLimit(&'static str),
+    RateLimit(RateDecision),
     Cache {
         hit: bool,
     },

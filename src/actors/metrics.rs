@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
 use super::ActorRef;
-use crate::metrics::{Event, MetricsHandle};
+use crate::metrics::{Event, MetricsHandle, RateDecision};
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -38,9 +38,14 @@ struct Metrics {
     http_duration: HistogramVec,
     http_in_flight: IntGauge,
     cache_requests: IntCounterVec,
+    /// `cache_requests`' two series, resolved once: hit, then miss.
+    cache_results: [IntCounter; 2],
     cache_entries: IntGauge,
     cache_evictions: IntCounter,
     rate_limit_decisions: IntCounterVec,
+    /// `rate_limit_decisions`' series, resolved once, in
+    /// [`RateDecision::ALL`]'s order.
+    decisions: [IntCounter; 3],
     db_pool: IntGaugeVec,
     db_query_duration: HistogramVec,
     upstream_requests: IntCounterVec,
@@ -93,6 +98,18 @@ impl Metrics {
         )
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
+        let cache_requests = counter(
+            &registry,
+            "cache_requests_total",
+            "Cache lookups by result",
+            &["result"],
+        );
+        let rate_limit_decisions = counter(
+            &registry,
+            "rate_limit_decisions_total",
+            "Rate limit decisions: allowed, limited, fail_open",
+            &["decision"],
+        );
         Self {
             http_requests: counter(
                 &registry,
@@ -110,12 +127,9 @@ impl Metrics {
                 &registry,
                 IntGauge::new("http_requests_in_flight", "Requests being handled now"),
             ),
-            cache_requests: counter(
-                &registry,
-                "cache_requests_total",
-                "Cache lookups by result",
-                &["result"],
-            ),
+            cache_results: ["hit", "miss"]
+                .map(|result| cache_requests.with_label_values(&[result])),
+            cache_requests,
             cache_entries: registered(
                 &registry,
                 IntGauge::new("cache_entries", "Entries in the response cache"),
@@ -124,12 +138,9 @@ impl Metrics {
                 &registry,
                 IntCounter::new("cache_evictions_total", "Entries evicted from the cache"),
             ),
-            rate_limit_decisions: counter(
-                &registry,
-                "rate_limit_decisions_total",
-                "Rate limit decisions: allowed, limited, fail_open",
-                &["decision"],
-            ),
+            decisions: RateDecision::ALL
+                .map(|decision| rate_limit_decisions.with_label_values(&[decision.label()])),
+            rate_limit_decisions,
             db_pool: gauge(
                 &registry,
                 "db_pool_connections",
@@ -279,13 +290,8 @@ impl MetricsActor {
                 self.in_flight.insert(worker, count);
                 m.http_in_flight.set(self.in_flight.values().sum());
             }
-            Event::RateLimit(decision) => {
-                m.rate_limit_decisions.with_label_values(&[decision]).inc()
-            }
-            Event::Cache { hit } => m
-                .cache_requests
-                .with_label_values(&[if hit { "hit" } else { "miss" }])
-                .inc(),
+            Event::RateLimit(decision) => m.decisions[decision as usize].inc(),
+            Event::Cache { hit } => m.cache_results[usize::from(!hit)].inc(),
             Event::CacheSize { entries } => m
                 .cache_entries
                 .set(i64::try_from(entries).unwrap_or(i64::MAX)),

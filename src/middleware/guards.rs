@@ -36,7 +36,7 @@ use super::rate_limit_headers::rate_limit_headers;
 use crate::actors::rate_limiter::{Decision, LimiterFailed};
 use crate::app_state::AppState;
 use crate::error::ApiError;
-use crate::metrics::{Event, MetricsBuffer, MetricsHandle, FLUSH_EVERY};
+use crate::metrics::{Event, MetricsBuffer, MetricsHandle, RateDecision, FLUSH_EVERY};
 use crate::rate_limit::outbox::LimiterOutbox;
 
 /// How often, at most, each worker logs that it let requests through
@@ -110,7 +110,7 @@ impl WorkerGuards {
     }
 
     fn record_fail_open(&self, err: &LimiterFailed) {
-        self.record(Event::RateLimit("fail_open"));
+        self.record(Event::RateLimit(RateDecision::FailOpen));
         self.fail_open.set(self.fail_open.get() + 1);
         let due = self
             .fail_open_logged
@@ -140,9 +140,9 @@ fn client_key(req: &ServiceRequest, trust_proxy: bool) -> Option<IpAddr> {
         // client's word and can be forged.
         let forwarded = req
             .headers()
-            .get("x-forwarded-for")
+            .get(header::X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
-            .and_then(|list| list.rsplit(',').next())
+            .map(|list| list.rsplit_once(',').map_or(list, |(_, last)| last))
             .and_then(|last| last.trim().parse().ok());
         if forwarded.is_some() {
             return forwarded;
@@ -183,19 +183,20 @@ pub async fn guards(
     };
 
     let mut decision = None;
-    if let (Some(limiter), Some(key)) = (
-        state.rate_limiter.get(),
-        client_key(&req, limits.trust_proxy),
-    ) {
+    let limited_client = state
+        .rate_limiter
+        .get()
+        .and_then(|limiter| Some((limiter, client_key(&req, limits.trust_proxy)?)));
+    if let Some((limiter, key)) = limited_client {
         match worker.limiter.check(limiter, key).await {
             Ok(Decision::Limited { retry_after, reset }) => {
-                worker.record(Event::RateLimit("limited"));
+                worker.record(Event::RateLimit(RateDecision::Limited));
                 let mut response = ApiError::TooManyRequests { retry_after }.error_response();
                 rate_limit_headers(response.headers_mut(), limiter.headers(), 0, reset);
                 return Ok(req.into_response(response));
             }
             Ok(Decision::Allowed { remaining, reset }) => {
-                worker.record(Event::RateLimit("allowed"));
+                worker.record(Event::RateLimit(RateDecision::Allowed));
                 decision = Some((limiter.headers(), remaining, reset))
             }
             Err(err) => worker.record_fail_open(&err),

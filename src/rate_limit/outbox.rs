@@ -12,15 +12,17 @@
 //! each client's checks in the order they were made.
 //!
 //! The outbox belongs to one worker's thread (it lives in that worker's
-//! guard state), so it needs no lock. If the shard cannot answer, every
+//! guard state), so it needs no lock, and a batch's answers reach its
+//! requests through one shared, single-threaded slot rather than a
+//! thread-safe channel per request. If the shard cannot answer, every
 //! check of the batch fails, and the guard lets those requests through.
 
 use std::cell::RefCell;
+use std::future::poll_fn;
 use std::mem;
 use std::net::IpAddr;
 use std::rc::Rc;
-
-use tokio::sync::oneshot;
+use std::task::{Poll, Waker};
 
 use crate::actors::rate_limiter::{
     Check, CheckMany, Decision, LimiterFailed, RateLimiterActor, RateLimiterShards,
@@ -29,34 +31,77 @@ use crate::actors::ActorRef;
 
 type Answer = Result<Decision, LimiterFailed>;
 
+/// Where one batch's answers land, for the requests waiting on them.
+#[derive(Default)]
+struct Answers {
+    /// One answer per check, in order, once the shard has answered.
+    answers: RefCell<Option<Result<Vec<Answer>, LimiterFailed>>>,
+    /// The waiting requests, by their check's place in the batch.
+    waiting: RefCell<Vec<Option<Waker>>>,
+}
+
+impl Answers {
+    /// Keeps the answers and wakes every request still waiting.
+    fn deliver(&self, answers: Result<Vec<Answer>, LimiterFailed>) {
+        *self.answers.borrow_mut() = Some(answers);
+        for waker in mem::take(&mut *self.waiting.borrow_mut())
+            .into_iter()
+            .flatten()
+        {
+            waker.wake();
+        }
+    }
+
+    /// The answer to the check at `place`, once there is one.
+    async fn answer(&self, place: usize) -> Answer {
+        poll_fn(|cx| match &*self.answers.borrow() {
+            Some(Ok(answers)) => Poll::Ready(answers.get(place).cloned().unwrap_or_else(|| {
+                Err(LimiterFailed(
+                    "the rate limiter left a check unanswered".into(),
+                ))
+            })),
+            Some(Err(failed)) => Poll::Ready(Err(failed.clone())),
+            None => {
+                self.waiting.borrow_mut()[place] = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
 /// The checks bound for one shard, in the order requests made them.
 #[derive(Default)]
 struct Batch {
     checks: Vec<Check>,
-    replies: Vec<oneshot::Sender<Answer>>,
+    answers: Rc<Answers>,
 }
 
 impl Batch {
     async fn send(self, shard: ActorRef<RateLimiterActor>) {
-        let Batch { checks, replies } = self;
-        let answers = if let [check] = checks[..] {
+        let Batch { checks, answers } = self;
+        // Answered even if this task is dropped before the shard answers.
+        let delivery = Delivery(answers);
+        let result = if let [check] = checks[..] {
             shard.ask(check).await.map(|answer| Ok(vec![answer]))
         } else {
             shard.ask(CheckMany(checks)).await
         };
-        let answers = answers.unwrap_or_else(|err| Err(LimiterFailed(err.to_string())));
-        match answers {
-            Ok(answers) => {
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    // The request may have gone (client left, deadline).
-                    let _ = reply.send(answer);
-                }
-            }
-            Err(failed) => {
-                for reply in replies {
-                    let _ = reply.send(Err(failed.clone()));
-                }
-            }
+        delivery
+            .0
+            .deliver(result.unwrap_or_else(|err| Err(LimiterFailed(err.to_string()))));
+    }
+}
+
+/// A batch on its way: its requests get an answer whatever happens to it.
+struct Delivery(Rc<Answers>);
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if self.0.answers.borrow().is_none() {
+            self.0.deliver(Err(LimiterFailed(
+                "the rate limiter dropped the check".into(),
+            )));
         }
     }
 }
@@ -71,17 +116,17 @@ impl LimiterOutbox {
     /// The limiter's decision for one request of this client.
     pub async fn check(self: &Rc<Self>, limiter: &RateLimiterShards, key: IpAddr) -> Answer {
         let shard = limiter.shard_of(&key);
-        let (reply, answer) = oneshot::channel();
-        let first_of_batch = {
+        let (answers, place) = {
             let mut pending = self.pending.borrow_mut();
             if pending.len() < limiter.shards().len() {
                 pending.resize_with(limiter.shards().len(), Batch::default);
             }
             let batch = &mut pending[shard];
             batch.checks.push(Check::one(key));
-            batch.replies.push(reply);
-            batch.checks.len() == 1
+            batch.answers.waiting.borrow_mut().push(None);
+            (Rc::clone(&batch.answers), batch.checks.len() - 1)
         };
+        let first_of_batch = place == 0;
         if first_of_batch {
             let (outbox, actor) = (Rc::clone(self), limiter.shards()[shard].clone());
             // A new task runs after the tasks already queued: the other
@@ -91,8 +136,61 @@ impl LimiterOutbox {
                 batch.send(actor).await;
             });
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(LimiterFailed("the rate limiter dropped the check".into())))
+        answers.answer(place).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::time::Duration;
+
+    use futures_util::poll;
+
+    use super::*;
+
+    fn allowed(remaining: u32) -> Answer {
+        Ok(Decision::Allowed {
+            remaining,
+            reset: Duration::from_secs(1),
+        })
+    }
+
+    fn waiting_for(checks: usize) -> Rc<Answers> {
+        let answers = Rc::new(Answers::default());
+        answers.waiting.borrow_mut().resize(checks, None);
+        answers
+    }
+
+    #[actix_web::test]
+    async fn each_request_gets_the_answer_to_its_own_check() {
+        let answers = waiting_for(2);
+        let mut first = pin!(answers.answer(0));
+        let mut second = pin!(answers.answer(1));
+        assert!(poll!(first.as_mut()).is_pending());
+        assert!(poll!(second.as_mut()).is_pending());
+        answers.deliver(Ok(vec![allowed(7), allowed(6)]));
+        assert!(matches!(
+            second.await,
+            Ok(Decision::Allowed { remaining: 6, .. })
+        ));
+        assert!(matches!(
+            first.await,
+            Ok(Decision::Allowed { remaining: 7, .. })
+        ));
+    }
+
+    #[actix_web::test]
+    async fn a_batch_dropped_unanswered_fails_its_checks() {
+        let answers = waiting_for(2);
+        let delivery = Delivery(Rc::clone(&answers));
+        let mut first = pin!(answers.answer(0));
+        assert!(poll!(first.as_mut()).is_pending());
+        drop(delivery);
+        let Err(failed) = first.await else {
+            panic!("a dropped batch answered")
+        };
+        assert_eq!(failed.0, "the rate limiter dropped the check");
+        assert!(answers.answer(1).await.is_err());
     }
 }
