@@ -338,7 +338,9 @@ impl Handler<Stats> for RateLimiterActor {
 pub struct RateLimiterShards {
     headers: PolicyHeaders,
     shards: Vec<ActorRef<RateLimiterActor>>,
-    hasher: std::collections::hash_map::RandomState,
+    /// Picks a client's shard. Seeded per process; a client choosing its
+    /// address can at worst pick its shard, which buys it nothing.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl RateLimiterShards {
@@ -347,7 +349,7 @@ impl RateLimiterShards {
         Self {
             headers: PolicyHeaders::new(policy),
             shards,
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
