@@ -38,8 +38,9 @@ struct Metrics {
     http_duration: HistogramVec,
     http_in_flight: IntGauge,
     cache_requests: IntCounterVec,
-    /// `cache_requests`' two series, resolved once: hit, then miss.
-    cache_results: [IntCounter; 2],
+    /// `cache_requests`' two series, resolved once.
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
     cache_entries: IntGauge,
     cache_evictions: IntCounter,
     rate_limit_decisions: IntCounterVec,
@@ -127,8 +128,8 @@ impl Metrics {
                 &registry,
                 IntGauge::new("http_requests_in_flight", "Requests being handled now"),
             ),
-            cache_results: ["hit", "miss"]
-                .map(|result| cache_requests.with_label_values(&[result])),
+            cache_hits: cache_requests.with_label_values(&["hit"]),
+            cache_misses: cache_requests.with_label_values(&["miss"]),
             cache_requests,
             cache_entries: registered(
                 &registry,
@@ -294,7 +295,8 @@ impl MetricsActor {
                 m.http_in_flight.set(self.in_flight.values().sum());
             }
             Event::RateLimit(decision) => m.decisions[decision as usize].inc(),
-            Event::Cache { hit } => m.cache_results[usize::from(!hit)].inc(),
+            Event::Cache { hit: true } => m.cache_hits.inc(),
+            Event::Cache { hit: false } => m.cache_misses.inc(),
             Event::CacheSize { entries } => m
                 .cache_entries
                 .set(i64::try_from(entries).unwrap_or(i64::MAX)),

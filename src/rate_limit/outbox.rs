@@ -142,12 +142,26 @@ impl LimiterOutbox {
 
 #[cfg(test)]
 mod tests {
-    use std::pin::pin;
+    use std::future::Future;
+    use std::pin::{pin, Pin};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::task::Context;
     use std::time::Duration;
 
-    use futures_util::poll;
+    use futures_util::task::{waker, ArcWake};
 
     use super::*;
+
+    /// A waker that notes it was woken, as the runtime would reschedule.
+    #[derive(Default)]
+    struct Woken(AtomicBool);
+
+    impl ArcWake for Woken {
+        fn wake_by_ref(woken: &Arc<Self>) {
+            woken.0.store(true, Ordering::SeqCst);
+        }
+    }
 
     fn allowed(remaining: u32) -> Answer {
         Ok(Decision::Allowed {
@@ -162,35 +176,53 @@ mod tests {
         answers
     }
 
-    #[actix_web::test]
-    async fn each_request_gets_the_answer_to_its_own_check() {
+    /// Polls `request` once with a waker of its own.
+    fn poll_once(
+        request: Pin<&mut impl Future<Output = Answer>>,
+        woken: &Arc<Woken>,
+    ) -> Poll<Answer> {
+        request.poll(&mut Context::from_waker(&waker(Arc::clone(woken))))
+    }
+
+    #[test]
+    fn each_waiting_request_is_woken_with_the_answer_to_its_own_check() {
         let answers = waiting_for(2);
+        let (first_woken, second_woken) = (Arc::default(), Arc::default());
         let mut first = pin!(answers.answer(0));
         let mut second = pin!(answers.answer(1));
-        assert!(poll!(first.as_mut()).is_pending());
-        assert!(poll!(second.as_mut()).is_pending());
+        assert!(poll_once(first.as_mut(), &first_woken).is_pending());
+        assert!(poll_once(second.as_mut(), &second_woken).is_pending());
+
         answers.deliver(Ok(vec![allowed(7), allowed(6)]));
+        assert!(first_woken.0.load(Ordering::SeqCst));
+        assert!(second_woken.0.load(Ordering::SeqCst));
         assert!(matches!(
-            second.await,
-            Ok(Decision::Allowed { remaining: 6, .. })
+            poll_once(second, &second_woken),
+            Poll::Ready(Ok(Decision::Allowed { remaining: 6, .. }))
         ));
         assert!(matches!(
-            first.await,
-            Ok(Decision::Allowed { remaining: 7, .. })
+            poll_once(first, &first_woken),
+            Poll::Ready(Ok(Decision::Allowed { remaining: 7, .. }))
         ));
     }
 
-    #[actix_web::test]
-    async fn a_batch_dropped_unanswered_fails_its_checks() {
+    #[test]
+    fn a_batch_dropped_unanswered_wakes_and_fails_its_checks() {
         let answers = waiting_for(2);
         let delivery = Delivery(Rc::clone(&answers));
+        let woken = Arc::default();
         let mut first = pin!(answers.answer(0));
-        assert!(poll!(first.as_mut()).is_pending());
+        assert!(poll_once(first.as_mut(), &woken).is_pending());
+
         drop(delivery);
-        let Err(failed) = first.await else {
-            panic!("a dropped batch answered")
+        assert!(woken.0.load(Ordering::SeqCst));
+        let Poll::Ready(Err(failed)) = poll_once(first, &woken) else {
+            panic!("a dropped batch left its request without a failure")
         };
         assert_eq!(failed.0, "the rate limiter dropped the check");
-        assert!(answers.answer(1).await.is_err());
+        assert!(matches!(
+            poll_once(pin!(answers.answer(1)), &woken),
+            Poll::Ready(Err(_))
+        ));
     }
 }
