@@ -15,7 +15,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard::config::Settings;
-use switchboard::db::{migrate, users, DbError, DbPool, PageCache};
+use switchboard::db::{migrate, users, DbError, DbPool, PageCache, PoolSpec};
 use switchboard::domain::{NewUser, UserId, UserPatch};
 
 fn main() -> std::io::Result<()> {
@@ -24,12 +24,12 @@ fn main() -> std::io::Result<()> {
         migrate(&settings.database_url)
             .await
             .map_err(std::io::Error::other)?;
-        let pool = DbPool::build(
-            &settings.database_url,
-            settings.pool_size(),
-            PageCache::Default,
-        )
-        .map_err(std::io::Error::other)?;
+        let pool = PoolSpec {
+            url: settings.database_url.clone(),
+            size: settings.pool_size(),
+            page_cache: PageCache::Default,
+        }
+        .build();
         let started = web::Data::new(std::time::Instant::now());
         HttpServer::new(move || {
             App::new()

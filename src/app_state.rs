@@ -1,18 +1,19 @@
-//! What every handler shares: the actors' handles, the request limits and
-//! the start time. No pools, maps or locks: state lives inside the actors.
-//! Besides, each worker hands its handlers its own database actors
-//! ([`LocalDb`]).
+//! What every handler shares: the actors' handles, the roster, the request
+//! limits and the start time. No pools, maps or locks: state lives inside
+//! the actors. Besides, each worker hands its handlers its own database
+//! actors ([`LocalDb`]).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::actors::cache::CacheActor;
+use crate::actors::cache::CacheHandle;
 use crate::actors::db::DbActor;
 use crate::actors::fetcher::FetcherActor;
 use crate::actors::metrics::MetricsActor;
 use crate::actors::rate_limiter::RateLimiterShards;
-use crate::actors::supervision::ActorStatus;
+use crate::actors::roster::Roster;
 use crate::actors::ActorRef;
+use crate::rate_limit::headers::PolicyHeaders;
 
 /// The database actors of the worker serving the request.
 pub type LocalDb = actix_web::web::Data<WorkerDb>;
@@ -51,50 +52,24 @@ pub struct RequestLimits {
     pub trust_proxy: bool,
 }
 
+/// The rate limiter: its shards, one per worker, and the response headers
+/// of its policy.
+pub struct RateLimiting {
+    pub shards: RateLimiterShards,
+    pub headers: PolicyHeaders,
+}
+
 pub struct AppState {
-    /// One database actor per HTTP worker, set once the workers have
-    /// started them. Handlers use their own worker's ([`LocalDb`]); this is
-    /// for health reports and fault drills.
-    pub db: OnceLock<Vec<ActorRef<DbActor>>>,
-    /// On SQLite, the one database actor that writes.
-    pub db_writer: Option<ActorRef<DbActor>>,
-    pub cache: ActorRef<CacheActor>,
-    /// Whether user reads go through the cache: not when it may hold no
-    /// entry (`SWITCHBOARD_CACHE_MAX_ENTRIES=0`), which spares each read and
-    /// write a call to the cache actor.
-    pub users_cached: bool,
+    pub cache: CacheHandle,
     pub metrics: ActorRef<MetricsActor>,
     pub fetcher: ActorRef<FetcherActor>,
     /// Most URLs one `POST /fetch` may ask for.
     pub fetch_max_urls: usize,
-    /// One shard per HTTP worker, set once the workers have started them;
-    /// never set when rate limiting is turned off.
-    pub rate_limiter: OnceLock<RateLimiterShards>,
+    /// Set once the workers have started their shards; never set when rate
+    /// limiting is turned off.
+    pub rate_limiting: OnceLock<RateLimiting>,
+    /// Every actor, set once the workers have started theirs.
+    pub roster: OnceLock<Roster>,
     pub limits: RequestLimits,
     pub started_at: Instant,
-}
-
-impl AppState {
-    /// Every actor's own account of its health.
-    pub async fn actor_statuses(&self) -> Vec<ActorStatus> {
-        let mut statuses = Vec::new();
-        for db in self.db_actors() {
-            statuses.push(db.status().await);
-        }
-        statuses.extend([
-            self.cache.status().await,
-            self.fetcher.status().await,
-            self.metrics.status().await,
-        ]);
-        for shard in self.rate_limiter.get().iter().flat_map(|l| l.shards()) {
-            statuses.push(shard.status().await);
-        }
-        statuses
-    }
-
-    /// Every database actor: the workers', then SQLite's writer.
-    pub fn db_actors(&self) -> impl Iterator<Item = &ActorRef<DbActor>> {
-        let workers = self.db.get().into_iter().flatten();
-        workers.chain(&self.db_writer)
-    }
 }

@@ -3,8 +3,9 @@
 //!
 //! Every failure a handler, an extractor or an actor call can produce maps to
 //! one variant here, so status codes and problem types are decided in one
-//! place. 5xx bodies are generic by construction: internals (SQL, panic text)
-//! go to the log, never into a response.
+//! place: the actors and the storage below return their own errors, and
+//! this is where they become HTTP. 5xx bodies are generic by construction:
+//! internals (SQL, panic text) go to the log, never into a response.
 
 use std::time::Duration;
 
@@ -12,9 +13,12 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::actors::db::DbFailure;
+use crate::actors::ActorUnavailable;
 use crate::db::DbError;
 use crate::domain::FieldError;
-use crate::middleware::request_context;
+use crate::rate_limit::headers::retry_after_seconds;
+use crate::request_id;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -128,7 +132,7 @@ impl ResponseError for ApiError {
                 title,
                 status: self.status_code().as_u16(),
                 detail: self.to_string(),
-                request_id: request_context::current_request_id(),
+                request_id: request_id::current(),
                 errors,
                 checks: match self {
                     Self::NotReady(checks) => Some(checks),
@@ -136,12 +140,6 @@ impl ResponseError for ApiError {
                 },
             })
     }
-}
-
-/// Whole seconds to wait, rounded up, at least one.
-pub fn retry_after_seconds(wait: &Duration) -> u64 {
-    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    whole.max(1)
 }
 
 fn field_names(errors: &[FieldError]) -> String {
@@ -167,11 +165,25 @@ impl From<DbError> for ApiError {
                 tracing::warn!(%reason, "database connection lost");
                 Self::unavailable("the connection to the database was lost")
             }
-            DbError::ActorUnavailable(why) => Self::unavailable(why.to_string()),
             DbError::Internal(reason) => {
                 tracing::error!(%reason, "database error");
                 Self::Internal
             }
+        }
+    }
+}
+
+impl From<ActorUnavailable> for ApiError {
+    fn from(why: ActorUnavailable) -> Self {
+        Self::unavailable(why.to_string())
+    }
+}
+
+impl From<DbFailure> for ApiError {
+    fn from(failure: DbFailure) -> Self {
+        match failure {
+            DbFailure::Query(err) => err.into(),
+            DbFailure::Actor(why) => why.into(),
         }
     }
 }

@@ -1,6 +1,53 @@
 //! switchboard: an actor-based async REST service. Thin actix-web handlers
 //! turn each request into a typed message for one of a few supervised actix
-//! actors, which own all shared state. See the README for the tour.
+//! actors, which own all shared state.
+//!
+//! # Layout
+//!
+//! Dependencies point one way, from the HTTP edge down:
+//! `routes` → `middleware` → `actors` → `db`, `domain`, `fetch`,
+//! `rate_limit`, `metrics`.
+//!
+//! - [`startup`]: start the actors, bind, serve; shut down in order.
+//! - [`config`]: the one settings struct and its layers; [`telemetry`]: logs.
+//! - [`routes`]: thin handlers, one module per resource.
+//! - [`middleware`]: the request context (id, access line, request metrics)
+//!   and the guards (body limit, load shedding, rate limit, deadline).
+//! - [`app_state`]: what handlers share: actor handles and limits.
+//! - [`error`]: `ApiError`, the RFC 9457 problem every failure becomes;
+//!   [`request_id`]: the id a problem and every log line carry.
+//! - [`actors`]: the actors (database, cache, rate limiter, fetcher,
+//!   metrics), their supervision, the roster that lists them, and
+//!   `ActorRef`, the caller's side. They know no HTTP.
+//! - [`db`]: schema, rows, pools, PostgreSQL's shared connections, SQLite's
+//!   batched writes, migrations and the users queries.
+//! - [`domain`]: validated input types (parse, don't validate).
+//! - [`fetch`]: allow-list, circuit breaker, retry policy, one attempt.
+//! - [`rate_limit`]: the policy, GCRA in Redis, the response headers.
+//! - [`metrics`]: the events and the per-thread recorder that batches them.
+//!
+//! # The supervision tree
+//!
+//! ```text
+//! roster
+//! ├── metrics, cache, fetcher         one each, on an arbiter of its own
+//! ├── db_writer                       SQLite only, on an arbiter of its own
+//! └── per HTTP worker, on its thread
+//!     ├── db (shard = worker)         its share of the pool
+//!     └── rate_limiter (shard)        its share of the clients
+//! ```
+//!
+//! Each actor restarts on a panic with fresh state, after a backoff, and is
+//! given up past its restart intensity ([`actors::supervision`]).
+//!
+//! # A request's path
+//!
+//! `request_context` (id, access line) → `guards` (size, in-flight cap,
+//! rate limit through the worker's outbox to the client's limiter shard,
+//! deadline) → a handler, which asks one actor: `GET /users/{id}` asks the
+//! cache, and on a miss its worker's `db` actor, then fills the cache;
+//! writes go to the `db` actor (SQLite: the writer) and invalidate the
+//! cache; `POST /fetch` asks the fetcher, which reads through the cache.
 
 pub mod actors;
 pub mod app_state;
@@ -12,6 +59,7 @@ pub mod fetch;
 pub mod metrics;
 pub mod middleware;
 pub mod rate_limit;
+pub mod request_id;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

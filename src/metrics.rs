@@ -1,19 +1,28 @@
 //! The recording side of metrics: the [`Event`]s every part of switchboard
-//! reports, and the buffer each recorder keeps them in until it sends them
-//! to [`crate::actors::metrics::MetricsActor`] in one batch.
+//! reports, and the [`Recorder`] each thread collects them in until it sends
+//! them, in one [`Record`] message, to whoever owns the registry
+//! ([`crate::actors::metrics::MetricsActor`]).
 //!
-//! A buffer belongs to one recorder (an HTTP worker, or an actor), so
-//! filling it needs no lock and sending it costs one message per batch. A
-//! disabled handle (`SWITCHBOARD_METRICS=false`) records nothing at all.
+//! There is one recorder per thread, shared by everything that runs there
+//! (an HTTP worker's middleware and its actors, or an actor on a thread of
+//! its own, and the futures they spawn), so recording is a push onto a
+//! thread-local vector: no lock, no await, and a cross-thread message per
+//! batch rather than per event. The batch goes out on a timer, when it grows
+//! large, and when the thread's last holder lets go. A recorder whose sink
+//! is disabled (`SWITCHBOARD_METRICS=false`) keeps nothing.
+//!
+//! This module knows nothing of actors: the sink is an actix `Recipient`, so
+//! the registry's owner can be anything that handles [`Record`].
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
-use crate::actors::metrics::{MetricsActor, Record};
-use crate::actors::ActorRef;
+use actix::{Message, Recipient};
 
-/// How often recorders send what they collected.
+/// How often a recorder sends what it collected.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
-/// A buffer this full is sent at once.
+/// A batch this large is sent at once.
 const FLUSH_AT: usize = 512;
 
 /// What the rate limiter did with a request: the `decision` label.
@@ -59,8 +68,9 @@ pub enum Event {
         entries: u64,
     },
     CacheEvictions(u64),
-    /// One database actor's pool (there is one actor per HTTP worker).
+    /// One database actor's pool (one per HTTP worker, and SQLite's writer).
     Pool {
+        actor: &'static str,
         shard: usize,
         active: usize,
         idle: usize,
@@ -92,63 +102,107 @@ pub enum Event {
     },
 }
 
-/// Where a recorder sends its batches; empty when metrics are turned off.
-#[derive(Clone, Default)]
-pub struct MetricsHandle(Option<ActorRef<MetricsActor>>);
+/// A batch of events from one thread.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Record(pub Vec<Event>);
 
-impl MetricsHandle {
-    pub fn new(actor: ActorRef<MetricsActor>) -> Self {
-        Self(Some(actor))
+/// Where batches go; nowhere when metrics are turned off.
+#[derive(Clone, Default)]
+pub struct MetricsSink(Option<Recipient<Record>>);
+
+impl MetricsSink {
+    pub fn new(recipient: Recipient<Record>) -> Self {
+        Self(Some(recipient))
     }
 
     pub fn disabled() -> Self {
         Self(None)
     }
 
-    pub fn is_enabled(&self) -> bool {
+    fn is_enabled(&self) -> bool {
         self.0.is_some()
     }
 
-    /// Sends a batch without waiting; dropped if the actor cannot take it.
-    pub fn send(&self, events: Vec<Event>) {
-        if let (Some(actor), false) = (&self.0, events.is_empty()) {
-            actor.tell(Record(events));
+    /// Sends a batch without waiting; dropped if the owner cannot take it.
+    fn send(&self, events: Vec<Event>) {
+        if let Some(recipient) = &self.0 {
+            let _ = recipient.try_send(Record(events));
         }
     }
 }
 
-/// Events collected by one recorder since its last flush.
-#[derive(Default)]
-pub struct MetricsBuffer {
-    events: Vec<Event>,
-    handle: MetricsHandle,
+/// One thread's events since its last batch; cloning shares it.
+#[derive(Clone)]
+pub struct Recorder(Rc<Batch>);
+
+struct Batch {
+    events: RefCell<Vec<Event>>,
+    sink: RefCell<MetricsSink>,
 }
 
-impl MetricsBuffer {
-    pub fn new(handle: MetricsHandle) -> Self {
-        Self {
-            events: Vec::new(),
-            handle,
-        }
-    }
-
-    /// Send later batches here; what is pending is kept.
-    pub fn send_to(&mut self, handle: MetricsHandle) {
-        self.handle = handle;
-    }
-
-    pub fn push(&mut self, event: Event) {
-        if self.handle.is_enabled() {
-            self.events.push(event);
-            if self.events.len() >= FLUSH_AT {
-                self.flush();
+impl Recorder {
+    /// This thread's recorder, and the task that sends its batches every
+    /// [`FLUSH_EVERY`] for as long as anyone holds it. Call once per
+    /// thread, inside its actix runtime.
+    pub fn start(sink: MetricsSink) -> Self {
+        let recorder = Self(Rc::new(Batch {
+            events: RefCell::new(Vec::new()),
+            sink: RefCell::new(sink),
+        }));
+        let batch = Rc::downgrade(&recorder.0);
+        actix_rt::spawn(async move {
+            let mut ticks = actix_rt::time::interval(FLUSH_EVERY);
+            loop {
+                ticks.tick().await;
+                let Some(batch) = batch.upgrade() else { break };
+                batch.flush();
             }
-        }
+        });
+        recorder
     }
 
-    pub fn flush(&mut self) {
-        if !self.events.is_empty() {
-            self.handle.send(std::mem::take(&mut self.events));
+    /// A recorder that keeps nothing (and needs no runtime).
+    pub fn disabled() -> Self {
+        Self(Rc::new(Batch {
+            events: RefCell::new(Vec::new()),
+            sink: RefCell::new(MetricsSink::disabled()),
+        }))
+    }
+
+    /// Sends later batches to `sink` (the registry's owner records its own
+    /// events, and knows its address only once it has started).
+    pub fn connect(&self, sink: MetricsSink) {
+        *self.0.sink.borrow_mut() = sink;
+    }
+
+    pub fn record(&self, event: Event) {
+        if !self.0.sink.borrow().is_enabled() {
+            return;
         }
+        let full = {
+            let mut events = self.0.events.borrow_mut();
+            events.push(event);
+            events.len() >= FLUSH_AT
+        };
+        if full {
+            self.0.flush();
+        }
+    }
+}
+
+impl Batch {
+    fn flush(&self) {
+        let events = std::mem::take(&mut *self.events.borrow_mut());
+        if !events.is_empty() {
+            self.sink.borrow().send(events);
+        }
+    }
+}
+
+impl Drop for Batch {
+    /// The thread's last events go out with its last holder.
+    fn drop(&mut self) {
+        self.flush();
     }
 }

@@ -1,50 +1,49 @@
-//! Building and running the application: migrate the database, start the
-//! metrics, cache and fetcher actors each on an arbiter (thread) of its own
-//! under supervision, bind the listener (port 0 picks a free one, as tests
-//! do), and wire the routes. Each HTTP worker starts, on its own thread, its
-//! own database actor (with its share of the pool), its own rate limiter
-//! shard and its own guard state. On SQLite, one more database actor, on an
-//! arbiter of its own, does every write (see [`crate::actors::db`]).
+//! Building and running the application, in three steps: start the actors
+//! that run once (each on an arbiter of its own: metrics, cache, fetcher,
+//! and on SQLite the database writer), bind the listener (port 0 picks a
+//! free one, as tests do), and serve. Each HTTP worker starts, on its own
+//! thread, its own database actor (with its share of the pool), its own
+//! rate limiter shard, its metrics recorder and its guard state; the
+//! workers' actors are collected into the roster once they have started.
 //!
 //! Shutdown is one explicit sequence in [`Application::run_until_stopped`]:
 //! actix-web stops accepting on SIGINT/SIGTERM and drains requests in flight
-//! up to the shutdown timeout; the workers' database actors close their pools
-//! as their threads end, and are waited for; then each other actor (SQLite's
-//! writer first) is told to shut down and its arbiter is stopped and joined.
+//! up to the shutdown timeout; then the roster stops every actor (see
+//! [`crate::actors::roster`]).
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Arbiter, Supervisor};
-use actix_web::dev::ServerHandle;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::rt::task::JoinHandle;
 use actix_web::{web, App, HttpServer};
+use tokio::sync::mpsc;
 
-use crate::actors::cache::{CacheActor, CacheConfig};
-use crate::actors::db::{DbActor, SQLITE_WRITERS};
+use crate::actors::cache::{CacheActor, CacheConfig, CacheHandle};
+use crate::actors::db::DbActor;
 use crate::actors::fetcher::{FetchConfig, FetcherActor};
 use crate::actors::metrics::MetricsActor;
-use crate::actors::rate_limiter::{
-    LimiterBackend, RateLimiterActor, RateLimiterShards, RatePolicy,
-};
-use crate::actors::supervision::{Shutdown, Supervise};
-use crate::actors::ActorRef;
-use crate::app_state::{AppState, RequestLimits, WorkerDb};
+use crate::actors::rate_limiter::{LimiterBackend, RateLimiterActor, RateLimiterShards};
+use crate::actors::roster::{Member, Roster, Started};
+use crate::actors::{ActorId, ActorKind, ActorRef};
+use crate::app_state::{AppState, RateLimiting, RequestLimits, WorkerDb};
 use crate::config::{DatabaseUrl, RateLimitBackend, Settings};
-use crate::db::{migrate, DbPool, PageCache};
+use crate::db::migrate;
 use crate::fetch::allow_list::AllowList;
-use crate::metrics::MetricsHandle;
+use crate::metrics::{MetricsSink, Recorder};
 use crate::middleware::guards::WorkerGuards;
 use crate::middleware::request_context::request_context;
+use crate::rate_limit::headers::PolicyHeaders;
+use crate::rate_limit::RatePolicy;
 use crate::routes;
 
 /// How long the HTTP workers may take to start their actors.
-const SHARD_START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a stopped worker's database actor may take to close its pool.
-const SHARD_END_TIMEOUT: Duration = Duration::from_secs(5);
+const WORKERS_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -54,37 +53,9 @@ pub enum StartupError {
     Database(String),
     #[error("cannot listen on {address}: {source}")]
     Bind {
-        address: String,
+        address: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// An actor and the arbiter thread it runs on.
-struct Running<A: Supervise> {
-    actor: ActorRef<A>,
-    arbiter: Arbiter,
-}
-
-impl<A: Supervise + actix::Handler<Shutdown>> Running<A> {
-    fn start(
-        name: &'static str,
-        call_timeout: Duration,
-        make: impl FnOnce() -> A + Send + 'static,
-    ) -> Self {
-        let arbiter = Arbiter::new();
-        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| make());
-        Self {
-            actor: ActorRef::new(name, addr, call_timeout),
-            arbiter,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.actor.ask(Shutdown).await;
-        self.arbiter.stop();
-        let arbiter = self.arbiter;
-        let _ = tokio::task::spawn_blocking(move || arbiter.join()).await;
-    }
 }
 
 pub struct Application {
@@ -92,10 +63,6 @@ pub struct Application {
     server: JoinHandle<std::io::Result<()>>,
     handle: ServerHandle,
     state: web::Data<AppState>,
-    db_writer: Option<Running<DbActor>>,
-    fetcher: Running<FetcherActor>,
-    cache: Running<CacheActor>,
-    metrics: Running<MetricsActor>,
 }
 
 impl Application {
@@ -103,148 +70,35 @@ impl Application {
         migrate(&settings.database_url)
             .await
             .map_err(StartupError::Database)?;
-        // The pool is split between the workers' database actors. The
-        // settings are checked here, so the workers' builds cannot fail.
-        let shard_pool_size = (settings.pool_size() / settings.workers).max(1);
-        DbPool::build(
-            &settings.database_url,
-            shard_pool_size,
-            DbActor::WORKER_PAGE_CACHE,
-        )
-        .map_err(StartupError::Database)?;
-        let call_timeout = settings.request_timeout;
-        let metrics = Running::start("metrics", call_timeout, MetricsActor::new);
-        let recording = if settings.metrics {
-            MetricsHandle::new(metrics.actor.clone())
-        } else {
-            MetricsHandle::disabled()
-        };
-        let db_writer = match &settings.database_url {
-            DatabaseUrl::Sqlite(_) => {
-                let (url, writer_metrics) = (settings.database_url.clone(), recording.clone());
-                let pool = DbPool::build(&url, SQLITE_WRITERS, PageCache::Default)
-                    .map_err(StartupError::Database)?;
-                // Its pool's series comes after the workers' (0..workers).
-                let shard = settings.workers;
-                Some(Running::start("db_writer", call_timeout, move || {
-                    DbActor::sqlite_writer(url, pool, shard, writer_metrics)
-                }))
-            }
-            DatabaseUrl::Postgres(_) => None,
-        };
-        let cache_config = cache_config(&settings);
-        let cache = Running::start("cache", call_timeout, {
-            let recording = recording.clone();
-            move || CacheActor::new(cache_config, recording)
-        });
-        let fetch_config = fetch_config(&settings);
-        let (fetch_cache, fetch_metrics) = (cache.actor.clone(), recording.clone());
-        let fetcher = Running::start("fetcher", call_timeout, move || {
-            FetcherActor::new(fetch_config, fetch_cache, call_timeout, fetch_metrics)
-        });
-        let policy = RatePolicy::new(settings.rate_limit_per_second, settings.rate_limit_burst);
+        let actors = SharedActors::start(&settings);
+        let (listener, address) = bind(settings.bind)?;
         let state = web::Data::new(AppState {
-            db: OnceLock::new(),
-            db_writer: db_writer.as_ref().map(|writer| writer.actor.clone()),
-            cache: cache.actor.clone(),
-            users_cached: settings.cache_max_entries > 0,
-            metrics: metrics.actor.clone(),
-            fetcher: fetcher.actor.clone(),
+            cache: actors.cache.clone(),
+            metrics: actors.metrics.actor.clone(),
+            fetcher: actors.fetcher.actor.clone(),
             fetch_max_urls: settings.fetch_max_urls,
-            rate_limiter: OnceLock::new(),
+            rate_limiting: Default::default(),
+            roster: Default::default(),
             limits: RequestLimits {
                 body_limit_bytes: settings.body_limit_bytes,
-                request_timeout: call_timeout,
+                request_timeout: settings.request_timeout,
                 trust_proxy: settings.trust_proxy,
             },
             started_at: Instant::now(),
         });
-        let app_state = state.clone();
-        let listener = TcpListener::bind(settings.bind).map_err(|source| StartupError::Bind {
-            address: settings.bind.to_string(),
-            source,
-        })?;
-        let bind_error = |source| StartupError::Bind {
-            address: settings.bind.to_string(),
-            source,
-        };
-        let address = listener.local_addr().map_err(bind_error)?;
-        let (body_limit, chaos) = (settings.body_limit_bytes, settings.chaos);
-        let (max_in_flight, workers) = (settings.max_in_flight, settings.workers);
-        // One rate limiter shard per worker, on the worker's own thread: a
-        // check for a client whose shard is local costs no thread hop.
-        let (shard_started, mut started_shards) = tokio::sync::mpsc::unbounded_channel();
-        let (db_started, mut started_dbs) = tokio::sync::mpsc::unbounded_channel();
-        let database_url = settings.database_url.clone();
-        let worker_ids = Arc::new(AtomicUsize::new(0));
-        let limiter_backend = match settings.rate_limit_backend {
-            RateLimitBackend::Memory => LimiterBackend::Memory,
-            RateLimitBackend::Redis => LimiterBackend::Redis(settings.redis_url.clone()),
-        };
-        let server = HttpServer::new(move || {
-            if let Some(policy) = policy {
-                let shard_metrics = recording.clone();
-                let backend = limiter_backend.clone();
-                let shard = Supervisor::start(move |_| {
-                    RateLimiterActor::new(policy, backend, shard_metrics)
-                });
-                let _ = shard_started.send(ActorRef::new("rate_limiter", shard, call_timeout));
-            }
-            let worker = worker_ids.fetch_add(1, Ordering::Relaxed);
-            let db = {
-                let (url, db_metrics) = (database_url.clone(), recording.clone());
-                let pool = DbPool::build(&url, shard_pool_size, DbActor::WORKER_PAGE_CACHE)
-                    .expect("the pool settings were checked before the workers started");
-                let actor = Supervisor::start(move |_| {
-                    DbActor::new(url, shard_pool_size, pool, worker, db_metrics)
-                });
-                ActorRef::new("db", actor, call_timeout)
-            };
-            let _ = db_started.send(db.clone());
-            let db = WorkerDb::new(db, state.db_writer.as_ref());
-            App::new()
-                .app_data(state.clone())
-                .app_data(web::Data::new(db))
-                .app_data(WorkerGuards::start(
-                    worker,
-                    max_in_flight,
-                    workers,
-                    recording.clone(),
-                ))
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(body_limit)
-                        .error_handler(routes::json_error),
-                )
-                .app_data(web::PayloadConfig::default().limit(body_limit))
-                .app_data(web::QueryConfig::default().error_handler(routes::query_error))
-                .app_data(web::PathConfig::default().error_handler(routes::path_error))
-                .configure(|cfg| routes::configure(cfg, chaos))
-                .default_service(web::to(routes::not_found))
-                .wrap(from_fn(request_context))
-        })
-        .workers(settings.workers)
-        // Signals are handled in `run_until_stopped`: actix-server's own
-        // handler would also stop the actix system, and with it the actors'
-        // arbiters, before they are shut down in order.
-        .disable_signals()
-        .shutdown_timeout(settings.shutdown_timeout.as_secs())
-        .listen(listener)
-        .map_err(bind_error)?
-        .run();
+        let (spec, started) = WorkerSpec::new(&settings, &state, &actors);
+        let server = serve(listener, &settings, spec)
+            .map_err(|source| StartupError::Bind { address, source })?;
         let handle = server.handle();
         // Polling the server is what starts its workers.
         let server = actix_web::rt::spawn(server);
-        // Set once, here; nothing else writes them.
-        let _ = app_state
-            .db
-            .set(collect_shards(&mut started_dbs, settings.workers).await?);
-        if let Some(policy) = policy {
-            let shards = collect_shards(&mut started_shards, settings.workers).await?;
-            let _ = app_state
-                .rate_limiter
-                .set(RateLimiterShards::new(policy, shards));
+        let workers = collect_workers(started, settings.workers).await?;
+        let policy = RatePolicy::new(settings.rate_limit_per_second, settings.rate_limit_burst);
+        if let (Some(policy), Some(shards)) = (policy, workers.limiter_shards()) {
+            let headers = PolicyHeaders::new(policy);
+            let _ = state.rate_limiting.set(RateLimiting { shards, headers });
         }
+        let _ = state.roster.set(actors.roster(workers));
         tracing::info!(
             %address,
             backend = settings.database_url.backend_name(),
@@ -255,11 +109,7 @@ impl Application {
             port: address.port(),
             server,
             handle,
-            state: app_state,
-            db_writer,
-            metrics,
-            fetcher,
-            cache,
+            state,
         })
     }
 
@@ -273,8 +123,7 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until SIGTERM or SIGINT, drains, then stops the actors and
-    /// closes the pool.
+    /// Serves until SIGTERM or SIGINT, drains, then stops the actors.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.handle;
         let on_signal = actix_web::rt::spawn(async move {
@@ -288,33 +137,258 @@ impl Application {
             .unwrap_or_else(|join_error| Err(std::io::Error::other(join_error)));
         on_signal.abort();
         tracing::info!("server stopped; shutting down actors");
-        for shard in self.state.db.get().into_iter().flatten() {
-            shard.ended(SHARD_END_TIMEOUT).await;
+        if let Some(roster) = self.state.roster.get() {
+            roster.stop().await;
         }
-        if let Some(writer) = self.db_writer {
-            writer.stop().await;
-        }
-        self.fetcher.stop().await;
-        self.cache.stop().await;
-        self.metrics.stop().await;
         tracing::info!("switchboard stopped");
         served
     }
 }
 
-/// The actors each worker started, one per worker, in the order they came.
-async fn collect_shards<A: actix::Actor>(
-    started: &mut tokio::sync::mpsc::UnboundedReceiver<ActorRef<A>>,
+/// The actors that run once per process, each on a thread of its own, in
+/// the order they start (and stop in reverse).
+struct SharedActors {
+    /// Where every thread's recorder sends its batches.
+    sink: MetricsSink,
+    metrics: Started<MetricsActor>,
+    cache: CacheHandle,
+    cache_member: Member,
+    fetcher: Started<FetcherActor>,
+    /// On SQLite, the one database actor that writes.
+    db_writer: Option<Started<DbActor>>,
+}
+
+impl SharedActors {
+    fn start(settings: &Settings) -> Self {
+        let timeout = settings.request_timeout;
+        let metrics = Member::start_alone(
+            ActorId::single(ActorKind::Metrics),
+            MetricsSink::disabled(),
+            timeout,
+            MetricsActor::new,
+        );
+        let sink = if settings.metrics {
+            MetricsSink::new(metrics.actor.recipient())
+        } else {
+            MetricsSink::disabled()
+        };
+        let cache_config = cache_config(settings);
+        let cache = Member::start_alone(
+            ActorId::single(ActorKind::Cache),
+            sink.clone(),
+            timeout,
+            move |supervision| CacheActor::new(cache_config, supervision),
+        );
+        let cache_handle = CacheHandle::new(cache.actor, &cache_config);
+        let fetcher = Member::start_alone(
+            ActorId::single(ActorKind::Fetcher),
+            sink.clone(),
+            timeout,
+            {
+                let (config, cache) = (fetch_config(settings), cache_handle.clone());
+                move |supervision| FetcherActor::new(config, cache, timeout, supervision)
+            },
+        );
+        let db_writer = match &settings.database_url {
+            DatabaseUrl::Sqlite(_) => {
+                let url = settings.database_url.clone();
+                Some(Member::start_alone(
+                    ActorId::single(ActorKind::DbWriter),
+                    sink.clone(),
+                    timeout,
+                    move |supervision| DbActor::sqlite_writer(url, supervision),
+                ))
+            }
+            DatabaseUrl::Postgres(_) => None,
+        };
+        Self {
+            sink,
+            metrics,
+            cache: cache_handle,
+            cache_member: cache.member,
+            fetcher,
+            db_writer,
+        }
+    }
+
+    /// Every actor: these in the order they started, then the workers'.
+    fn roster(&self, workers: Workers) -> Roster {
+        let mut members = vec![
+            self.metrics.member.clone(),
+            self.cache_member.clone(),
+            self.fetcher.member.clone(),
+        ];
+        members.extend(self.db_writer.iter().map(|writer| writer.member.clone()));
+        members.extend(workers.0.into_iter().flat_map(|worker| worker.members));
+        Roster::new(members)
+    }
+}
+
+/// What each HTTP worker is built from; every worker clones it.
+#[derive(Clone)]
+struct WorkerSpec {
+    state: web::Data<AppState>,
+    sink: MetricsSink,
+    database_url: DatabaseUrl,
+    /// Each worker's share of the pool.
+    pool_share: usize,
+    db_writer: Option<ActorRef<DbActor>>,
+    /// `None` when rate limiting is off.
+    limiter: Option<(RatePolicy, LimiterBackend)>,
+    call_timeout: Duration,
+    max_in_flight: usize,
     workers: usize,
-) -> Result<Vec<ActorRef<A>>, StartupError> {
-    let mut shards = Vec::with_capacity(workers);
-    while shards.len() < workers {
-        match tokio::time::timeout(SHARD_START_TIMEOUT, started.recv()).await {
-            Ok(Some(shard)) => shards.push(shard),
+    next_worker: Arc<AtomicUsize>,
+    started: mpsc::UnboundedSender<WorkerActors>,
+}
+
+/// The actors one worker started.
+struct WorkerActors {
+    worker: usize,
+    limiter: Option<ActorRef<RateLimiterActor>>,
+    members: Vec<Member>,
+}
+
+impl WorkerSpec {
+    fn new(
+        settings: &Settings,
+        state: &web::Data<AppState>,
+        actors: &SharedActors,
+    ) -> (Self, mpsc::UnboundedReceiver<WorkerActors>) {
+        let (started, collected) = mpsc::unbounded_channel();
+        let policy = RatePolicy::new(settings.rate_limit_per_second, settings.rate_limit_burst);
+        let backend = match settings.rate_limit_backend {
+            RateLimitBackend::Memory => LimiterBackend::Memory,
+            RateLimitBackend::Redis => LimiterBackend::Redis(settings.redis_url.clone()),
+        };
+        let spec = Self {
+            state: state.clone(),
+            sink: actors.sink.clone(),
+            database_url: settings.database_url.clone(),
+            pool_share: (settings.pool_size() / settings.workers).max(1),
+            db_writer: actors.db_writer.as_ref().map(|w| w.actor.clone()),
+            limiter: policy.map(|policy| (policy, backend)),
+            call_timeout: settings.request_timeout,
+            max_in_flight: settings.max_in_flight,
+            workers: settings.workers,
+            next_worker: Arc::default(),
+            started,
+        };
+        (spec, collected)
+    }
+
+    /// Starts this worker's actors on the calling (worker) thread; returns
+    /// what its handlers are given.
+    fn start_worker(&self) -> (WorkerDb, Rc<WorkerGuards>, Recorder) {
+        let worker = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let metrics = Recorder::start(self.sink.clone());
+        let id = |kind| ActorId {
+            kind,
+            shard: worker,
+        };
+        let (url, size) = (self.database_url.clone(), self.pool_share);
+        let db = Member::start_here(id(ActorKind::Db), &metrics, self.call_timeout, |s| {
+            DbActor::worker(url, size, s)
+        });
+        let limiter = self.limiter.clone().map(|(policy, backend)| {
+            Member::start_here(
+                id(ActorKind::RateLimiter),
+                &metrics,
+                self.call_timeout,
+                |s| RateLimiterActor::new(policy, backend, s),
+            )
+        });
+        let local_db = WorkerDb::new(db.actor, self.db_writer.as_ref());
+        let mut members = vec![db.member];
+        members.extend(limiter.as_ref().map(|limiter| limiter.member.clone()));
+        let _ = self.started.send(WorkerActors {
+            worker,
+            limiter: limiter.map(|limiter| limiter.actor),
+            members,
+        });
+        let guards = WorkerGuards::start(worker, self.max_in_flight, self.workers, metrics.clone());
+        (local_db, guards, metrics)
+    }
+
+    /// One worker's application: its actors, then the routes.
+    fn app(
+        &self,
+        body_limit: usize,
+        chaos: bool,
+    ) -> App<
+        impl ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<impl MessageBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    > {
+        let (db, guards, metrics) = self.start_worker();
+        App::new()
+            .app_data(self.state.clone())
+            .app_data(web::Data::new(db))
+            .app_data(guards)
+            .app_data(metrics)
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(body_limit)
+                    .error_handler(routes::json_error),
+            )
+            .app_data(web::PayloadConfig::default().limit(body_limit))
+            .app_data(web::QueryConfig::default().error_handler(routes::query_error))
+            .app_data(web::PathConfig::default().error_handler(routes::path_error))
+            .configure(|cfg| routes::configure(cfg, chaos))
+            .default_service(web::to(routes::not_found))
+            .wrap(from_fn(request_context))
+    }
+}
+
+fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let bind_error = |source| StartupError::Bind { address, source };
+    let listener = TcpListener::bind(address).map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
+fn serve(listener: TcpListener, settings: &Settings, spec: WorkerSpec) -> std::io::Result<Server> {
+    let (body_limit, chaos) = (settings.body_limit_bytes, settings.chaos);
+    Ok(HttpServer::new(move || spec.app(body_limit, chaos))
+        .workers(settings.workers)
+        // Signals are handled in `run_until_stopped`: actix-server's own
+        // handler would also stop the actix system, and with it the actors'
+        // arbiters, before they are shut down in order.
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
+        .listen(listener)?
+        .run())
+}
+
+/// Every worker's actors, in worker order.
+struct Workers(Vec<WorkerActors>);
+
+impl Workers {
+    /// The limiter shards, one per worker; `None` when limiting is off.
+    fn limiter_shards(&self) -> Option<RateLimiterShards> {
+        let shards = self.0.iter().filter_map(|w| w.limiter.clone()).collect();
+        RateLimiterShards::new(shards)
+    }
+}
+
+/// Waits for every worker to have started its actors.
+async fn collect_workers(
+    mut started: mpsc::UnboundedReceiver<WorkerActors>,
+    workers: usize,
+) -> Result<Workers, StartupError> {
+    let mut collected = Vec::with_capacity(workers);
+    while collected.len() < workers {
+        match tokio::time::timeout(WORKERS_START_TIMEOUT, started.recv()).await {
+            Ok(Some(worker)) => collected.push(worker),
             _ => return Err(StartupError::Workers),
         }
     }
-    Ok(shards)
+    collected.sort_by_key(|worker| worker.worker);
+    Ok(Workers(collected))
 }
 
 fn cache_config(settings: &Settings) -> CacheConfig {

@@ -1,21 +1,66 @@
-//! The caller's side of an actor: its address, its name and the timeout every
-//! call carries. Handlers hold these (never a pool, map or registry), and
-//! every way a call can fail (the actor is dead, restarting, given up, or
-//! silent past the timeout) becomes a fast 503 problem, never a hang.
+//! The caller's side of an actor: its address, its identity and the timeout
+//! every call carries. Handlers hold these (never a pool, map or registry).
+//! Every way a call can fail (the actor is gone, restarting, given up, or
+//! silent past the timeout) is an [`ActorUnavailable`], which the HTTP edge
+//! turns into a fast 503; nothing here knows HTTP.
 
+use std::fmt;
 use std::time::Duration;
 
 use actix::dev::ToEnvelope;
-use actix::{Actor, Addr, Handler, MailboxError, Message};
+use actix::{Actor, Addr, Handler, MailboxError, Message, Recipient};
 
-use super::supervision::{ActorState, ActorStatus, Status, Supervise};
-use crate::error::ApiError;
+use super::identity::ActorId;
 
-/// How long a health check waits for an actor's answer.
-pub const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Why an actor did not do what it was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Its mailbox is closed: it has ended.
+    Closed,
+    /// It did not answer within the call timeout.
+    TimedOut,
+    /// It is waiting out its restart backoff.
+    Restarting,
+    /// It failed too often and refuses all work.
+    GivenUp,
+    /// It panicked while handling this very request.
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActorUnavailable {
+    pub actor: ActorId,
+    pub why: Unavailable,
+}
+
+impl fmt::Display for ActorUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.why {
+            Unavailable::Closed => "is not running",
+            Unavailable::TimedOut => "did not answer in time",
+            Unavailable::Restarting => "is restarting",
+            Unavailable::GivenUp => "has failed too often and was given up",
+            Unavailable::Failed => "failed while handling the request",
+        };
+        write!(f, "the {} actor {why}", self.actor)
+    }
+}
+
+impl std::error::Error for ActorUnavailable {}
+
+impl ActorUnavailable {
+    /// Why a message to `actor` got no answer.
+    pub fn of_call(actor: ActorId, err: MailboxError) -> Self {
+        let why = match err {
+            MailboxError::Timeout => Unavailable::TimedOut,
+            MailboxError::Closed => Unavailable::Closed,
+        };
+        Self { actor, why }
+    }
+}
 
 pub struct ActorRef<A: Actor> {
-    name: &'static str,
+    id: ActorId,
     addr: Addr<A>,
     timeout: Duration,
 }
@@ -23,7 +68,7 @@ pub struct ActorRef<A: Actor> {
 impl<A: Actor> Clone for ActorRef<A> {
     fn clone(&self) -> Self {
         Self {
-            name: self.name,
+            id: self.id,
             addr: self.addr.clone(),
             timeout: self.timeout,
         }
@@ -31,16 +76,27 @@ impl<A: Actor> Clone for ActorRef<A> {
 }
 
 impl<A: Actor> ActorRef<A> {
-    pub fn new(name: &'static str, addr: Addr<A>, timeout: Duration) -> Self {
-        Self {
-            name,
-            addr,
-            timeout,
-        }
+    pub fn new(id: ActorId, addr: Addr<A>, timeout: Duration) -> Self {
+        Self { id, addr, timeout }
+    }
+
+    pub fn id(&self) -> ActorId {
+        self.id
+    }
+
+    /// The actor as a recipient of one kind of message, whoever it is.
+    pub fn recipient<M>(&self) -> Recipient<M>
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        self.addr.clone().recipient()
     }
 
     /// Sends a message and waits for the reply, at most the call timeout.
-    pub async fn ask<M>(&self, msg: M) -> Result<M::Result, ApiError>
+    pub async fn ask<M>(&self, msg: M) -> Result<M::Result, ActorUnavailable>
     where
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
@@ -52,15 +108,22 @@ impl<A: Actor> ActorRef<A> {
             .timeout(self.timeout)
             .await
             .map_err(|err| {
-                let detail = match err {
-                    MailboxError::Timeout => {
-                        format!("the {} actor did not answer in time", self.name)
-                    }
-                    MailboxError::Closed => format!("the {} actor is not running", self.name),
-                };
-                tracing::warn!(actor = self.name, %err, "actor call failed");
-                ApiError::unavailable(detail)
+                tracing::warn!(actor = self.id.name(), %err, "actor call failed");
+                ActorUnavailable::of_call(self.id, err)
             })
+    }
+
+    /// [`Self::ask`] for a message whose reply can fail: one error for both
+    /// ways of failing, the call's and the reply's.
+    pub async fn call<M, T, E>(&self, msg: M) -> Result<T, E>
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message<Result = Result<T, E>> + Send + 'static,
+        T: Send,
+        E: Send + From<ActorUnavailable>,
+    {
+        self.ask(msg).await?
     }
 
     /// Sends a message that needs no answer; dropped if the mailbox is full.
@@ -86,37 +149,5 @@ impl<A: Actor> ActorRef<A> {
         M::Result: Send,
     {
         self.addr.do_send(msg);
-    }
-}
-
-impl<A: Actor> ActorRef<A> {
-    /// Waits, at most `within`, until the actor has ended (its mailbox is
-    /// gone): a worker's actor ends with the worker's thread.
-    pub async fn ended(&self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.addr.connected() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl<A: Supervise> ActorRef<A> {
-    /// The actor's own account of its health; a silent or dead actor is
-    /// reported as such. Readiness probes wait at most [`STATUS_TIMEOUT`],
-    /// whatever the call timeout.
-    pub async fn status(&self) -> ActorStatus
-    where
-        A: Handler<Status>,
-    {
-        let answer = self.addr.send(Status).timeout(STATUS_TIMEOUT).await;
-        answer.unwrap_or(ActorStatus {
-            actor: self.name,
-            state: if self.addr.connected() {
-                ActorState::Restarting
-            } else {
-                ActorState::Stopped
-            },
-            restarts: 0,
-        })
     }
 }

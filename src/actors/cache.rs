@@ -16,9 +16,12 @@
 //! invalidated after the token was taken. So a reader that fetched a user from
 //! the database just before a concurrent write committed can never put the old
 //! value back after that write's invalidation: once a write is acknowledged,
-//! nobody reads the old value from the cache.
+//! nobody reads the old value from the cache. Callers do not run this
+//! protocol themselves: [`CacheHandle::read_through`] does, for the users
+//! API and the fetcher alike.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use actix::{AsyncContext, Context, Handler, Message, MessageResult};
@@ -26,8 +29,9 @@ use bytes::Bytes;
 use mini_moka::unsync::Cache;
 use serde::Serialize;
 
-use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
-use crate::metrics::{Event, MetricsHandle};
+use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
+use super::{ActorRef, ActorUnavailable};
+use crate::metrics::{Event, Recorder};
 
 /// How long an invalidation is remembered: longer than any read-through
 /// (a database call plus the put) can take, which every call timeout bounds.
@@ -89,11 +93,12 @@ pub struct CacheActor {
     /// gone (purged, or lost in a restart).
     oldest_valid: u64,
     stats: CacheStats,
+    metrics: Recorder,
     supervision: Supervision,
 }
 
 impl CacheActor {
-    pub fn new(config: CacheConfig, metrics: MetricsHandle) -> Self {
+    pub fn new(config: CacheConfig, supervision: Supervision) -> Self {
         Self {
             config,
             entries: build_cache(&config),
@@ -101,7 +106,8 @@ impl CacheActor {
             tombstones: HashMap::new(),
             oldest_valid: 0,
             stats: CacheStats::default(),
-            supervision: Supervision::new("cache").reporting_to(metrics),
+            metrics: supervision.metrics().clone(),
+            supervision,
         }
     }
 
@@ -175,7 +181,7 @@ impl Supervise for CacheActor {
 
     fn report(&mut self) {
         let entries = self.entries.entry_count();
-        self.supervision.record(Event::CacheSize { entries });
+        self.metrics.record(Event::CacheSize { entries });
     }
 }
 
@@ -195,9 +201,7 @@ pub struct Put {
     pub token: FillToken,
 }
 
-/// Drop a key. A write posts it before it is acknowledged, without waiting
-/// for the cache actor ([`super::ActorRef::post`]): any lookup asked after
-/// the acknowledgement is queued behind it, and so finds the key gone.
+/// Drop a key (see [`CacheHandle::invalidate`]).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Invalidate(pub String);
@@ -223,12 +227,12 @@ impl Handler<Get> for CacheActor {
             Ok(match fresh {
                 Some(value) => {
                     act.stats.hits += 1;
-                    act.supervision.record(Event::Cache { hit: true });
+                    act.metrics.record(Event::Cache { hit: true });
                     Lookup::Hit(value)
                 }
                 None => {
                     act.stats.misses += 1;
-                    act.supervision.record(Event::Cache { hit: false });
+                    act.metrics.record(Event::Cache { hit: false });
                     Lookup::Miss(FillToken(act.epoch))
                 }
             })
@@ -262,7 +266,7 @@ impl Handler<Put> for CacheActor {
             let evicted = expected.saturating_sub(act.entries.entry_count());
             if evicted > 0 {
                 act.stats.evictions += evicted;
-                act.supervision.record(Event::CacheEvictions(evicted));
+                act.metrics.record(Event::CacheEvictions(evicted));
             }
         })
     }
@@ -288,6 +292,75 @@ impl Handler<Stats> for CacheActor {
     }
 }
 
+/// What a read through the cache found.
+#[derive(Debug)]
+pub enum Read<T> {
+    /// The cache had it.
+    Hit(Cached),
+    /// The cache did not (or could not be asked): loaded from the source.
+    Loaded(T),
+}
+
+/// The callers' side of the cache: read-through with fill tokens, and
+/// invalidation. With no room for entries (`SWITCHBOARD_CACHE_MAX_ENTRIES=0`)
+/// it never calls the actor, so reads and writes pay nothing for it.
+#[derive(Clone)]
+pub struct CacheHandle {
+    actor: ActorRef<CacheActor>,
+    enabled: bool,
+}
+
+impl CacheHandle {
+    pub fn new(actor: ActorRef<CacheActor>, config: &CacheConfig) -> Self {
+        Self {
+            actor,
+            enabled: config.max_entries > 0,
+        }
+    }
+
+    /// The cached value of `key`, or else what `load` loads, which fills
+    /// the cache when `fill` says what of it to keep. A fill is refused if
+    /// `key` was invalidated since the miss, so no value older than an
+    /// acknowledged write is put back. If the cache cannot be asked, `load`
+    /// answers alone.
+    pub async fn read_through<T, E, Fut>(
+        &self,
+        key: String,
+        load: impl FnOnce() -> Fut,
+        fill: impl FnOnce(&T) -> Option<Cached>,
+    ) -> Result<Read<T>, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let token = if self.enabled {
+            match self.actor.call(Get(key.clone())).await {
+                Ok(Lookup::Hit(cached)) => return Ok(Read::Hit(cached)),
+                Ok(Lookup::Miss(token)) => Some(token),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let loaded = load().await?;
+        if let (Some(token), Some(value)) = (token, fill(&loaded)) {
+            self.actor.tell(Put { key, value, token });
+        }
+        Ok(Read::Loaded(loaded))
+    }
+
+    /// Drops `key` before the write that changed it is acknowledged. The
+    /// invalidation is queued in the actor's mailbox without waiting for its
+    /// answer ([`ActorRef::post`]): the mailbox is first in, first out, so
+    /// every lookup asked after the acknowledgement is queued behind it and
+    /// finds the key gone. A cache actor that is restarting keeps its
+    /// mailbox; one given up or ended holds no copy to drop.
+    pub fn invalidate(&self, key: String) {
+        if self.enabled {
+            self.actor.post(Invalidate(key));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +370,12 @@ mod tests {
             status: 200,
             body: Bytes::from_static(body),
         }
+    }
+
+    fn supervision() -> Supervision {
+        Supervision::unwatched(super::super::ActorId::single(
+            super::super::ActorKind::Cache,
+        ))
     }
 
     fn config(max_entries: u64, max_bytes: u64) -> CacheConfig {
@@ -310,9 +389,8 @@ mod tests {
 
     #[actix::test]
     async fn fills_hit_and_a_fill_after_invalidation_is_refused() {
-        let cache = actix::Supervisor::start(|_| {
-            CacheActor::new(config(100, 1 << 20), MetricsHandle::disabled())
-        });
+        let cache =
+            actix::Supervisor::start(|_| CacheActor::new(config(100, 1 << 20), supervision()));
         let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
             panic!("empty cache hit")
         };
@@ -343,9 +421,8 @@ mod tests {
 
     #[actix::test]
     async fn no_entries_means_no_cache() {
-        let cache = actix::Supervisor::start(|_| {
-            CacheActor::new(config(0, 1 << 20), MetricsHandle::disabled())
-        });
+        let cache =
+            actix::Supervisor::start(|_| CacheActor::new(config(0, 1 << 20), supervision()));
         for _ in 0..2 {
             let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
                 panic!("a disabled cache hit")
@@ -385,7 +462,7 @@ mod tests {
                 ttl: Duration::from_millis(200),
                 ..config(2, 1 << 20)
             };
-            CacheActor::new(config, MetricsHandle::disabled())
+            CacheActor::new(config, supervision())
         });
         read_through(&cache, &["a", "b"]).await;
         assert_eq!(read_through(&cache, &["a", "b"]).await, [true, true]);
@@ -397,9 +474,8 @@ mod tests {
 
     #[actix::test]
     async fn entry_bound_holds_through_the_weigher() {
-        let cache = actix::Supervisor::start(|_| {
-            CacheActor::new(config(10, 1 << 20), MetricsHandle::disabled())
-        });
+        let cache =
+            actix::Supervisor::start(|_| CacheActor::new(config(10, 1 << 20), supervision()));
         for i in 0..100 {
             let Lookup::Miss(token) = cache.send(Get(format!("k{i}"))).await.unwrap().unwrap()
             else {

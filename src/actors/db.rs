@@ -7,120 +7,98 @@
 //! bounded by the connections, not by the actor's thread. On PostgreSQL a
 //! connection carries several queries at once ([`crate::db::pipeline`]); on
 //! SQLite one. A panic inside such a future fails only that request; a panic
-//! in a handler itself restarts the actor with a fresh pool.
+//! in a handler itself restarts the actor with a fresh pool, built from its
+//! [`PoolSpec`].
 //!
-//! One actor's thread was the ceiling: it encoded and decoded every query of
-//! every worker, and each query cost two thread hops. So each HTTP worker
-//! starts its own `DbActor` on its own thread, with its share of
-//! `SWITCHBOARD_DB_POOL_SIZE`, and its handlers ask that one: no hop, and the
-//! connections' I/O runs on the thread that serves the request. A shard ends
-//! with its worker; dropping it closes its pool.
+//! One actor's thread would be the ceiling: it would encode and decode every
+//! query of every worker, each query paying two thread hops. So each HTTP
+//! worker starts its own `DbActor` on its own thread, with its share of
+//! `SWITCHBOARD_DB_POOL_SIZE`, and its handlers ask that one: no hop, and
+//! the connections' I/O runs on the thread that serves the request.
 //!
 //! SQLite lets one connection write at a time. With every connection of
-//! every worker writing, the ones that found the file locked slept in
-//! SQLite's busy handler (1, 2, 5 ... 100 ms) while others took the lock,
-//! and a write's p99 was up to 75 times its median (576 ms against 7.7 ms
-//! under the benchmark suite's POST load). So on SQLite the
-//! workers' actors only read, and every write goes to one more `DbActor`,
-//! the writer, on an arbiter of its own, whose pool holds one connection:
-//! writes wait their turn in its queue, first come first served, and the
-//! lock is never contended within the process (WAL readers never block
-//! it). [`crate::app_state::WorkerDb`] tells a handler which actor to ask.
-//! One connection committing one write at a time then capped writes at the
-//! rate of fsyncs, so the writer commits the writes that queue meanwhile
-//! together, one transaction per batch ([`super::group_commit`]).
+//! every worker writing, the ones that found the file locked would sleep in
+//! SQLite's busy handler while others took the lock, and a write's tail
+//! latency would be many times its median. So on SQLite the workers' actors
+//! only read, and every write goes to one more `DbActor`, the writer, on an
+//! arbiter of its own, whose pool holds one connection: writes wait their
+//! turn in its queue, first come first served, and the lock is never
+//! contended within the process (WAL readers never block it).
+//! [`crate::app_state::WorkerDb`] tells a handler which actor to ask. The
+//! writer commits the writes that queue meanwhile together, one transaction
+//! per batch ([`crate::db::group_commit`]), so its rate is not capped at one
+//! fsync per write.
 
-use std::cell::RefCell;
 use std::future::Future;
-use std::rc::Rc;
 use std::time::Instant;
 
 use actix::dev::ResponseFuture;
 use actix::{Context, Handler, Message};
-
 use tokio::sync::oneshot;
 
-use super::group_commit::{GroupCommit, Reply, Write};
-use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
+use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
+use super::ActorUnavailable;
 use crate::config::DatabaseUrl;
-use crate::db::pool::PoolStatus;
-use crate::db::{users, Connections, DbError, DbPool, PageCache};
+use crate::db::group_commit::{GroupCommit, Reply, Write};
+use crate::db::{users, Connections, DbError, DbPool, PageCache, PoolSpec, PoolStatus};
 use crate::domain::{NewUser, User, UserId, UserPatch};
-use crate::metrics::{Event, MetricsBuffer, MetricsHandle};
+use crate::metrics::{Event, Recorder};
 
-/// Connections in the SQLite writer's pool: the one SQLite lets write.
-pub const SQLITE_WRITERS: usize = 1;
+/// What a database actor's reply can fail with: the query, or the actor.
+#[derive(Debug, thiserror::Error)]
+pub enum DbFailure {
+    #[error(transparent)]
+    Query(#[from] DbError),
+    #[error(transparent)]
+    Actor(#[from] ActorUnavailable),
+}
 
 pub struct DbActor {
-    url: DatabaseUrl,
-    pool_size: usize,
-    /// On SQLite: small for the workers' readers, the default for the writer.
-    page_cache: PageCache,
+    /// What its pool is built from, again after a restart.
+    pool: PoolSpec,
     conns: Connections,
-    /// Its pool's series in the metrics: the worker's index, or for SQLite's
-    /// writer the one after the workers'.
-    shard: usize,
-    /// Query timings, kept by the query futures (they run on this actor's
-    /// thread) and sent with the actor's report every
-    /// [`crate::metrics::FLUSH_EVERY`]: a message to the metrics actor per
-    /// query woke that actor's thread for every request.
-    timings: Rc<RefCell<MetricsBuffer>>,
     /// SQLite's writer: the queue its writes are committed from in batches.
     batches: Option<GroupCommit>,
+    /// The recorder of its thread, which its query futures share.
+    metrics: Recorder,
     supervision: Supervision,
 }
 
 impl DbActor {
-    /// A worker's actor, with the worker's share of the pool.
-    pub fn new(
-        url: DatabaseUrl,
-        pool_size: usize,
-        pool: DbPool,
-        shard: usize,
-        metrics: MetricsHandle,
-    ) -> Self {
-        Self::named("db", url, pool_size, pool, shard, metrics)
-    }
-
-    /// The page cache of a worker's actor's connections (on SQLite, they
-    /// only read).
-    pub const WORKER_PAGE_CACHE: PageCache = PageCache::Small;
-
-    /// SQLite's one writer: a pool of one connection (`shard` names it in
-    /// the pool metrics, after the workers' pools), committing in batches.
-    pub fn sqlite_writer(
-        url: DatabaseUrl,
-        pool: DbPool,
-        shard: usize,
-        metrics: MetricsHandle,
-    ) -> Self {
-        let batches = match &pool {
-            DbPool::Sqlite(pool) => Some(GroupCommit::new(pool.clone())),
-            DbPool::Postgres(_) => None,
-        };
-        let mut writer = Self::named("db_writer", url, SQLITE_WRITERS, pool, shard, metrics);
-        writer.batches = batches;
-        writer.page_cache = PageCache::Default;
-        writer
-    }
-
-    fn named(
-        name: &'static str,
-        url: DatabaseUrl,
-        pool_size: usize,
-        pool: DbPool,
-        shard: usize,
-        metrics: MetricsHandle,
-    ) -> Self {
-        Self {
+    /// A worker's actor, with `size` connections, the worker's share of the
+    /// pool. On SQLite they only read, so they keep a small page cache.
+    pub fn worker(url: DatabaseUrl, size: usize, supervision: Supervision) -> Self {
+        let pool = PoolSpec {
             url,
-            pool_size,
-            page_cache: Self::WORKER_PAGE_CACHE,
-            conns: Connections::new(pool),
-            shard,
-            supervision: Supervision::new(name).reporting_to(metrics.clone()),
-            timings: Rc::new(RefCell::new(MetricsBuffer::new(metrics))),
-            batches: None,
+            size,
+            page_cache: PageCache::Small,
+        };
+        Self::new(pool, false, supervision)
+    }
+
+    /// SQLite's one writer: a pool of the one connection SQLite lets write,
+    /// committing in batches.
+    pub fn sqlite_writer(url: DatabaseUrl, supervision: Supervision) -> Self {
+        let pool = PoolSpec {
+            url,
+            size: 1,
+            page_cache: PageCache::Default,
+        };
+        Self::new(pool, true, supervision)
+    }
+
+    fn new(pool: PoolSpec, in_batches: bool, supervision: Supervision) -> Self {
+        let built = pool.build();
+        let batches = match (&built, in_batches) {
+            (DbPool::Sqlite(sqlite), true) => Some(GroupCommit::new(sqlite.clone())),
+            _ => None,
+        };
+        Self {
+            pool,
+            conns: Connections::new(built),
+            batches,
+            metrics: supervision.metrics().clone(),
+            supervision,
         }
     }
 
@@ -131,21 +109,21 @@ impl DbActor {
         ctx: &mut Context<Self>,
         op: &'static str,
         query: F,
-    ) -> ResponseFuture<Result<T, DbError>>
+    ) -> ResponseFuture<Result<T, DbFailure>>
     where
         T: 'static,
         F: FnOnce(Connections) -> Fut,
         Fut: Future<Output = Result<T, DbError>> + 'static,
     {
         run_guarded(self, ctx, |act, _| {
-            let timings = Rc::clone(&act.timings);
+            let metrics = act.metrics.clone();
             let started = Instant::now();
             let running = query(act.conns.clone());
             Box::pin(async move {
                 let result = running.await;
                 let seconds = started.elapsed().as_secs_f64();
-                timings.borrow_mut().push(Event::Query { op, seconds });
-                result
+                metrics.record(Event::Query { op, seconds });
+                result.map_err(DbFailure::from)
             }) as ResponseFuture<_>
         })
     }
@@ -159,7 +137,7 @@ impl DbActor {
         input: V,
         queued: impl FnOnce(V, Reply<T>) -> Write,
         alone: F,
-    ) -> ResponseFuture<Result<T, DbError>>
+    ) -> ResponseFuture<Result<T, DbFailure>>
     where
         T: 'static,
         F: FnOnce(Connections, V) -> Fut,
@@ -190,90 +168,62 @@ impl Supervise for DbActor {
     /// A fresh pool: connections the failed actor held are closed as they
     /// come back.
     fn reset(&mut self) {
-        match DbPool::build(&self.url, self.pool_size, self.page_cache) {
-            Ok(pool) => {
-                if let (Some(batches), DbPool::Sqlite(pool)) = (&self.batches, &pool) {
-                    batches.replace_pool(pool.clone());
-                }
-                std::mem::replace(&mut self.conns, Connections::new(pool)).close();
-            }
-            Err(reason) => tracing::error!(
-                actor = "db",
-                reason,
-                "cannot rebuild the pool; keeping the old one"
-            ),
+        let pool = self.pool.build();
+        if let (Some(batches), DbPool::Sqlite(pool)) = (&self.batches, &pool) {
+            batches.replace_pool(pool.clone());
         }
-    }
-
-    fn on_shutdown(&mut self) {
-        self.conns.close();
-        self.timings.borrow_mut().flush();
+        std::mem::replace(&mut self.conns, Connections::new(pool)).close();
     }
 
     fn report(&mut self) {
         let status = self.conns.status();
-        self.supervision.record(Event::Pool {
-            shard: self.shard,
+        let id = self.supervision.id();
+        self.metrics.record(Event::Pool {
+            actor: id.name(),
+            shard: id.shard,
             active: status.size.saturating_sub(status.idle),
             idle: status.idle,
             max: status.max_size,
         });
-        self.timings.borrow_mut().flush();
     }
 }
 
 supervised_actor!(DbActor);
 
-/// A shard is dropped when its worker's thread ends (restarts keep the same
-/// instance): the pool is closed and the stop logged, as [`super::supervision::Shutdown`]
-/// does for the actors on arbiters of their own.
-impl Drop for DbActor {
-    fn drop(&mut self) {
-        self.on_shutdown();
-        self.supervision.stopped();
-    }
-}
-
-impl From<ActorUnavailable> for DbError {
-    fn from(why: ActorUnavailable) -> Self {
-        Self::ActorUnavailable(why)
-    }
-}
-
 #[derive(Debug, Message)]
-#[rtype(result = "Result<User, DbError>")]
+#[rtype(result = "Result<User, DbFailure>")]
 pub struct CreateUser(pub NewUser);
 
 #[derive(Debug, Message)]
-#[rtype(result = "Result<User, DbError>")]
+#[rtype(result = "Result<User, DbFailure>")]
 pub struct GetUser(pub UserId);
 
 /// Up to `limit` users with ids above `after`, in id order.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<User>, DbError>")]
+#[rtype(result = "Result<Vec<User>, DbFailure>")]
 pub struct ListUsers {
     pub after: i64,
     pub limit: i64,
 }
 
 #[derive(Debug, Message)]
-#[rtype(result = "Result<User, DbError>")]
+#[rtype(result = "Result<User, DbFailure>")]
 pub struct UpdateUser {
     pub id: UserId,
     pub patch: UserPatch,
 }
 
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(), DbError>")]
+#[rtype(result = "Result<(), DbFailure>")]
 pub struct DeleteUser(pub UserId);
 
 /// A round trip to the database; answers the pool's state.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<PoolStatus, DbError>")]
+#[rtype(result = "Result<PoolStatus, DbFailure>")]
 pub struct Ping;
 
 impl Handler<CreateUser> for DbActor {
-    type Result = ResponseFuture<Result<User, DbError>>;
+    type Result = ResponseFuture<Result<User, DbFailure>>;
 
     fn handle(&mut self, CreateUser(user): CreateUser, ctx: &mut Context<Self>) -> Self::Result {
         self.write(
@@ -287,7 +237,7 @@ impl Handler<CreateUser> for DbActor {
 }
 
 impl Handler<GetUser> for DbActor {
-    type Result = ResponseFuture<Result<User, DbError>>;
+    type Result = ResponseFuture<Result<User, DbFailure>>;
 
     fn handle(&mut self, GetUser(id): GetUser, ctx: &mut Context<Self>) -> Self::Result {
         self.query(
@@ -299,7 +249,7 @@ impl Handler<GetUser> for DbActor {
 }
 
 impl Handler<ListUsers> for DbActor {
-    type Result = ResponseFuture<Result<Vec<User>, DbError>>;
+    type Result = ResponseFuture<Result<Vec<User>, DbFailure>>;
 
     fn handle(&mut self, msg: ListUsers, ctx: &mut Context<Self>) -> Self::Result {
         self.query(ctx, "list", |conns| async move {
@@ -309,7 +259,7 @@ impl Handler<ListUsers> for DbActor {
 }
 
 impl Handler<UpdateUser> for DbActor {
-    type Result = ResponseFuture<Result<User, DbError>>;
+    type Result = ResponseFuture<Result<User, DbFailure>>;
 
     fn handle(&mut self, msg: UpdateUser, ctx: &mut Context<Self>) -> Self::Result {
         self.write(
@@ -323,7 +273,7 @@ impl Handler<UpdateUser> for DbActor {
 }
 
 impl Handler<DeleteUser> for DbActor {
-    type Result = ResponseFuture<Result<(), DbError>>;
+    type Result = ResponseFuture<Result<(), DbFailure>>;
 
     fn handle(&mut self, DeleteUser(id): DeleteUser, ctx: &mut Context<Self>) -> Self::Result {
         self.write(ctx, "delete", id, Write::Delete, |conns, id| async move {
@@ -333,7 +283,7 @@ impl Handler<DeleteUser> for DbActor {
 }
 
 impl Handler<Ping> for DbActor {
-    type Result = ResponseFuture<Result<PoolStatus, DbError>>;
+    type Result = ResponseFuture<Result<PoolStatus, DbFailure>>;
 
     fn handle(&mut self, _: Ping, ctx: &mut Context<Self>) -> Self::Result {
         self.query(ctx, "ping", |conns| async move {

@@ -6,9 +6,11 @@
 //! for admission before every attempt (`Admit`: is the host's circuit
 //! closed? here is its concurrency limit) and reports how the host did
 //! (`Report`), so breaker state is only ever touched by the actor itself.
-//! Successful GET bodies go through the cache; a hit makes no upstream call.
+//! Every URL is read through the cache ([`CacheHandle::read_through`]):
+//! successful GET bodies fill it, and a hit makes no upstream call.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,15 +20,16 @@ use futures_util::future::join_all;
 use reqwest::{Client, Url};
 use tokio::sync::Semaphore;
 
-use super::cache::{self, CacheActor, Cached, Lookup};
-use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
-use super::ActorRef;
+use super::cache::{CacheHandle, Cached, Read};
+use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
+use super::{ActorRef, ActorUnavailable};
+use crate::domain::FetchUrls;
 use crate::fetch::allow_list::AllowList;
 use crate::fetch::attempt::{attempt, Outcome};
 use crate::fetch::breaker::{Breaker, BreakerState};
 use crate::fetch::retry;
 use crate::fetch::FetchResult;
-use crate::metrics::{Event, MetricsHandle};
+use crate::metrics::{Event, Recorder};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const IDLE_CONNECTIONS_PER_HOST: usize = 32;
@@ -55,10 +58,10 @@ struct Host {
 pub struct FetcherActor {
     config: Arc<FetchConfig>,
     client: Client,
-    cache: ActorRef<CacheActor>,
+    cache: CacheHandle,
     hosts: HashMap<String, Host>,
     call_timeout: Duration,
-    metrics: MetricsHandle,
+    metrics: Recorder,
     supervision: Supervision,
 }
 
@@ -78,18 +81,18 @@ fn build_client() -> Client {
 impl FetcherActor {
     pub fn new(
         config: FetchConfig,
-        cache: ActorRef<CacheActor>,
+        cache: CacheHandle,
         call_timeout: Duration,
-        metrics: MetricsHandle,
+        supervision: Supervision,
     ) -> Self {
         Self {
-            metrics: metrics.clone(),
+            metrics: supervision.metrics().clone(),
             config: Arc::new(config),
             client: build_client(),
             cache,
             hosts: HashMap::new(),
             call_timeout,
-            supervision: Supervision::new("fetcher").reporting_to(metrics),
+            supervision,
         }
     }
 
@@ -120,7 +123,7 @@ supervised_actor!(FetcherActor);
 /// Fetch every URL concurrently; one result per URL, in order.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<FetchResult>, ActorUnavailable>")]
-pub struct FetchMany(pub Vec<String>);
+pub struct FetchMany(pub FetchUrls);
 
 /// May an attempt go to this host now? Answers the host's concurrency limit.
 #[derive(Debug, Message)]
@@ -153,9 +156,10 @@ impl Handler<FetchMany> for FetcherActor {
                 config: Arc::clone(&act.config),
                 client: act.client.clone(),
                 cache: act.cache.clone(),
-                fetcher: ActorRef::new("fetcher", ctx.address(), act.call_timeout),
+                fetcher: ActorRef::new(act.supervision.id(), ctx.address(), act.call_timeout),
                 metrics: act.metrics.clone(),
             };
+            let urls = urls.into_inner();
             Box::pin(async move { Ok(join_all(urls.into_iter().map(|url| job.fetch(url))).await) })
                 as ResponseFuture<_>
         })
@@ -170,7 +174,7 @@ impl Handler<Admit> for FetcherActor {
             let entry = act.host(&host);
             let admitted = entry.breaker.admit();
             let (permits, state) = (Arc::clone(&entry.permits), entry.breaker.state());
-            act.supervision.record(breaker_event(host, state));
+            act.metrics.record(breaker_event(host, state));
             if admitted {
                 Ok(permits)
             } else {
@@ -188,7 +192,7 @@ impl Handler<Report> for FetcherActor {
             let breaker = &mut act.host(&report.host).breaker;
             breaker.record(report.healthy);
             let state = breaker.state();
-            act.supervision.record(breaker_event(report.host, state));
+            act.metrics.record(breaker_event(report.host, state));
         })
     }
 }
@@ -224,9 +228,30 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
 struct Job {
     config: Arc<FetchConfig>,
     client: Client,
-    cache: ActorRef<CacheActor>,
+    cache: CacheHandle,
     fetcher: ActorRef<FetcherActor>,
-    metrics: MetricsHandle,
+    metrics: Recorder,
+}
+
+/// What the upstream gave for one URL.
+#[derive(Debug, Default)]
+struct Fetched {
+    attempts: u32,
+    status: Option<u16>,
+    bytes: u64,
+    success: bool,
+    error: Option<String>,
+    /// A successful answer, to be cached.
+    fill: Option<Cached>,
+}
+
+impl Fetched {
+    fn failed(self, error: impl Into<String>) -> Self {
+        Self {
+            error: Some(error.into()),
+            ..self
+        }
+    }
 }
 
 impl Job {
@@ -243,46 +268,57 @@ impl Job {
             error: None,
         };
         match self.config.allow.check(&raw) {
-            Ok(url) => self.fetch_allowed(url, &mut result, started).await,
+            Ok(url) => {
+                let key = format!("fetch:GET {url}");
+                let load =
+                    || async { Ok::<_, Infallible>(self.fetch_upstream(url, started).await) };
+                let read = self.cache.read_through(key, load, |f| f.fill.clone());
+                match read.await {
+                    Ok(Read::Hit(cached)) => {
+                        result.success = true;
+                        result.status = Some(cached.status);
+                        result.bytes = cached.body.len() as u64;
+                        result.cached = true;
+                    }
+                    Ok(Read::Loaded(fetched)) => {
+                        result.success = fetched.success;
+                        result.status = fetched.status;
+                        result.bytes = fetched.bytes;
+                        result.attempts = fetched.attempts;
+                        result.error = fetched.error;
+                    }
+                    Err(never) => match never {},
+                }
+            }
             Err(reason) => result.error = Some(reason.to_owned()),
         }
         result.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         result
     }
 
-    async fn fetch_allowed(&self, url: Url, result: &mut FetchResult, started: Instant) {
-        let key = format!("fetch:GET {url}");
-        let fill = match self.cache.ask(cache::Get(key.clone())).await {
-            Ok(Ok(Lookup::Hit(cached))) => {
-                result.success = true;
-                result.status = Some(cached.status);
-                result.bytes = cached.body.len() as u64;
-                result.cached = true;
-                return;
-            }
-            Ok(Ok(Lookup::Miss(token))) => Some(token),
-            _ => None,
-        };
+    /// Attempts the URL until it answers for good, fails for good, or runs
+    /// out of attempts or time.
+    async fn fetch_upstream(&self, url: Url, started: Instant) -> Fetched {
         let host = format!(
             "{}:{}",
             url.host_str().unwrap_or_default(),
             url.port_or_known_default().unwrap_or_default()
         );
+        let mut fetched = Fetched::default();
         let mut ceilings = retry::backoff(self.config.max_attempts);
         loop {
-            let permits = match self.fetcher.ask(Admit(host.clone())).await {
-                Ok(Ok(permits)) => permits,
-                Ok(Err(Refused(reason))) => return result.error = Some(reason.to_owned()),
-                Err(_) => return result.error = Some("fetcher unavailable".to_owned()),
+            let permits = match self.fetcher.call(Admit(host.clone())).await {
+                Ok(permits) => permits,
+                Err(Refused(reason)) => return fetched.failed(reason),
             };
             let Some(remaining) = self.config.total_budget.checked_sub(started.elapsed()) else {
-                return result.error = Some("timeout".to_owned());
+                return fetched.failed("timeout");
             };
             let outcome = {
                 let Ok(_permit) = permits.acquire().await else {
-                    return result.error = Some("fetcher unavailable".to_owned());
+                    return fetched.failed("fetcher unavailable");
                 };
-                result.attempts += 1;
+                fetched.attempts += 1;
                 let timeout = self.config.attempt_timeout.min(remaining);
                 let attempt_started = Instant::now();
                 let outcome = attempt(
@@ -293,11 +329,11 @@ impl Job {
                     self.config.max_body_bytes,
                 )
                 .await;
-                self.metrics.send(vec![Event::Upstream {
+                self.metrics.record(Event::Upstream {
                     host: host.clone(),
                     outcome: outcome_label(&outcome),
                     seconds: attempt_started.elapsed().as_secs_f64(),
-                }]);
+                });
                 outcome
             };
             self.fetcher.tell(Report {
@@ -310,19 +346,18 @@ impl Job {
                     body,
                     retry_after,
                 } => {
-                    result.status = Some(status.as_u16());
-                    result.bytes = body.len() as u64;
-                    result.error = None;
+                    fetched.status = Some(status.as_u16());
+                    fetched.bytes = body.len() as u64;
+                    fetched.error = None;
                     if !retry::is_transient(status) {
-                        result.success = status.is_success();
-                        if let (true, Some(token)) = (result.success, fill) {
-                            let value = Cached {
+                        fetched.success = status.is_success();
+                        if fetched.success {
+                            fetched.fill = Some(Cached {
                                 status: status.as_u16(),
                                 body,
-                            };
-                            self.cache.tell(cache::Put { key, value, token });
+                            });
                         }
-                        return;
+                        return fetched;
                     }
                     (
                         retry_after,
@@ -330,30 +365,29 @@ impl Job {
                     )
                 }
                 Outcome::Failed { reason, transient } => {
-                    result.error = Some(reason.to_owned());
+                    fetched.error = Some(reason.to_owned());
                     if !transient {
-                        return;
+                        return fetched;
                     }
                     (None, reason.to_owned())
                 }
             };
             let Some(ceiling) = ceilings.next() else {
-                return result.error = Some(format!("{error} after {} attempts", result.attempts));
+                let attempts = fetched.attempts;
+                return fetched.failed(format!("{error} after {attempts} attempts"));
             };
             let wait = match wait {
                 Some(asked) if asked > retry::MAX_RETRY_AFTER => {
-                    return result.error = Some(format!(
-                        "{error}; asked to retry after {} s",
-                        asked.as_secs()
-                    ));
+                    let asked = asked.as_secs();
+                    return fetched.failed(format!("{error}; asked to retry after {asked} s"));
                 }
                 Some(asked) => asked,
                 None => retry::full_jitter(ceiling),
             };
             if started.elapsed() + wait >= self.config.total_budget {
-                return result.error = Some(format!("{error}; out of time to retry"));
+                return fetched.failed(format!("{error}; out of time to retry"));
             }
-            self.metrics.send(vec![Event::Retry { host: host.clone() }]);
+            self.metrics.record(Event::Retry { host: host.clone() });
             actix_web::rt::time::sleep(wait).await;
         }
     }

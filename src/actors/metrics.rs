@@ -1,12 +1,12 @@
 //! `MetricsActor`: owns the Prometheus registry and every metric in it.
 //!
-//! Nothing on the request path waits for it. Recorders (each HTTP worker, and
-//! every actor through its supervision) collect [`Event`]s in a buffer of
-//! their own and send them in batches with `try_send`: no await, no lock, a
-//! cross-thread message per batch rather than per request. If the actor is
-//! dead, restarting or its mailbox is full, the batch is dropped; recording
-//! resumes when it is back, its counters starting again from zero, which
-//! Prometheus's `rate()` handles as a counter reset.
+//! Nothing on the request path waits for it. Each thread's
+//! [`crate::metrics::Recorder`] collects [`Event`]s and sends them in
+//! batches ([`Record`]) with `try_send`: no await, no lock, a cross-thread
+//! message per batch rather than per event. If the actor is dead, restarting
+//! or its mailbox is full, the batch is dropped; recording resumes when it
+//! is back, its counters starting again from zero, which Prometheus's
+//! `rate()` handles as a counter reset.
 //!
 //! Metric names follow Prometheus conventions (base units, `_total`
 //! counters, `_seconds` histograms) and labels carry route templates, never
@@ -23,9 +23,9 @@ use prometheus::{
 };
 use serde::Serialize;
 
-use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
-use super::ActorRef;
-use crate::metrics::{Event, MetricsHandle, RateDecision};
+use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
+use super::ActorUnavailable;
+use crate::metrics::{Event, MetricsSink, RateDecision, Record};
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -222,25 +222,20 @@ pub struct MetricsActor {
     routes: foldhash::HashMap<(&'static str, &'static str), RouteSeries>,
     /// The latest in-flight count each worker reported.
     in_flight: HashMap<usize, i64>,
-    /// The latest (active, idle, max) each database actor reported.
-    pools: HashMap<usize, [usize; 3]>,
+    /// The latest (active, idle, max) each database actor reported, by its
+    /// name and shard.
+    pools: HashMap<(&'static str, usize), [usize; 3]>,
     supervision: Supervision,
 }
 
-impl Default for MetricsActor {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl MetricsActor {
-    pub fn new() -> Self {
+    pub fn new(supervision: Supervision) -> Self {
         Self {
             metrics: Metrics::new(),
             routes: foldhash::HashMap::default(),
             in_flight: HashMap::new(),
             pools: HashMap::new(),
-            supervision: Supervision::new("metrics"),
+            supervision,
         }
     }
 
@@ -302,12 +297,13 @@ impl MetricsActor {
                 .set(i64::try_from(entries).unwrap_or(i64::MAX)),
             Event::CacheEvictions(n) => m.cache_evictions.inc_by(n),
             Event::Pool {
+                actor,
                 shard,
                 active,
                 idle,
                 max,
             } => {
-                self.pools.insert(shard, [active, idle, max]);
+                self.pools.insert((actor, shard), [active, idle, max]);
                 for (i, state) in ["active", "idle", "max"].into_iter().enumerate() {
                     let total: usize = self.pools.values().map(|pool| pool[i]).sum();
                     m.db_pool
@@ -451,17 +447,12 @@ impl Supervise for MetricsActor {
 
     fn on_start(&mut self, ctx: &mut Context<Self>) {
         // Its own restarts and messages are recorded like everyone else's.
-        let me = ActorRef::new("metrics", ctx.address(), std::time::Duration::from_secs(1));
-        self.supervision.report_to(MetricsHandle::new(me));
+        let me = MetricsSink::new(ctx.address().recipient());
+        self.supervision.metrics().connect(me);
     }
 }
 
 supervised_actor!(MetricsActor);
-
-/// A batch of events from one recorder.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Record(pub Vec<Event>);
 
 /// The text exposition of every metric.
 #[derive(Debug, Message)]

@@ -15,13 +15,17 @@
 //!   refuses all work, and `/ready` reports it, so the instance leaves the
 //!   load balancer and an operator is alerted.
 //!
-//! Each start, failure, restart and give-up is one structured log line that
-//! names the actor. The `supervised_actor!` macro wires an actor into all of
-//! this, and adds the messages every actor answers: [`Status`], [`Crash`] (the
-//! fault drill) and [`Shutdown`].
+//! Every actor has one lifecycle: it starts supervised, on a thread of its
+//! own or on an HTTP worker's ([`super::roster`]), and it ends when that
+//! thread does. Dropping it releases what it owns (a pool's connections, a
+//! client) and logs its stop; its [`Lifeline`] tells whoever waits for it.
+//!
+//! Each start, failure, restart, give-up and stop is one structured log line
+//! that names the actor. The `supervised_actor!` macro wires an actor into
+//! all of this, and adds the messages every actor answers: [`Status`] and
+//! [`Crash`] (the fault drill).
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::future::ready;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -29,8 +33,11 @@ use std::time::{Duration, Instant};
 use actix::dev::ResponseFuture;
 use actix::{Actor, ActorContext, Context, Message};
 use serde::Serialize;
+use tokio::sync::watch;
 
-use crate::metrics::{Event, MetricsBuffer, MetricsHandle};
+use super::actor_ref::{ActorUnavailable, Unavailable};
+use super::identity::ActorId;
+use crate::metrics::{Event, Recorder};
 use crate::telemetry::panic_message;
 
 /// Mailbox bound for every actor: past it, senders wait (up to their call
@@ -76,94 +83,98 @@ pub struct ActorStatus {
     pub restarts: u64,
 }
 
-/// Why an actor did not do what it was asked.
-#[derive(Debug, Clone)]
-pub struct ActorUnavailable {
-    pub actor: &'static str,
-    pub state: ActorState,
+/// Held by an actor for as long as it exists; [`Ended`] resolves once it is
+/// dropped.
+pub struct Lifeline {
+    _alive: watch::Sender<()>,
 }
 
-impl fmt::Display for ActorUnavailable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let why = match self.state {
-            ActorState::Running => "failed while handling the request",
-            ActorState::Restarting => "is restarting",
-            ActorState::GivenUp => "has failed too often and was given up",
-            ActorState::Stopped => "is shut down",
-        };
-        write!(f, "the {} actor {why}", self.actor)
+/// Waits for an actor's end.
+#[derive(Clone)]
+pub struct Ended(watch::Receiver<()>);
+
+impl Lifeline {
+    pub fn new() -> (Self, Ended) {
+        let (alive, watching) = watch::channel(());
+        (Self { _alive: alive }, Ended(watching))
+    }
+}
+
+impl Ended {
+    /// Resolves once the actor has been dropped.
+    pub async fn wait(mut self) {
+        while self.0.changed().await.is_ok() {}
     }
 }
 
 /// The restart bookkeeping an actor carries. It lives in the actor struct but
 /// is not part of the state that [`Supervise::reset`] clears.
 pub struct Supervision {
-    actor: &'static str,
+    id: ActorId,
     policy: RestartPolicy,
     recent_restarts: VecDeque<Instant>,
     restarts: u64,
     backoff_until: Option<Instant>,
     given_up: bool,
-    stopped: bool,
     /// Messages handled since the last report.
     handled: u64,
-    metrics: MetricsBuffer,
+    metrics: Recorder,
+    _alive: Lifeline,
 }
 
 impl Supervision {
-    pub fn new(actor: &'static str) -> Self {
-        Self::with_policy(actor, RestartPolicy::default())
+    /// `metrics`: the recorder of the thread the actor runs on.
+    pub fn new(id: ActorId, metrics: Recorder, alive: Lifeline) -> Self {
+        Self::with_policy(id, metrics, alive, RestartPolicy::default())
     }
 
-    pub fn with_policy(actor: &'static str, policy: RestartPolicy) -> Self {
+    pub fn with_policy(
+        id: ActorId,
+        metrics: Recorder,
+        alive: Lifeline,
+        policy: RestartPolicy,
+    ) -> Self {
         Self {
-            actor,
+            id,
             policy,
             recent_restarts: VecDeque::new(),
             restarts: 0,
             backoff_until: None,
             given_up: false,
-            stopped: false,
             handled: 0,
-            metrics: MetricsBuffer::default(),
+            metrics,
+            _alive: alive,
         }
     }
 
-    /// Report this actor's restarts, messages and own events here.
-    pub fn reporting_to(mut self, metrics: MetricsHandle) -> Self {
-        self.report_to(metrics);
-        self
+    /// A supervision for an actor started on its own, outside any roster
+    /// (unit tests): it records nothing.
+    pub fn unwatched(id: ActorId) -> Self {
+        Self::new(id, Recorder::disabled(), Lifeline::new().0)
     }
 
-    pub fn report_to(&mut self, metrics: MetricsHandle) {
-        self.metrics.send_to(metrics);
+    pub fn id(&self) -> ActorId {
+        self.id
     }
 
-    /// Keep an event for the next report.
-    pub fn record(&mut self, event: Event) {
-        self.metrics.push(event);
+    /// The recorder of the actor's thread, for the actor's own events.
+    pub fn metrics(&self) -> &Recorder {
+        &self.metrics
     }
 
-    /// Send what was recorded since the last report.
-    pub fn flush(&mut self) {
+    /// Records the messages handled since the last report.
+    fn report(&mut self) {
         if self.handled > 0 {
             let count = std::mem::take(&mut self.handled);
-            self.metrics.push(Event::Messages {
-                actor: self.actor,
+            self.metrics.record(Event::Messages {
+                actor: self.id.name(),
                 count,
             });
         }
-        self.metrics.flush();
-    }
-
-    pub fn actor(&self) -> &'static str {
-        self.actor
     }
 
     pub fn state(&self) -> ActorState {
-        if self.stopped {
-            ActorState::Stopped
-        } else if self.given_up {
+        if self.given_up {
             ActorState::GivenUp
         } else if self
             .backoff_until
@@ -177,7 +188,7 @@ impl Supervision {
 
     pub fn status(&self) -> ActorStatus {
         ActorStatus {
-            actor: self.actor,
+            actor: self.id.name(),
             state: self.state(),
             restarts: self.restarts,
         }
@@ -185,33 +196,28 @@ impl Supervision {
 
     /// Ok when the actor may take work now.
     pub fn check_available(&self) -> Result<(), ActorUnavailable> {
-        match self.state() {
-            ActorState::Running => Ok(()),
-            state => Err(ActorUnavailable {
-                actor: self.actor,
-                state,
-            }),
-        }
+        let why = match self.state() {
+            ActorState::Running => return Ok(()),
+            ActorState::Restarting => Unavailable::Restarting,
+            ActorState::GivenUp => Unavailable::GivenUp,
+            ActorState::Stopped => Unavailable::Closed,
+        };
+        Err(ActorUnavailable {
+            actor: self.id,
+            why,
+        })
     }
 
     pub fn started(&self) {
         tracing::info!(
-            actor = self.actor,
+            actor = self.id.name(),
             restarts = self.restarts,
             "actor started"
         );
     }
 
     pub fn failed(&self, reason: &str) {
-        tracing::error!(actor = self.actor, reason, "actor failed");
-    }
-
-    /// Logged once, whether the actor was told to shut down, was dropped, or
-    /// both.
-    pub fn stopped(&mut self) {
-        if !std::mem::replace(&mut self.stopped, true) {
-            tracing::info!(actor = self.actor, "actor stopped");
-        }
+        tracing::error!(actor = self.id.name(), reason, "actor failed");
     }
 
     /// Called by `restarting()`: counts the restart and decides its delay, or
@@ -227,15 +233,17 @@ impl Supervision {
             self.recent_restarts.pop_front();
         }
         self.recent_restarts.push_back(now);
-        self.metrics.push(Event::Restart { actor: self.actor });
+        self.metrics.record(Event::Restart {
+            actor: self.id.name(),
+        });
         let in_window = self.recent_restarts.len();
-        if self.given_up || self.stopped {
+        if self.given_up {
             return;
         }
         if in_window > self.policy.max_restarts {
             self.given_up = true;
             tracing::error!(
-                actor = self.actor,
+                actor = self.id.name(),
                 restarts = self.restarts,
                 restarts_in_window = in_window,
                 window_seconds = self.policy.window.as_secs(),
@@ -251,11 +259,18 @@ impl Supervision {
             .min(self.policy.max_delay);
         self.backoff_until = Some(now + delay);
         tracing::warn!(
-            actor = self.actor,
+            actor = self.id.name(),
             restarts = self.restarts,
             delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             "actor restarting"
         );
+    }
+}
+
+impl Drop for Supervision {
+    /// The actor's end: its thread stopped, and it with it.
+    fn drop(&mut self) {
+        tracing::info!(actor = self.id.name(), "actor stopped");
     }
 }
 
@@ -266,9 +281,7 @@ pub trait Supervise: Actor<Context = Context<Self>> + actix::Supervised {
     fn reset(&mut self);
     /// Extra start-up work (timers and the like), run on every (re)start.
     fn on_start(&mut self, _ctx: &mut Context<Self>) {}
-    /// Release resources before the process exits.
-    fn on_shutdown(&mut self) {}
-    /// Record gauges (sizes, pool state) before each report.
+    /// Record gauges (sizes, pool state), every [`crate::metrics::FLUSH_EVERY`].
     fn report(&mut self) {}
 }
 
@@ -327,13 +340,19 @@ where
             let supervision = act.supervision();
             supervision.failed(&panic_message(payload.as_ref()));
             let why = ActorUnavailable {
-                actor: supervision.actor(),
-                state: ActorState::Running,
+                actor: supervision.id(),
+                why: Unavailable::Failed,
             };
             ctx.stop();
             R::refuse(why)
         }
     }
+}
+
+/// Runs the actor's periodic report: its gauges, then its supervision's.
+pub fn report<A: Supervise>(act: &mut A) {
+    act.report();
+    act.supervision().report();
 }
 
 /// What state is the actor in? Answered even while restarting or given up.
@@ -346,13 +365,8 @@ pub struct Status;
 #[rtype(result = "()")]
 pub struct Crash;
 
-/// Release resources and refuse further work; the process is exiting.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
-/// Implements `Actor`, `actix::Supervised` and the [`Status`], [`Crash`] and
-/// [`Shutdown`] handlers for a type that implements [`Supervise`].
+/// Implements `Actor`, `actix::Supervised` and the [`Status`] and [`Crash`]
+/// handlers for a type that implements [`Supervise`].
 macro_rules! supervised_actor {
     ($actor:ty) => {
         impl actix::Actor for $actor {
@@ -363,8 +377,7 @@ macro_rules! supervised_actor {
                 $crate::actors::supervision::Supervise::supervision(self).started();
                 $crate::actors::supervision::Supervise::on_start(self, ctx);
                 actix::AsyncContext::run_interval(ctx, $crate::metrics::FLUSH_EVERY, |act, _| {
-                    $crate::actors::supervision::Supervise::report(act);
-                    $crate::actors::supervision::Supervise::supervision(act).flush();
+                    $crate::actors::supervision::report(act)
                 });
             }
         }
@@ -395,18 +408,9 @@ macro_rules! supervised_actor {
 
             fn handle(&mut self, _: $crate::actors::supervision::Crash, ctx: &mut Self::Context) {
                 $crate::actors::supervision::run_catching(self, ctx, |act, _| {
-                    let actor = $crate::actors::supervision::Supervise::supervision(act).actor();
+                    let actor = $crate::actors::supervision::Supervise::supervision(act).id();
                     panic!("crash drill: the {actor} actor was told to fail")
                 })
-            }
-        }
-
-        impl actix::Handler<$crate::actors::supervision::Shutdown> for $actor {
-            type Result = ();
-
-            fn handle(&mut self, _: $crate::actors::supervision::Shutdown, _: &mut Self::Context) {
-                $crate::actors::supervision::Supervise::on_shutdown(self);
-                $crate::actors::supervision::Supervise::supervision(self).stopped();
             }
         }
     };
@@ -416,6 +420,10 @@ pub(crate) use supervised_actor;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id() -> ActorId {
+        ActorId::single(crate::actors::identity::ActorKind::Cache)
+    }
 
     fn policy() -> RestartPolicy {
         RestartPolicy {
@@ -428,7 +436,8 @@ mod tests {
 
     #[test]
     fn backs_off_then_gives_up_past_the_intensity() {
-        let mut s = Supervision::with_policy("test", policy());
+        let mut s =
+            Supervision::with_policy(id(), Recorder::disabled(), Lifeline::new().0, policy());
         s.restarting();
         assert_eq!(s.state(), ActorState::Restarting);
         std::thread::sleep(Duration::from_millis(15));
@@ -444,7 +453,8 @@ mod tests {
 
     #[test]
     fn delays_double_and_are_capped() {
-        let mut s = Supervision::with_policy("test", policy());
+        let mut s =
+            Supervision::with_policy(id(), Recorder::disabled(), Lifeline::new().0, policy());
         let delay_of = |s: &Supervision| s.backoff_until.unwrap().duration_since(Instant::now());
         s.restarting();
         assert!(delay_of(&s) <= Duration::from_millis(10));

@@ -1,15 +1,27 @@
 //! Storage: the diesel schema and rows, the two pool backends (PostgreSQL and
-//! embedded SQLite) behind one enum, migrations, and the users queries.
-//! Only [`crate::actors::db::DbActor`] calls into this module.
+//! embedded SQLite) behind one enum, PostgreSQL's shared connections,
+//! SQLite's batched writes, migrations, and the users queries. The database
+//! actors ([`crate::actors::db`]) and the benchmark suite's baseline call
+//! into it; it knows nothing of actors or HTTP.
+//!
+//! Inside, dependencies point one way: `conn` (what a query runs on) is at
+//! the bottom; `pool` and `pipeline` lend connections; `connections` picks
+//! one of them for an actor; `users` and `group_commit` run queries.
 
+pub mod conn;
+pub mod connections;
+pub mod group_commit;
+pub mod migrate;
 pub mod models;
 pub mod pipeline;
 pub mod pool;
 pub mod schema;
 pub mod users;
 
-pub use pipeline::Connections;
-pub use pool::{migrate, Checkout, DbConn, DbPool, PageCache, QueryCost};
+pub use conn::{Checkout, DbConn, PoolStatus, QueryCost};
+pub use connections::Connections;
+pub use migrate::migrate;
+pub use pool::{DbPool, PageCache, PoolSpec};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
@@ -27,9 +39,6 @@ pub enum DbError {
     /// or the network failed): the query may or may not have run.
     #[error("database connection lost: {0}")]
     ConnectionLost(String),
-    /// The database actor itself could not take the query.
-    #[error("{0}")]
-    ActorUnavailable(crate::actors::supervision::ActorUnavailable),
     /// Anything else; the text is for the log only.
     #[error("database error: {0}")]
     Internal(String),

@@ -1,11 +1,9 @@
 //! A worker's PostgreSQL connections, each carrying many queries at once.
 //!
-//! Checked out one query at a time, a connection stayed taken from the
-//! moment its query was sent until the worker's thread, busy serving other
-//! requests, came back to read the answer and return it. Under the benchmark
-//! suite's mixed load (90% cached reads, 10% writes, 256 connections) most
-//! queries waited 10-50 ms for a connection (switchboard's own histograms),
-//! and the load's p99 was 2.4-3.3 times the bare baseline's.
+//! Checked out one query at a time, a connection stays taken from the moment
+//! its query is sent until the worker's thread, busy serving other requests,
+//! comes back to read the answer and return it; under load most queries
+//! then wait for a connection rather than for the database.
 //!
 //! diesel-async lets several futures send queries on one connection
 //! (pipelining): the server runs them in order, one after another, while
@@ -18,24 +16,15 @@
 //! How much a connection carries at once is bounded by what its queries
 //! cost the server ([`QueryCost`]): a query queued behind others on one
 //! connection cannot move to another that frees up sooner, so only a little
-//! of the server's work may queue on each. The worker has eight turns per
-//! connection; a query for one row by its key takes one, a page of users
-//! four, and goes to the least loaded connection (which, when loads are
-//! uneven, may carry a little more than eight turns' worth). Under the
-//! benchmark suite's load at 256 connections (p99 against the baseline's):
-//!
-//! - pages (`GET /users?limit=50`): 1.00x checked out one at a time, 1.87x
-//!   with no bound, 3.77x with four pages in flight per connection, 1.27x
-//!   with two, which is what four turns each allow;
-//! - the mixed load (90% cached reads, 10% `PATCH`): 1.73x, 1.33x and 1.30x
-//!   with any two queries per connection (three runs), 1.45x, 1.08x and
-//!   1.19x with eight one-row queries. While a worker's thread serves cached
-//!   reads, a connection's answers wait for it to come back; a one-row query
-//!   costs the server little, so more of them can queue on a connection
-//!   meanwhile, and the server has the next at hand.
-//!
-//! A query that finds no turn waits for one, first come first served, at
-//! most 5 s, as it waited for a checkout.
+//! of the server's work may queue on each. A connection has eight turns; a
+//! query for one row by its key takes one, a page of users four. A cheap
+//! query can queue behind several others and still be answered soon, and
+//! the server has the next one at hand while the worker's thread is busy;
+//! a page cannot, so fewer of them share a connection. A query goes to the
+//! least loaded connection, which, when loads are uneven, may carry a
+//! little more than eight turns' worth. One that finds no turn waits for
+//! one, first come first served, at most [`CHECKOUT_TIMEOUT`], as it would
+//! wait for a checkout.
 //!
 //! Each users query is one statement, its own transaction, so queries that
 //! share a connection cannot see each other's work half done.
@@ -47,7 +36,7 @@
 //! not been noticed yet. A new connection takes its place. A connection
 //! that closed while idle is dropped at the next checkout. The users reads
 //! that fail this way are sent once more, on a connection opened since
-//! (`Pipeline::share_new`, [`super::users`]).
+//! ([`Checkout::get_new`], [`super::users`]).
 //!
 //! It lives on the worker's thread (`Rc`, `Cell`); the turns' semaphore is
 //! in an `Arc` only because its owned permits need one.
@@ -63,8 +52,8 @@ use diesel_async::AsyncPgConnection;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 
-use super::pool::{Checkout, PoolStatus, PooledConn, QueryCost, CHECKOUT_TIMEOUT};
-use super::{DbError, DbPool};
+use super::conn::{Checkout, DbConn, Lease, PoolStatus, QueryCost, CHECKOUT_TIMEOUT};
+use super::DbError;
 
 /// Turns per connection: what its queries in flight may cost at most.
 const TURNS: usize = 8;
@@ -125,15 +114,17 @@ impl PgShare {
         conn.load.set(conn.load.get() + turns.num_permits());
         Self { conn, turns }
     }
+}
 
-    pub fn conn(&self) -> &AsyncPgConnection {
-        self.conn.client()
+impl Lease for PgShare {
+    fn conn(&mut self) -> DbConn<'_> {
+        DbConn::Postgres(self.conn.client())
     }
 
     /// No new query goes to this connection; the pipeline lets go of it at
     /// its next checkout, and it is closed once the queries still on it are
     /// answered.
-    pub fn retire(self) {
+    fn retire(self) {
         self.conn.retired.set(true);
     }
 }
@@ -332,49 +323,14 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// What a database actor's queries run on: on PostgreSQL a [`Pipeline`],
-/// on SQLite its pool, whose connections serve one query at a time.
-#[derive(Clone)]
-pub enum Connections {
-    Pipelined(Rc<Pipeline>),
-    Pooled(DbPool),
-}
+impl Checkout for Pipeline {
+    type Lease = PgShare;
 
-impl Connections {
-    pub fn new(pool: DbPool) -> Self {
-        match pool {
-            DbPool::Postgres(pool) => Self::Pipelined(Rc::new(Pipeline::new(pool))),
-            sqlite => Self::Pooled(sqlite),
-        }
+    async fn get(&self, cost: QueryCost) -> Result<PgShare, DbError> {
+        self.share(cost).await
     }
 
-    pub fn status(&self) -> PoolStatus {
-        match self {
-            Self::Pipelined(pipeline) => pipeline.status(),
-            Self::Pooled(pool) => pool.status(),
-        }
-    }
-
-    pub fn close(&self) {
-        match self {
-            Self::Pipelined(pipeline) => pipeline.close(),
-            Self::Pooled(pool) => pool.close(),
-        }
-    }
-}
-
-impl Checkout for Connections {
-    async fn get(&self, cost: QueryCost) -> Result<PooledConn, DbError> {
-        match self {
-            Self::Pipelined(pipeline) => pipeline.share(cost).await.map(PooledConn::Pipelined),
-            Self::Pooled(pool) => pool.get(cost).await,
-        }
-    }
-
-    async fn get_new(&self, cost: QueryCost) -> Result<PooledConn, DbError> {
-        match self {
-            Self::Pipelined(pipeline) => pipeline.share_new(cost).await.map(PooledConn::Pipelined),
-            Self::Pooled(pool) => pool.get_new(cost).await,
-        }
+    async fn get_new(&self, cost: QueryCost) -> Result<PgShare, DbError> {
+        self.share_new(cost).await
     }
 }

@@ -3,13 +3,13 @@
 //!
 //! The writes come twice: on a connection ([`create_on`], [`update_on`],
 //! [`delete_on`]), which SQLite's writer uses to run a batch of them in one
-//! transaction (see [`crate::actors::group_commit`]), and on a [`Checkout`]
+//! transaction (see [`super::group_commit`]), and on a [`Checkout`]
 //! (a database actor's connections, or the baseline's plain pool), which
-//! gives a connection for that one statement.
+//! lends a connection for that one statement.
 //!
 //! A query on a [`Checkout`] whose connection lets it down (the server
 //! ended the session, say on a restart) retires that connection
-//! ([`PooledConn::retire`]). A read is then sent once more, on another
+//! ([`Lease::retire`]). A read is then sent once more, on another
 //! connection: reading twice changes nothing, so the client need not see
 //! the loss. A write is not, as it may have been applied before the
 //! connection broke; its client gets 503 and decides.
@@ -19,16 +19,16 @@ use std::future::Future;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::conn::{on_conn, Checkout, DbConn, Lease, QueryCost};
 use super::models::{NewUserRow, UserChanges, UserRow};
-use super::pool::{on_conn, Checkout, PooledConn, QueryCost};
 use super::schema::users;
-use super::{DbConn, DbError};
+use super::DbError;
 use crate::domain::{NewUser, User, UserId, UserPatch};
 
 /// Runs `query` on the connection `checkout` gives, and retires the
 /// connection if the query failed in a way that spoils it.
-async fn run<T>(
-    checkout: impl Future<Output = Result<PooledConn, DbError>>,
+async fn run<T, L: Lease>(
+    checkout: impl Future<Output = Result<L, DbError>>,
     query: impl AsyncFnOnce(DbConn<'_>) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
     let mut conn = checkout.await?;

@@ -1,13 +1,15 @@
 //! Validated domain types: parse, don't validate. Once a request's input has
-//! become a [`UserName`], [`UserEmail`] or [`UserId`], the type carries the
-//! proof, so no handler, actor or query checks it again.
+//! become a [`UserName`], [`UserEmail`], [`UserId`] or [`FetchUrls`], the
+//! type carries the proof, so no handler, actor or query checks it again.
 
+mod fetch_urls;
 mod user;
 mod user_email;
 mod user_id;
 mod user_input;
 mod user_name;
 
+pub use fetch_urls::FetchUrls;
 pub use user::User;
 pub use user_email::UserEmail;
 pub use user_id::UserId;

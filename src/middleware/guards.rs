@@ -15,13 +15,12 @@
 //!   work it was awaiting, and answers 504.
 //!
 //! [`WorkerGuards`] is one worker's state for all of this, its limiter outbox
-//! and its metrics buffer too (see [`crate::metrics`]): nothing in it is
-//! shared between workers.
+//! too: nothing in it is shared between workers.
 //!
 //! This runs as resource middleware, after routing, so the request can be
 //! cloned to answer the 504 (cloning it before routing is not allowed).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -32,12 +31,13 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, ResponseError};
 
-use super::rate_limit_headers::rate_limit_headers;
-use crate::actors::rate_limiter::{Decision, LimiterFailed};
+use crate::actors::rate_limiter::outbox::LimiterOutbox;
+use crate::actors::rate_limiter::LimiterFailed;
 use crate::app_state::AppState;
 use crate::error::ApiError;
-use crate::metrics::{Event, MetricsBuffer, MetricsHandle, RateDecision, FLUSH_EVERY};
-use crate::rate_limit::outbox::LimiterOutbox;
+use crate::metrics::{Event, RateDecision, Recorder, FLUSH_EVERY};
+use crate::rate_limit::headers::rate_limit_headers;
+use crate::rate_limit::Decision;
 
 /// How often, at most, each worker logs that it let requests through
 /// because the rate limiter was unavailable.
@@ -52,19 +52,19 @@ pub struct WorkerGuards {
     fail_open_logged: Cell<Option<Instant>>,
     /// This worker's rate-limit checks, sent in batches.
     limiter: Rc<LimiterOutbox>,
-    /// This worker's metrics, sent in batches.
-    metrics: RefCell<MetricsBuffer>,
+    /// This worker's metrics recorder.
+    metrics: Recorder,
 }
 
 impl WorkerGuards {
     /// This worker's guard state, with its share of the process-wide
-    /// in-flight cap, and the task that sends its metrics every
+    /// in-flight cap, and the task that records its in-flight count every
     /// [`FLUSH_EVERY`] (call on the worker's own thread).
     pub fn start(
         worker: usize,
         max_in_flight: usize,
         workers: usize,
-        metrics: MetricsHandle,
+        metrics: Recorder,
     ) -> Rc<Self> {
         let guards = Rc::new(Self {
             worker,
@@ -73,7 +73,7 @@ impl WorkerGuards {
             fail_open: Cell::new(0),
             fail_open_logged: Cell::new(None),
             limiter: Rc::default(),
-            metrics: RefCell::new(MetricsBuffer::new(metrics)),
+            metrics,
         });
         let weak = Rc::downgrade(&guards);
         actix_web::rt::spawn(async move {
@@ -81,24 +81,13 @@ impl WorkerGuards {
             loop {
                 ticks.tick().await;
                 let Some(guards) = weak.upgrade() else { break };
-                guards.flush_metrics();
+                guards.metrics.record(Event::InFlight {
+                    worker: guards.worker,
+                    count: i64::try_from(guards.in_flight.get()).unwrap_or(i64::MAX),
+                });
             }
         });
         guards
-    }
-
-    /// Keep an event for this worker's next batch.
-    pub fn record(&self, event: Event) {
-        self.metrics.borrow_mut().push(event);
-    }
-
-    fn flush_metrics(&self) {
-        let mut buffer = self.metrics.borrow_mut();
-        buffer.push(Event::InFlight {
-            worker: self.worker,
-            count: i64::try_from(self.in_flight.get()).unwrap_or(i64::MAX),
-        });
-        buffer.flush();
     }
 
     fn try_enter(self: &Rc<Self>) -> Option<InFlightPermit> {
@@ -110,7 +99,8 @@ impl WorkerGuards {
     }
 
     fn record_fail_open(&self, err: &LimiterFailed) {
-        self.record(Event::RateLimit(RateDecision::FailOpen));
+        self.metrics
+            .record(Event::RateLimit(RateDecision::FailOpen));
         self.fail_open.set(self.fail_open.get() + 1);
         let due = self
             .fail_open_logged
@@ -184,20 +174,24 @@ pub async fn guards(
 
     let mut decision = None;
     let limited_client = state
-        .rate_limiter
+        .rate_limiting
         .get()
-        .and_then(|limiter| Some((limiter, client_key(&req, limits.trust_proxy)?)));
-    if let Some((limiter, key)) = limited_client {
-        match worker.limiter.check(limiter, key).await {
+        .and_then(|limiting| Some((limiting, client_key(&req, limits.trust_proxy)?)));
+    if let Some((limiting, key)) = limited_client {
+        match worker.limiter.check(&limiting.shards, key).await {
             Ok(Decision::Limited { retry_after, reset }) => {
-                worker.record(Event::RateLimit(RateDecision::Limited));
+                worker
+                    .metrics
+                    .record(Event::RateLimit(RateDecision::Limited));
                 let mut response = ApiError::TooManyRequests { retry_after }.error_response();
-                rate_limit_headers(response.headers_mut(), limiter.headers(), 0, reset);
+                rate_limit_headers(response.headers_mut(), &limiting.headers, 0, reset);
                 return Ok(req.into_response(response));
             }
             Ok(Decision::Allowed { remaining, reset }) => {
-                worker.record(Event::RateLimit(RateDecision::Allowed));
-                decision = Some((limiter.headers(), remaining, reset))
+                worker
+                    .metrics
+                    .record(Event::RateLimit(RateDecision::Allowed));
+                decision = Some((&limiting.headers, remaining, reset))
             }
             Err(err) => worker.record_fail_open(&err),
         }

@@ -1,35 +1,24 @@
-//! Per-request context: the request id and the access log line.
+//! Per-request context: the request id ([`crate::request_id`]), echoed on
+//! every response, and the access log line.
 //!
-//! The id is taken from the client's `X-Request-Id` when it sent a sane one
-//! (so a trace can follow a request across services), else made up. It is
-//! kept in a task-local for the request's lifetime, so a problem body built
-//! anywhere below (an extractor, a handler, the 404 fallback) can carry it
-//! without threading it through every signature, and it is echoed on every
-//! response. One log line per request names the route template, never just
-//! the raw path, so logs group by endpoint, and the same figures go to this
-//! worker's metrics batch (scrapes of `/metrics` excepted).
+//! One log line per request names the route template, never just the raw
+//! path, so logs group by endpoint, and the same figures go to this
+//! worker's metrics recorder (scrapes of `/metrics` excepted).
 //!
 //! This runs for every request, so it costs no system call and little
-//! allocation: made-up ids come from a per-thread generator (request ids
-//! need to be unique, not unguessable; `getrandom` per request was a
-//! measurable share of a small request), the id lives as the header value it
-//! is sent as, and the route template is the [`RouteLabel`] its resource
+//! allocation: the route template is the [`RouteLabel`] its resource
 //! carries rather than a second match of the path against every route.
 
-use std::rc::Rc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::Error;
 
-use super::guards::WorkerGuards;
-use crate::metrics::Event;
-
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+use crate::metrics::{Event, Recorder};
+use crate::request_id::{self, REQUEST_ID_HEADER};
 
 /// A resource's route template, as logs and metrics name it; each resource
 /// carries its own (see [`crate::routes`]).
@@ -56,48 +45,15 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Longest client-sent request id that is echoed rather than replaced.
-const MAX_REQUEST_ID_LEN: usize = 128;
-
-tokio::task_local! {
-    static REQUEST_ID: HeaderValue;
-}
-
-/// The id of the request being handled on this task, if any.
-pub fn current_request_id() -> Option<String> {
-    REQUEST_ID
-        .try_with(|id| id.to_str().map(str::to_owned).ok())
-        .ok()
-        .flatten()
-}
-
-/// The client's request id, if it is one we can safely echo.
-fn incoming_id(req: &ServiceRequest) -> Option<HeaderValue> {
-    let value = req.headers().get(&REQUEST_ID_HEADER)?;
-    let bytes = value.as_bytes();
-    let sane = !bytes.is_empty()
-        && bytes.len() <= MAX_REQUEST_ID_LEN
-        && bytes.iter().all(u8::is_ascii_graphic);
-    sane.then(|| value.clone())
-}
-
-/// A fresh random (version 4) UUID, from this thread's generator.
-fn new_id() -> HeaderValue {
-    let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-    let mut buffer = uuid::Uuid::encode_buffer();
-    let text = uuid.hyphenated().encode_lower(&mut buffer);
-    HeaderValue::from_str(text).expect("a UUID is a valid header value")
-}
-
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
-    let id = incoming_id(&req).unwrap_or_else(new_id);
+    let id = request_id::of_request(req.headers());
     // Every layer inside renders its failures as responses (never `Err`), so
     // each one gets the id header and the log line below.
-    let mut response = REQUEST_ID.scope(id.clone(), next.call(req)).await?;
+    let mut response = request_id::scope(id.clone(), next.call(req)).await?;
     let request = response.request();
     let route = request
         .app_data::<RouteLabel>()
@@ -112,11 +68,8 @@ pub async fn request_context(
         request_id = id.to_str().unwrap_or_default(),
         "request"
     );
-    if let (Some(worker), false) = (
-        request.app_data::<Rc<WorkerGuards>>(),
-        route == METRICS_ROUTE,
-    ) {
-        worker.record(Event::Request {
+    if let (Some(metrics), false) = (request.app_data::<Recorder>(), route == METRICS_ROUTE) {
+        metrics.record(Event::Request {
             method: method_label(request.method()),
             route,
             status: response.status().as_u16(),

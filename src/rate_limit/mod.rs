@@ -1,5 +1,12 @@
-//! Rate limiting around the limiter actors: how a worker's checks reach them
-//! in batches, and where allowances can live besides the actors' memory.
+//! Rate limiting's building blocks, apart from the actors that hold the
+//! allowances: the policy and its decisions ([`policy`]), GCRA in a shared
+//! Redis ([`redis`]), and the response headers that tell a client where it
+//! stands ([`headers`]). The limiter actors
+//! ([`crate::actors::rate_limiter`]) and the guards
+//! ([`crate::middleware::guards`]) build on them.
 
-pub mod outbox;
+pub mod headers;
+pub mod policy;
 pub mod redis;
+
+pub use policy::{Decision, RatePolicy};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
-use crate::actors::rate_limiter::{Decision, RatePolicy};
+use super::{Decision, RatePolicy};
 
 const KEY_PREFIX: &str = "switchboard:ratelimit:";
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);

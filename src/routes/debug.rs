@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::actors::supervision::Crash;
+use crate::actors::ActorKind;
 use crate::app_state::AppState;
 use crate::error::ApiError;
 
@@ -18,23 +18,17 @@ pub async fn crash(
     state: web::Data<AppState>,
     actor: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    match actor.as_str() {
-        "db" => {
-            for db in state.db_actors() {
-                db.ask(Crash).await?;
-            }
-        }
-        "cache" => state.cache.ask(Crash).await?,
-        "fetcher" => state.fetcher.ask(Crash).await?,
-        "metrics" => state.metrics.ask(Crash).await?,
-        "rate_limiter" => {
-            for shard in state.rate_limiter.get().iter().flat_map(|l| l.shards()) {
-                shard.ask(Crash).await?;
-            }
-        }
-        other => {
+    let roster = state
+        .roster
+        .get()
+        .ok_or_else(|| ApiError::unavailable("switchboard is starting"))?;
+    match roster.crash(&actor).await {
+        Some(crashed) => crashed?,
+        None => {
             return Err(ApiError::NotFound(format!(
-                "no actor named {other:?} (expected db, cache, fetcher, metrics or rate_limiter)"
+                "no actor named {:?} (expected one of {})",
+                actor.as_str(),
+                ActorKind::DRILLS.join(", ")
             )))
         }
     }

@@ -19,15 +19,17 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn ready(state: web::Data<AppState>, db: LocalDb) -> Result<HttpResponse, ApiError> {
-    let (database_up, database) = match db.reads().ask(Ping).await {
-        Ok(Ok(pool)) => (true, json!({"status": "up", "pool": pool})),
-        Ok(Err(err)) => {
+    let (database_up, database) = match db.reads().call(Ping).await {
+        Ok(pool) => (true, json!({"status": "up", "pool": pool})),
+        Err(err) => {
             tracing::warn!(%err, "readiness: database check failed");
             (false, json!({"status": "down"}))
         }
-        Err(_) => (false, json!({"status": "down"})),
     };
-    let actors = state.actor_statuses().await;
+    let actors = match state.roster.get() {
+        Some(roster) => roster.statuses().await,
+        None => return Err(ApiError::unavailable("switchboard is starting")),
+    };
     let actors_up = actors.iter().all(|a| a.state == ActorState::Running);
     let checks = json!({"database": database, "actors": actors});
     if database_up && actors_up {

@@ -8,21 +8,13 @@ use crate::app_state::AppState;
 use crate::error::ApiError;
 
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let text = state
-        .metrics
-        .ask(Gather)
-        .await?
-        .map_err(|why| ApiError::unavailable(why.to_string()))?;
+    let text = state.metrics.call(Gather).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text))
 }
 
 pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let summary = state
-        .metrics
-        .ask(Summarize)
-        .await?
-        .map_err(|why| ApiError::unavailable(why.to_string()))?;
+    let summary = state.metrics.call(Summarize).await?;
     Ok(HttpResponse::Ok().json(summary))
 }

@@ -154,7 +154,12 @@ async fn a_flood_of_distinct_clients_keeps_limiter_memory_bounded() {
     })
     .await
     .unwrap();
-    let limiter = app.state.rate_limiter.get().expect("limiter running");
+    let limiter = &app
+        .state
+        .rate_limiting
+        .get()
+        .expect("limiter running")
+        .shards;
     const CLIENTS: u32 = 200_000;
     const PARALLEL: u32 = 64;
     let mut most_keys = 0;

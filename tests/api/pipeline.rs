@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use futures_util::FutureExt;
 use switchboard::config::DatabaseUrl;
 use switchboard::db::{
-    migrate, users, Checkout, Connections, DbError, DbPool, PageCache, QueryCost,
+    migrate, users, Checkout, Connections, DbError, PageCache, PoolSpec, QueryCost,
 };
 use switchboard::domain::{NewUser, User, UserId, UserPatch};
 
@@ -23,7 +23,12 @@ async fn pipeline(size: usize) -> Option<(TestDatabase, Connections)> {
     let db = TestDatabase::create(Backend::Postgres).await?;
     let url = DatabaseUrl::parse(&db.url()).unwrap();
     migrate(&url).await.unwrap();
-    let conns = Connections::new(DbPool::build(&url, size, PageCache::Default).unwrap());
+    let pool = PoolSpec {
+        url,
+        size,
+        page_cache: PageCache::Default,
+    };
+    let conns = Connections::new(pool.build());
     Some((db, conns))
 }
 

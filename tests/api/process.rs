@@ -85,8 +85,17 @@ async fn sigterm_drains_requests_in_flight_then_exits_zero() {
     stopped.sort();
     assert_eq!(
         stopped,
-        ["cache", "db", "db", "db_writer", "fetcher", "metrics"],
-        "one database actor per worker (2) and SQLite's writer close their pools; rate limiter shards end with their workers"
+        [
+            "cache",
+            "db",
+            "db",
+            "db_writer",
+            "fetcher",
+            "metrics",
+            "rate_limiter",
+            "rate_limiter"
+        ],
+        "every actor logs its stop: one database actor and one limiter shard per worker (2), SQLite's writer, and the others"
     );
     assert_eq!(app.logged("switchboard stopped").len(), 1);
 }

@@ -1,11 +1,11 @@
 //! One worker's rate-limit checks on their way to the limiter shards.
 //!
-//! A check used to be one actor message per request: an envelope, a reply
+//! A message per check would cost every request an envelope, a reply
 //! channel, a timer for the call timeout and, for the clients whose shard
-//! lives on the other worker, two thread hops. Now a request leaves its
-//! check in its worker's outbox, under the shard that owns the client; the
-//! first check for a shard in a turn of the event loop starts one send, a
-//! task that runs after the requests already ready in that turn have added
+//! lives on another worker, two thread hops. So a request leaves its check
+//! in its worker's outbox, under the shard that owns the client; the first
+//! check for a shard in a turn of the event loop starts one send, a task
+//! that runs after the requests already ready in that turn have added
 //! their own checks, then carries them all in one [`CheckMany`] (a lone
 //! check goes as a plain [`Check`]) and hands each request its answer.
 //! Requests still wait only for their own shard's answer, and a shard sees
@@ -24,10 +24,9 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use crate::actors::rate_limiter::{
-    Check, CheckMany, Decision, LimiterFailed, RateLimiterActor, RateLimiterShards,
-};
+use super::{Check, CheckMany, LimiterFailed, RateLimiterActor, RateLimiterShards};
 use crate::actors::ActorRef;
+use crate::rate_limit::Decision;
 
 type Answer = Result<Decision, LimiterFailed>;
 
@@ -82,14 +81,13 @@ impl Batch {
         let Batch { checks, answers } = self;
         // Answered even if this task is dropped before the shard answers.
         let delivery = Delivery(answers);
-        let result = if let [check] = checks[..] {
-            shard.ask(check).await.map(|answer| Ok(vec![answer]))
+        let answers = if let [check] = checks[..] {
+            let answer = shard.ask(check).await.map_err(LimiterFailed::from);
+            answer.map(|answer| vec![answer])
         } else {
-            shard.ask(CheckMany(checks)).await
+            shard.call(CheckMany(checks)).await
         };
-        delivery
-            .0
-            .deliver(result.unwrap_or_else(|err| Err(LimiterFailed(err.to_string()))));
+        delivery.0.deliver(answers);
     }
 }
 

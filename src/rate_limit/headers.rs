@@ -9,14 +9,13 @@
 //! every remaining count up to `PRECOMPUTED`; a response takes clones
 //! (a reference count, no formatting, no allocation). Any other pair (a burst
 //! above it, or a reset that Redis's clock rounded differently) is formatted
-//! as before.
+//! on the spot.
 
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::actors::rate_limiter::RatePolicy;
-use crate::error::retry_after_seconds;
+use super::RatePolicy;
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -84,6 +83,13 @@ impl PolicyHeaders {
             .cloned()
             .unwrap_or_else(|| RemainingValues::new(remaining, reset_seconds))
     }
+}
+
+/// Whole seconds to wait, rounded up, at least one: the value of
+/// `Retry-After` and of the reset fields.
+pub fn retry_after_seconds(wait: &Duration) -> u64 {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    whole.max(1)
 }
 
 /// Sets the five fields for a client with `remaining` requests left and a

@@ -14,15 +14,18 @@
 //! exactly one place. Checks arrive in batches ([`CheckMany`], or a lone
 //! [`Check`]): each worker collects the checks its requests need during one
 //! turn of its event loop and sends each shard one message for all of them
-//! ([`crate::rate_limit::outbox`]), so a message and its thread hop are paid
-//! per batch, not per request.
+//! ([`outbox`]), so a message and its thread hop are paid per batch, not per
+//! request.
 
-use std::hash::BuildHasher;
+pub mod outbox;
+mod shards;
+
+pub use shards::RateLimiterShards;
+
+use std::future::ready;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
-
-use std::future::ready;
 
 use actix::dev::ResponseFuture;
 use actix::{AsyncContext, Context, Handler, Message, MessageResult};
@@ -33,11 +36,10 @@ use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
 use serde::Serialize;
 
-use super::supervision::{run_guarded, supervised_actor, ActorUnavailable, Supervise, Supervision};
-use super::ActorRef;
-use crate::metrics::MetricsHandle;
-use crate::middleware::rate_limit_headers::PolicyHeaders;
+use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
+use super::ActorUnavailable;
 use crate::rate_limit::redis::RedisGcra;
+use crate::rate_limit::{Decision, RatePolicy};
 
 const PURGE_EVERY: Duration = Duration::from_secs(1);
 const SHRINK_EVERY: Duration = Duration::from_secs(10);
@@ -45,50 +47,8 @@ const SHRINK_EVERY: Duration = Duration::from_secs(10);
 type Limiter =
     RateLimiter<IpAddr, HashMapStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
 
-/// The per-client allowance: `burst` at once, refilled at `per_second`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RatePolicy {
-    pub per_second: NonZeroU32,
-    pub burst: NonZeroU32,
-}
-
-impl RatePolicy {
-    /// `None` when limiting is turned off (`0` per second).
-    pub fn new(per_second: u32, burst: u32) -> Option<Self> {
-        Some(Self {
-            per_second: NonZeroU32::new(per_second)?,
-            burst: NonZeroU32::new(burst)?,
-        })
-    }
-
-    fn quota(self) -> Quota {
-        Quota::per_second(self.per_second).allow_burst(self.burst)
-    }
-
-    /// Seconds for an empty allowance to refill completely.
-    pub fn window_seconds(self) -> u64 {
-        u64::from(self.burst.get())
-            .div_ceil(u64::from(self.per_second.get()))
-            .max(1)
-    }
-
-    /// Time for `used` requests' worth of allowance to come back.
-    pub fn refill_time(self, used: u32) -> Duration {
-        Duration::from_secs_f64(f64::from(used) / f64::from(self.per_second.get()))
-    }
-}
-
-/// What the limiter decided for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allowed {
-        remaining: u32,
-        reset: Duration,
-    },
-    Limited {
-        retry_after: Duration,
-        reset: Duration,
-    },
+fn quota(policy: RatePolicy) -> Quota {
+    Quota::per_second(policy.per_second).allow_burst(policy.burst)
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -154,13 +114,13 @@ pub struct RateLimiterActor {
 }
 
 impl RateLimiterActor {
-    pub fn new(policy: RatePolicy, backend: LimiterBackend, metrics: MetricsHandle) -> Self {
+    pub fn new(policy: RatePolicy, backend: LimiterBackend, supervision: Supervision) -> Self {
         Self {
             policy,
             store: Store::open(policy, &backend),
             backend,
             stats: LimiterStats::default(),
-            supervision: Supervision::new("rate_limiter").reporting_to(metrics),
+            supervision,
         }
     }
 }
@@ -190,7 +150,7 @@ fn check_memory(limiter: &Limiter, policy: RatePolicy, Check { key, cost }: Chec
 
 fn new_limiter(policy: RatePolicy) -> Limiter {
     Limiter::new(
-        policy.quota(),
+        quota(policy),
         HashMapStateStore::default(),
         DefaultClock::default(),
     )
@@ -333,55 +293,6 @@ impl Handler<Stats> for RateLimiterActor {
     }
 }
 
-/// Several limiter actors behind one handle; a client always maps to the
-/// same shard.
-pub struct RateLimiterShards {
-    headers: PolicyHeaders,
-    shards: Vec<ActorRef<RateLimiterActor>>,
-    /// Picks a client's shard. Seeded per process; a client choosing its
-    /// address can at worst pick its shard, which buys it nothing.
-    hasher: foldhash::fast::RandomState,
-}
-
-impl RateLimiterShards {
-    pub fn new(policy: RatePolicy, shards: Vec<ActorRef<RateLimiterActor>>) -> Self {
-        assert!(!shards.is_empty(), "at least one limiter shard");
-        Self {
-            headers: PolicyHeaders::new(policy),
-            shards,
-            hasher: foldhash::fast::RandomState::default(),
-        }
-    }
-
-    /// The response headers that depend only on the policy.
-    pub fn headers(&self) -> &PolicyHeaders {
-        &self.headers
-    }
-
-    pub fn shards(&self) -> &[ActorRef<RateLimiterActor>] {
-        &self.shards
-    }
-
-    /// The index of the shard that holds this client's allowance.
-    pub fn shard_of(&self, key: &IpAddr) -> usize {
-        let index = self.hasher.hash_one(key) % self.shards.len() as u64;
-        usize::try_from(index).unwrap_or(0)
-    }
-
-    /// Totals over every shard.
-    pub async fn stats(&self) -> LimiterStats {
-        let mut total = LimiterStats::default();
-        for shard in &self.shards {
-            if let Ok(stats) = shard.ask(Stats).await {
-                total.keys += stats.keys;
-                total.allowed += stats.allowed;
-                total.limited += stats.limited;
-            }
-        }
-        total
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,7 +301,8 @@ mod tests {
     async fn a_batch_counts_every_check_in_order() {
         let policy = RatePolicy::new(10, 5).unwrap();
         let limiter = actix::Supervisor::start(move |_| {
-            RateLimiterActor::new(policy, LimiterBackend::Memory, MetricsHandle::disabled())
+            let id = crate::actors::ActorId::single(crate::actors::ActorKind::RateLimiter);
+            RateLimiterActor::new(policy, LimiterBackend::Memory, Supervision::unwatched(id))
         });
         let (key, other): (IpAddr, IpAddr) =
             ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());

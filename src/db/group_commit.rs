@@ -3,9 +3,9 @@
 //!
 //! With `synchronous=FULL` every commit waits for an fsync of the WAL, and
 //! one connection commits one transaction at a time, so with a transaction
-//! per write the writer did about 5,400 writes a second whatever the load.
-//! Under a mixed load, where switchboard's cached reads are nearly free, most
-//! clients ended up waiting in that one queue. Here a write is queued; the
+//! per write the writer's rate would be the disk's fsync rate whatever the
+//! load, and under a mixed load, where cached reads are nearly free, most
+//! clients would end up waiting in that one queue. Here a write is queued; the
 //! first write finds no batch running and starts one at once (no added wait
 //! when it is quiet); writes that come while it commits form the next batch,
 //! up to [`MAX_BATCH`], which costs one `BEGIN IMMEDIATE`, its statements and
@@ -30,8 +30,8 @@ use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::SimpleAsyncConnection;
 use tokio::sync::oneshot;
 
-use crate::db::pool::SqliteAsyncConnection;
-use crate::db::{users, DbConn, DbError};
+use super::conn::{DbConn, SqliteAsyncConnection};
+use super::{users, DbError};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 
 /// Most writes in one transaction: a bound on how long the first of them
@@ -126,7 +126,7 @@ impl GroupCommit {
         queue.pending.push(write);
         if !queue.draining {
             queue.draining = true;
-            actix::spawn(drain(self.clone()));
+            tokio::task::spawn_local(drain(self.clone()));
         }
     }
 
@@ -272,13 +272,18 @@ mod tests {
 
     use super::*;
     use crate::config::DatabaseUrl;
-    use crate::db::{migrate, DbPool, PageCache};
+    use crate::db::{migrate, DbPool, PageCache, PoolSpec};
 
     /// A migrated SQLite file and the writer's queue on a pool of one.
     async fn writer(dir: &tempfile::TempDir) -> (GroupCommit, DbPool) {
         let url = DatabaseUrl::Sqlite(dir.path().join("users.db"));
         migrate(&url).await.unwrap();
-        let pool = DbPool::build(&url, 1, PageCache::Default).unwrap();
+        let pool = PoolSpec {
+            url,
+            size: 1,
+            page_cache: PageCache::Default,
+        }
+        .build();
         let DbPool::Sqlite(sqlite) = &pool else {
             unreachable!("a SQLite url builds a SQLite pool")
         };

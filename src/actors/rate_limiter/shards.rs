@@ -1,0 +1,49 @@
+//! The limiter actors of every HTTP worker behind one handle: a client
+//! always maps to the same shard, so its allowance lives in one place
+//! whichever worker serves it.
+
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+
+use super::{LimiterStats, RateLimiterActor, Stats};
+use crate::actors::ActorRef;
+
+pub struct RateLimiterShards {
+    shards: Vec<ActorRef<RateLimiterActor>>,
+    /// Picks a client's shard. Seeded per process; a client choosing its
+    /// address can at worst pick its shard, which buys it nothing.
+    hasher: foldhash::fast::RandomState,
+}
+
+impl RateLimiterShards {
+    /// `None` without a shard (limiting is off).
+    pub fn new(shards: Vec<ActorRef<RateLimiterActor>>) -> Option<Self> {
+        (!shards.is_empty()).then(|| Self {
+            shards,
+            hasher: foldhash::fast::RandomState::default(),
+        })
+    }
+
+    pub fn shards(&self) -> &[ActorRef<RateLimiterActor>] {
+        &self.shards
+    }
+
+    /// The index of the shard that holds this client's allowance.
+    pub fn shard_of(&self, key: &IpAddr) -> usize {
+        let index = self.hasher.hash_one(key) % self.shards.len() as u64;
+        usize::try_from(index).unwrap_or(0)
+    }
+
+    /// Totals over every shard.
+    pub async fn stats(&self) -> LimiterStats {
+        let mut total = LimiterStats::default();
+        for shard in &self.shards {
+            if let Ok(stats) = shard.ask(Stats).await {
+                total.keys += stats.keys;
+                total.allowed += stats.allowed;
+                total.limited += stats.limited;
+            }
+        }
+        total
+    }
+}
