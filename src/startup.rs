@@ -17,8 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::rt::task::JoinHandle;
 use actix_web::{web, App, HttpServer};
@@ -309,24 +308,22 @@ impl WorkerSpec {
         let guards = WorkerGuards::start(worker, self.max_in_flight, self.workers, metrics.clone());
         (local_db, guards, metrics)
     }
+}
 
-    /// One worker's application: its actors, then the routes.
-    fn app(
-        &self,
-        body_limit: usize,
-        chaos: bool,
-    ) -> App<
-        impl ServiceFactory<
-            ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<impl MessageBody>,
-            Error = actix_web::Error,
-            InitError = (),
-        >,
-    > {
-        let (db, guards, metrics) = self.start_worker();
+fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let bind_error = |source| StartupError::Bind { address, source };
+    let listener = TcpListener::bind(address).map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
+/// The HTTP server: each worker starts its actors, then serves the routes.
+fn serve(listener: TcpListener, settings: &Settings, spec: WorkerSpec) -> std::io::Result<Server> {
+    let (body_limit, chaos) = (settings.body_limit_bytes, settings.chaos);
+    Ok(HttpServer::new(move || {
+        let (db, guards, metrics) = spec.start_worker();
         App::new()
-            .app_data(self.state.clone())
+            .app_data(spec.state.clone())
             .app_data(web::Data::new(db))
             .app_data(guards)
             .app_data(metrics)
@@ -341,27 +338,15 @@ impl WorkerSpec {
             .configure(|cfg| routes::configure(cfg, chaos))
             .default_service(web::to(routes::not_found))
             .wrap(from_fn(request_context))
-    }
-}
-
-fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
-    let bind_error = |source| StartupError::Bind { address, source };
-    let listener = TcpListener::bind(address).map_err(bind_error)?;
-    let local = listener.local_addr().map_err(bind_error)?;
-    Ok((listener, local))
-}
-
-fn serve(listener: TcpListener, settings: &Settings, spec: WorkerSpec) -> std::io::Result<Server> {
-    let (body_limit, chaos) = (settings.body_limit_bytes, settings.chaos);
-    Ok(HttpServer::new(move || spec.app(body_limit, chaos))
-        .workers(settings.workers)
-        // Signals are handled in `run_until_stopped`: actix-server's own
-        // handler would also stop the actix system, and with it the actors'
-        // arbiters, before they are shut down in order.
-        .disable_signals()
-        .shutdown_timeout(settings.shutdown_timeout.as_secs())
-        .listen(listener)?
-        .run())
+    })
+    .workers(settings.workers)
+    // Signals are handled in `run_until_stopped`: actix-server's own
+    // handler would also stop the actix system, and with it the actors'
+    // arbiters, before they are shut down in order.
+    .disable_signals()
+    .shutdown_timeout(settings.shutdown_timeout.as_secs())
+    .listen(listener)?
+    .run())
 }
 
 /// Every worker's actors, in worker order.

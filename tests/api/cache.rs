@@ -5,7 +5,7 @@
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::helpers::{Backend, TestApp};
 
 async fn read(app: &TestApp, path: &str) -> (String, Value) {
     let response = app.get(path).await;
@@ -14,10 +14,7 @@ async fn read(app: &TestApp, path: &str) -> (String, Value) {
     (cache, response.json().await.unwrap())
 }
 
-async fn second_read_is_a_hit_and_writes_invalidate(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn second_read_is_a_hit_and_writes_invalidate(app: TestApp) {
     let user = app.create_user("Cached", "cached@example.com").await;
     let path = format!("/users/{}", user["id"]);
     assert_eq!(read(&app, &path).await, ("miss".into(), user.clone()));
@@ -40,10 +37,7 @@ async fn second_read_is_a_hit_and_writes_invalidate(backend: Backend) {
     );
 }
 
-async fn no_stale_read_after_an_acknowledged_write(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn no_stale_read_after_an_acknowledged_write(app: TestApp) {
     let user = app.create_user("Version 0", "versions@example.com").await;
     let path = format!("/users/{}", user["id"]);
     for version in 1..=30 {
@@ -60,10 +54,7 @@ async fn no_stale_read_after_an_acknowledged_write(backend: Backend) {
     }
 }
 
-async fn a_crashed_cache_comes_back_empty(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn a_crashed_cache_comes_back_empty(app: TestApp) {
     let user = app.create_user("Survivor", "survivor@example.com").await;
     let path = format!("/users/{}", user["id"]);
     read(&app, &path).await;

@@ -6,12 +6,9 @@
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Backend};
+use crate::helpers::TestApp;
 
-async fn hundred_concurrent_creates_all_succeed(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn hundred_concurrent_creates_all_succeed(app: TestApp) {
     let bodies: Vec<Value> = (0..100)
         .map(|i| json!({"name": format!("User {i}"), "email": format!("user{i}@example.com")}))
         .collect();
@@ -30,10 +27,7 @@ async fn hundred_concurrent_creates_all_succeed(backend: Backend) {
     assert_eq!(listed.len(), 100);
 }
 
-async fn one_email_thirty_times_has_one_winner(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn one_email_thirty_times_has_one_winner(app: TestApp) {
     let bodies: Vec<Value> = (0..30)
         .map(|i| {
             let email = if i % 2 == 0 {

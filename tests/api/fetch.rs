@@ -463,8 +463,10 @@ async fn an_oversized_body_is_cut_at_the_limit_without_growing_memory() {
         .await
         .unwrap();
     let allow = upstream.address().to_string();
-    let app =
-        crate::helpers::ProcessApp::start(&db.url(), &[("SWITCHBOARD_FETCH_ALLOW_HOSTS", &allow)]);
+    let app = crate::process_app::ProcessApp::start(
+        &db.url(),
+        &[("SWITCHBOARD_FETCH_ALLOW_HOSTS", &allow)],
+    );
     let client = reqwest::Client::new();
     let url = format!("{}/huge", upstream.uri());
     let fetch_huge = || async {

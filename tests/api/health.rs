@@ -2,12 +2,9 @@
 
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with, Backend};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, Backend, TestApp};
 
-async fn health_answers_without_touching_actors(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn health_answers_without_touching_actors(app: TestApp) {
     let response = app.get("/health").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -16,10 +13,7 @@ async fn health_answers_without_touching_actors(backend: Backend) {
     assert!(body["uptime_seconds"].is_u64());
 }
 
-async fn ready_reports_database_and_actors(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn ready_reports_database_and_actors(app: TestApp) {
     let response = app.get("/ready").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();

@@ -1,11 +1,12 @@
 //! switchboard's integration tests: one binary (it links once), the real
 //! application on a random port, a real SQLite file or a freshly created
-//! PostgreSQL database per test. Tests that take a `Backend` run on both
-//! (see `on_both_backends!`); PostgreSQL ones skip, saying so, when no server
-//! answers on 127.0.0.1:5432, unless SWITCHBOARD_REQUIRE_POSTGRES=1.
+//! PostgreSQL database per test. Tests listed in `on_both_backends!` run on
+//! both; PostgreSQL ones skip, saying so, when no server answers on
+//! 127.0.0.1:5432, unless SWITCHBOARD_REQUIRE_POSTGRES=1.
 
 #[macro_use]
 mod helpers;
+mod process_app;
 
 mod cache;
 mod concurrency;

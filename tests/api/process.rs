@@ -7,12 +7,10 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use crate::helpers::{json_of, Backend, ProcessApp, TestDatabase};
+use crate::helpers::{json_of, Backend, TestDatabase};
+use crate::process_app::ProcessApp;
 
-async fn acknowledged_writes_survive_a_kill(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+async fn acknowledged_writes_survive_a_kill(db: TestDatabase) {
     let client = reqwest::Client::new();
     let app = ProcessApp::start(&db.url(), &[]);
     let mut acknowledged = Vec::new();
@@ -62,7 +60,7 @@ async fn acknowledged_writes_survive_a_kill(backend: Backend) {
     );
 }
 
-on_both_backends!(acknowledged_writes_survive_a_kill);
+on_both_backends!(databases: acknowledged_writes_survive_a_kill);
 
 #[actix_web::test]
 async fn sigterm_drains_requests_in_flight_then_exits_zero() {

@@ -19,10 +19,7 @@ async fn db_actor(app: &TestApp) -> Value {
         .unwrap()
 }
 
-async fn crashed_db_actor_restarts_and_serves_again(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn crashed_db_actor_restarts_and_serves_again(app: TestApp) {
     let user = app.create_user("Before", "before@example.com").await;
     app.crash("db").await;
 
@@ -61,10 +58,7 @@ async fn crashed_db_actor_restarts_and_serves_again(backend: Backend) {
     assert_eq!(app.get("/ready").await.status(), 200);
 }
 
-async fn crashing_past_the_intensity_gives_up(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn crashing_past_the_intensity_gives_up(app: TestApp) {
     for _ in 0..6 {
         app.crash("db").await;
     }

@@ -2,12 +2,9 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, invalid_fields, spawn_app, Backend};
+use crate::helpers::{assert_problem, invalid_fields, TestApp};
 
-async fn create_answers_201_with_location(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn create_answers_201_with_location(app: TestApp) {
     let response = app
         .post_json(
             "/users",
@@ -27,18 +24,12 @@ async fn create_answers_201_with_location(backend: Backend) {
     assert_eq!(fetched, user);
 }
 
-async fn get_unknown_user_is_404(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn get_unknown_user_is_404(app: TestApp) {
     let problem = assert_problem(app.get("/users/4242").await, 404).await;
     assert!(problem["detail"].as_str().unwrap().contains("4242"));
 }
 
-async fn list_pages_by_id_with_next_links(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn list_pages_by_id_with_next_links(app: TestApp) {
     let mut created = Vec::new();
     for i in 0..5 {
         created.push(
@@ -75,10 +66,7 @@ async fn list_pages_by_id_with_next_links(backend: Backend) {
     );
 }
 
-async fn list_refuses_bad_paging(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn list_refuses_bad_paging(app: TestApp) {
     for query in ["limit=0", "limit=101", "limit=ten", "after=-1", "after=x"] {
         let problem = assert_problem(app.get(&format!("/users?{query}")).await, 400).await;
         let detail = problem["detail"].as_str().unwrap();
@@ -89,10 +77,7 @@ async fn list_refuses_bad_paging(backend: Backend) {
     }
 }
 
-async fn patch_changes_given_fields_only(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn patch_changes_given_fields_only(app: TestApp) {
     let user = app.create_user("Grace", "grace@example.com").await;
     let path = format!("/users/{}", user["id"]);
 
@@ -122,10 +107,7 @@ async fn patch_changes_given_fields_only(backend: Backend) {
     assert_eq!(read, patched);
 }
 
-async fn patch_refuses_unknown_taken_and_invalid(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn patch_refuses_unknown_taken_and_invalid(app: TestApp) {
     let first = app.create_user("One", "one@example.com").await;
     app.create_user("Two", "two@example.com").await;
     let path = format!("/users/{}", first["id"]);
@@ -154,10 +136,7 @@ async fn patch_refuses_unknown_taken_and_invalid(backend: Backend) {
     assert_eq!(read, first, "refused patches change nothing");
 }
 
-async fn delete_answers_204_then_404(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn delete_answers_204_then_404(app: TestApp) {
     let user = app.create_user("Temp", "temp@example.com").await;
     let path = format!("/users/{}", user["id"]);
     let response = app.delete(&path).await;
@@ -170,10 +149,7 @@ async fn delete_answers_204_then_404(backend: Backend) {
     app.create_user("Temp again", "TEMP@example.com").await;
 }
 
-async fn email_taken_in_another_case_is_409(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn email_taken_in_another_case_is_409(app: TestApp) {
     app.create_user("First", "Same@Example.com").await;
     let response = app
         .post_json(
@@ -187,10 +163,7 @@ async fn email_taken_in_another_case_is_409(backend: Backend) {
     assert_eq!(all.len(), 1);
 }
 
-async fn unicode_names_round_trip(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn unicode_names_round_trip(app: TestApp) {
     for name in [
         "Zoë Ångström",
         "李小龍",

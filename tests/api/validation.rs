@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, invalid_fields, spawn_app, spawn_app_with, Backend};
+use crate::helpers::{assert_problem, invalid_fields, spawn_app_with, Backend, TestApp};
 
 async fn post_raw(
     app: &crate::helpers::TestApp,
@@ -19,10 +19,7 @@ async fn post_raw(
         .unwrap()
 }
 
-async fn malformed_and_non_json_bodies(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn malformed_and_non_json_bodies(app: TestApp) {
     for body in ["{\"name\": \"Ada\"", "", "not json", "{\"name\": \"a\",}"] {
         let problem = assert_problem(post_raw(&app, "application/json", body).await, 400).await;
         assert!(
@@ -50,20 +47,14 @@ async fn malformed_and_non_json_bodies(backend: Backend) {
     assert!(all.is_empty());
 }
 
-async fn json_that_is_not_an_object(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn json_that_is_not_an_object(app: TestApp) {
     for body in [json!([1, 2]), json!("Ada"), json!(42), json!(null)] {
         let problem = assert_problem(app.post_json("/users", &body).await, 422).await;
         assert_eq!(invalid_fields(&problem), ["body"], "{body}");
     }
 }
 
-async fn missing_and_wrongly_typed_fields(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn missing_and_wrongly_typed_fields(app: TestApp) {
     let cases = [
         (json!({}), vec!["name", "email"]),
         (json!({"name": "Ada"}), vec!["email"]),
@@ -91,10 +82,7 @@ async fn missing_and_wrongly_typed_fields(backend: Backend) {
     }
 }
 
-async fn invalid_names(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn invalid_names(app: TestApp) {
     let long = "a".repeat(101);
     for (name, says) in [
         ("", "empty"),
@@ -114,10 +102,7 @@ async fn invalid_names(backend: Backend) {
     }
 }
 
-async fn invalid_emails(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn invalid_emails(app: TestApp) {
     let long = format!("{}@example.com", "a".repeat(243));
     assert_eq!(long.len(), 255);
     for email in [
@@ -139,10 +124,7 @@ async fn invalid_emails(backend: Backend) {
     assert!(all.is_empty());
 }
 
-async fn bad_ids_are_400(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+async fn bad_ids_are_400(app: TestApp) {
     for id in ["abc", "1.5", "99999999999999999999999", "0", "-3", "%20"] {
         let path = format!("/users/{id}");
         let problem = assert_problem(app.get(&path).await, 400).await;
