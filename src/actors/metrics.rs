@@ -349,7 +349,7 @@ impl MetricsActor {
                         .first()
                         .map(|l| l.value().to_owned())
                         .unwrap_or_default();
-                    *by_label.entry(label).or_default() += metric.get_counter().value() as u64;
+                    *by_label.entry(label).or_default() += metric.get_counter().get_value() as u64;
                 }
             }
             by_label
@@ -358,7 +358,7 @@ impl MetricsActor {
         let mut errors_by_kind: HashMap<String, u64> = HashMap::new();
         for family in self.metrics.http_requests.collect() {
             for metric in family.get_metric() {
-                let count = metric.get_counter().value() as u64;
+                let count = metric.get_counter().get_value() as u64;
                 requests += count;
                 let status = metric
                     .get_label()
