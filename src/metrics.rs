@@ -95,10 +95,18 @@ pub enum Event {
     },
     Restart {
         actor: &'static str,
+        shard: usize,
     },
     Messages {
         actor: &'static str,
+        shard: usize,
         count: u64,
+    },
+    /// An actor's state now: `running`, `backing_off` or `given_up`.
+    ActorState {
+        actor: &'static str,
+        shard: usize,
+        state: &'static str,
     },
 }
 

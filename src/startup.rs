@@ -164,7 +164,7 @@ impl SharedActors {
             ActorId::single(ActorKind::Metrics),
             MetricsSink::disabled(),
             timeout,
-            MetricsActor::new,
+            move |supervision| MetricsActor::new(timeout, supervision),
         );
         let sink = if settings.metrics {
             MetricsSink::new(metrics.actor.recipient())

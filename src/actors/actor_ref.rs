@@ -1,5 +1,8 @@
 //! The caller's side of an actor: its address, its identity and the timeout
 //! every call carries. Handlers hold these (never a pool, map or registry).
+//! Every message goes as a [`Traced`], carrying the caller's span, so what
+//! the actor logs while handling it (a failure above all) names the request
+//! that sent it.
 //! Every way a call can fail (the actor is gone, restarting, given up, or
 //! silent past the timeout) is an [`ActorUnavailable`], which the HTTP edge
 //! turns into a fast 503; nothing here knows HTTP.
@@ -59,6 +62,27 @@ impl ActorUnavailable {
     }
 }
 
+/// A message and the span it was sent from; the actor handles it inside
+/// that span (`supervised_actor!` implements the handler).
+pub struct Traced<M> {
+    pub msg: M,
+    pub span: tracing::Span,
+}
+
+impl<M: Message> Message for Traced<M> {
+    type Result = M::Result;
+}
+
+impl<M> Traced<M> {
+    /// `msg`, sent from the current span.
+    pub fn new(msg: M) -> Self {
+        Self {
+            msg,
+            span: tracing::Span::current(),
+        }
+    }
+}
+
 pub struct ActorRef<A: Actor> {
     id: ActorId,
     addr: Addr<A>,
@@ -98,17 +122,18 @@ impl<A: Actor> ActorRef<A> {
     /// Sends a message and waits for the reply, at most the call timeout.
     pub async fn ask<M>(&self, msg: M) -> Result<M::Result, ActorUnavailable>
     where
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Handler<Traced<M>>,
+        A::Context: ToEnvelope<A, Traced<M>>,
         M: Message + Send + 'static,
         M::Result: Send,
     {
         self.addr
-            .send(msg)
+            .send(Traced::new(msg))
             .timeout(self.timeout)
             .await
             .map_err(|err| {
-                tracing::warn!(actor = self.id.name(), %err, "actor call failed");
+                let (actor, shard) = (self.id.name(), self.id.shard);
+                tracing::warn!(actor, shard, %err, "actor call failed");
                 ActorUnavailable::of_call(self.id, err)
             })
     }
@@ -117,8 +142,8 @@ impl<A: Actor> ActorRef<A> {
     /// ways of failing, the call's and the reply's.
     pub async fn call<M, T, E>(&self, msg: M) -> Result<T, E>
     where
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Handler<Traced<M>>,
+        A::Context: ToEnvelope<A, Traced<M>>,
         M: Message<Result = Result<T, E>> + Send + 'static,
         T: Send,
         E: Send + From<ActorUnavailable>,
@@ -129,12 +154,12 @@ impl<A: Actor> ActorRef<A> {
     /// Sends a message that needs no answer; dropped if the mailbox is full.
     pub fn tell<M>(&self, msg: M)
     where
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Handler<Traced<M>>,
+        A::Context: ToEnvelope<A, Traced<M>>,
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        let _ = self.addr.try_send(msg);
+        let _ = self.addr.try_send(Traced::new(msg));
     }
 
     /// Queues a message the actor must get, past the mailbox's capacity,
@@ -143,11 +168,11 @@ impl<A: Actor> ActorRef<A> {
     /// from whichever thread. Lost only if the actor has ended.
     pub fn post<M>(&self, msg: M)
     where
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Handler<Traced<M>>,
+        A::Context: ToEnvelope<A, Traced<M>>,
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        self.addr.do_send(msg);
+        self.addr.do_send(Traced::new(msg));
     }
 }

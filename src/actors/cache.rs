@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use actix::{AsyncContext, Context, Handler, Message, MessageResult};
+use actix::{AsyncContext, Context, Handler, Message, MessageResponse};
 use bytes::Bytes;
 use mini_moka::unsync::Cache;
 use serde::Serialize;
@@ -67,7 +67,7 @@ pub enum Lookup {
     Miss(FillToken),
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, MessageResponse)]
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
@@ -185,7 +185,7 @@ impl Supervise for CacheActor {
     }
 }
 
-supervised_actor!(CacheActor);
+supervised_actor!(CacheActor; Get, Put, Invalidate, Stats);
 
 /// Look a key up; a miss comes with the token a later [`Put`] must carry.
 #[derive(Debug, Message)]
@@ -285,10 +285,10 @@ impl Handler<Invalidate> for CacheActor {
 }
 
 impl Handler<Stats> for CacheActor {
-    type Result = MessageResult<Stats>;
+    type Result = CacheStats;
 
     fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.stats())
+        self.stats()
     }
 }
 

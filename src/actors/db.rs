@@ -35,6 +35,7 @@ use std::time::Instant;
 use actix::dev::ResponseFuture;
 use actix::{Context, Handler, Message};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
 use super::ActorUnavailable;
@@ -119,12 +120,14 @@ impl DbActor {
             let metrics = act.metrics.clone();
             let started = Instant::now();
             let running = query(act.conns.clone());
-            Box::pin(async move {
+            let query = async move {
                 let result = running.await;
                 let seconds = started.elapsed().as_secs_f64();
                 metrics.record(Event::Query { op, seconds });
                 result.map_err(DbFailure::from)
-            }) as ResponseFuture<_>
+            };
+            // It runs after this handler returns: in the caller's span still.
+            Box::pin(query.instrument(tracing::Span::current())) as ResponseFuture<_>
         })
     }
 
@@ -188,7 +191,7 @@ impl Supervise for DbActor {
     }
 }
 
-supervised_actor!(DbActor);
+supervised_actor!(DbActor; CreateUser, GetUser, ListUsers, UpdateUser, DeleteUser, Ping);
 
 #[derive(Debug, Message)]
 #[rtype(result = "Result<User, DbFailure>")]

@@ -19,6 +19,7 @@ use actix::{AsyncContext, Context, Handler, Message};
 use futures_util::future::join_all;
 use reqwest::{Client, Url};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::cache::{CacheHandle, Cached, Read};
 use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
@@ -116,9 +117,18 @@ impl Supervise for FetcherActor {
         self.client = build_client();
         self.hosts.clear();
     }
+
+    /// Each host's breaker as its clock has it: an open circuit turns
+    /// half-open after its cool-down whether or not a fetch comes to see.
+    fn report(&mut self) {
+        for (host, entry) in &self.hosts {
+            let event = breaker_event(host.clone(), entry.breaker.state());
+            self.metrics.record(event);
+        }
+    }
 }
 
-supervised_actor!(FetcherActor);
+supervised_actor!(FetcherActor; FetchMany, Admit, Report);
 
 /// Fetch every URL concurrently; one result per URL, in order.
 #[derive(Debug, Message)]
@@ -160,8 +170,10 @@ impl Handler<FetchMany> for FetcherActor {
                 metrics: act.metrics.clone(),
             };
             let urls = urls.into_inner();
-            Box::pin(async move { Ok(join_all(urls.into_iter().map(|url| job.fetch(url))).await) })
-                as ResponseFuture<_>
+            let fetches =
+                async move { Ok(join_all(urls.into_iter().map(|url| job.fetch(url))).await) };
+            // It runs after this handler returns: in the caller's span still.
+            Box::pin(fetches.instrument(tracing::Span::current())) as ResponseFuture<_>
         })
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix::{Arbiter, ArbiterHandle, Handler, Recipient, Supervisor};
 use futures_util::future::join_all;
 
-use super::actor_ref::{ActorRef, ActorUnavailable};
+use super::actor_ref::{ActorRef, ActorUnavailable, Traced};
 use super::identity::{ActorId, ActorKind};
 use super::supervision::{
     ActorState, ActorStatus, Crash, Ended, Lifeline, Status, Supervise, Supervision,
@@ -33,7 +33,7 @@ const END_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Member {
     id: ActorId,
     status: Recipient<Status>,
-    crash: Recipient<Crash>,
+    crash: Recipient<Traced<Crash>>,
     /// Its own thread; `None` when it runs on an HTTP worker's.
     arbiter: Option<ArbiterHandle>,
     ended: Ended,
@@ -55,7 +55,7 @@ impl Member {
         make: impl FnOnce(Supervision) -> A + Send + 'static,
     ) -> Started<A>
     where
-        A: Supervise + Handler<Status> + Handler<Crash>,
+        A: Supervise + Handler<Status> + Handler<Traced<Crash>>,
     {
         let arbiter = Arbiter::new().handle();
         let (alive, ended) = Lifeline::new();
@@ -74,7 +74,7 @@ impl Member {
         make: impl FnOnce(Supervision) -> A,
     ) -> Started<A>
     where
-        A: Supervise + Handler<Status> + Handler<Crash>,
+        A: Supervise + Handler<Status> + Handler<Traced<Crash>>,
     {
         let (alive, ended) = Lifeline::new();
         let actor = make(Supervision::new(id, metrics.clone(), alive));
@@ -90,7 +90,7 @@ impl Member {
         call_timeout: Duration,
     ) -> Started<A>
     where
-        A: Supervise + Handler<Status> + Handler<Crash>,
+        A: Supervise + Handler<Status> + Handler<Traced<Crash>>,
     {
         let member = Self {
             id,
@@ -111,6 +111,7 @@ impl Member {
         let answer = self.status.send(Status).timeout(STATUS_TIMEOUT).await;
         answer.unwrap_or(ActorStatus {
             actor: self.id.name(),
+            shard: self.id.shard,
             state: if self.status.connected() {
                 ActorState::Restarting
             } else {
@@ -125,7 +126,8 @@ impl Member {
             .await
             .is_err()
         {
-            tracing::warn!(actor = self.id.name(), "actor did not end in time");
+            let (actor, shard) = (self.id.name(), self.id.shard);
+            tracing::warn!(actor, shard, "actor did not end in time");
         }
     }
 }
@@ -153,7 +155,11 @@ impl Roster {
             return None;
         }
         for member in self.members.iter().filter(|m| m.id.kind.drill() == drill) {
-            let sent = member.crash.send(Crash).timeout(STATUS_TIMEOUT).await;
+            let sent = member
+                .crash
+                .send(Traced::new(Crash))
+                .timeout(STATUS_TIMEOUT);
+            let sent = sent.await;
             if let Err(err) = sent {
                 return Some(Err(ActorUnavailable::of_call(member.id, err)));
             }

@@ -76,9 +76,22 @@ pub enum ActorState {
     Stopped,
 }
 
+impl ActorState {
+    /// The `state` label of `actor_state`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Restarting => "backing_off",
+            Self::GivenUp => "given_up",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ActorStatus {
     pub actor: &'static str,
+    pub shard: usize,
     pub state: ActorState,
     pub restarts: u64,
 }
@@ -162,15 +175,26 @@ impl Supervision {
         &self.metrics
     }
 
-    /// Records the messages handled since the last report.
+    /// Records the actor's state and the messages handled since the last
+    /// report.
     fn report(&mut self) {
+        self.record_state();
         if self.handled > 0 {
             let count = std::mem::take(&mut self.handled);
             self.metrics.record(Event::Messages {
                 actor: self.id.name(),
+                shard: self.id.shard,
                 count,
             });
         }
+    }
+
+    fn record_state(&self) {
+        self.metrics.record(Event::ActorState {
+            actor: self.id.name(),
+            shard: self.id.shard,
+            state: self.state().label(),
+        });
     }
 
     pub fn state(&self) -> ActorState {
@@ -189,6 +213,7 @@ impl Supervision {
     pub fn status(&self) -> ActorStatus {
         ActorStatus {
             actor: self.id.name(),
+            shard: self.id.shard,
             state: self.state(),
             restarts: self.restarts,
         }
@@ -211,13 +236,20 @@ impl Supervision {
     pub fn started(&self) {
         tracing::info!(
             actor = self.id.name(),
+            shard = self.id.shard,
             restarts = self.restarts,
             "actor started"
         );
+        self.record_state();
     }
 
     pub fn failed(&self, reason: &str) {
-        tracing::error!(actor = self.id.name(), reason, "actor failed");
+        tracing::error!(
+            actor = self.id.name(),
+            shard = self.id.shard,
+            reason,
+            "actor failed"
+        );
     }
 
     /// Called by `restarting()`: counts the restart and decides its delay, or
@@ -235,6 +267,7 @@ impl Supervision {
         self.recent_restarts.push_back(now);
         self.metrics.record(Event::Restart {
             actor: self.id.name(),
+            shard: self.id.shard,
         });
         let in_window = self.recent_restarts.len();
         if self.given_up {
@@ -242,8 +275,10 @@ impl Supervision {
         }
         if in_window > self.policy.max_restarts {
             self.given_up = true;
+            self.record_state();
             tracing::error!(
                 actor = self.id.name(),
+                shard = self.id.shard,
                 restarts = self.restarts,
                 restarts_in_window = in_window,
                 window_seconds = self.policy.window.as_secs(),
@@ -258,8 +293,10 @@ impl Supervision {
             .saturating_mul(1 << exponent)
             .min(self.policy.max_delay);
         self.backoff_until = Some(now + delay);
+        self.record_state();
         tracing::warn!(
             actor = self.id.name(),
+            shard = self.id.shard,
             restarts = self.restarts,
             delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             "actor restarting"
@@ -270,7 +307,11 @@ impl Supervision {
 impl Drop for Supervision {
     /// The actor's end: its thread stopped, and it with it.
     fn drop(&mut self) {
-        tracing::info!(actor = self.id.name(), "actor stopped");
+        tracing::info!(
+            actor = self.id.name(),
+            shard = self.id.shard,
+            "actor stopped"
+        );
     }
 }
 
@@ -365,17 +406,37 @@ pub struct Status;
 #[rtype(result = "()")]
 pub struct Crash;
 
-/// Implements `Actor`, `actix::Supervised` and the [`Status`] and [`Crash`]
-/// handlers for a type that implements [`Supervise`].
+/// Implements `Actor`, `actix::Supervised`, the [`Status`] and [`Crash`]
+/// handlers, and the handling of every message inside the span it was sent
+/// from ([`Traced`](super::actor_ref::Traced)), for a type that implements
+/// [`Supervise`].
 macro_rules! supervised_actor {
-    ($actor:ty) => {
+    (@traced $actor:ty, $message:ty) => {
+        impl actix::Handler<$crate::actors::actor_ref::Traced<$message>> for $actor {
+            type Result = <Self as actix::Handler<$message>>::Result;
+
+            fn handle(
+                &mut self,
+                traced: $crate::actors::actor_ref::Traced<$message>,
+                ctx: &mut Self::Context,
+            ) -> Self::Result {
+                let $crate::actors::actor_ref::Traced { msg, span } = traced;
+                let _entered = span.enter();
+                <Self as actix::Handler<$message>>::handle(self, msg, ctx)
+            }
+        }
+    };
+    ($actor:ty; $($message:ty),* $(,)?) => {
+        $(supervised_actor!(@traced $actor, $message);)*
+        supervised_actor!(@traced $actor, $crate::actors::supervision::Crash);
+
         impl actix::Actor for $actor {
             type Context = actix::Context<Self>;
 
             fn started(&mut self, ctx: &mut Self::Context) {
                 ctx.set_mailbox_capacity($crate::actors::supervision::MAILBOX_CAPACITY);
-                $crate::actors::supervision::Supervise::supervision(self).started();
                 $crate::actors::supervision::Supervise::on_start(self, ctx);
+                $crate::actors::supervision::Supervise::supervision(self).started();
                 actix::AsyncContext::run_interval(ctx, $crate::metrics::FLUSH_EVERY, |act, _| {
                     $crate::actors::supervision::report(act)
                 });

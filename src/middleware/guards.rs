@@ -39,6 +39,8 @@ use crate::metrics::{Event, RateDecision, Recorder, FLUSH_EVERY};
 use crate::rate_limit::headers::rate_limit_headers;
 use crate::rate_limit::Decision;
 
+use super::request_context::RouteLabel;
+
 /// How often, at most, each worker logs that it let requests through
 /// because the rate limiter was unavailable.
 const FAIL_OPEN_LOG_EVERY: Duration = Duration::from_secs(1);
@@ -152,6 +154,9 @@ pub async fn guards(
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let limits = &state.limits;
+    if let Some(route) = req.app_data::<RouteLabel>() {
+        tracing::Span::current().record("route", route.0);
+    }
 
     let declared_length = req
         .headers()

@@ -1,9 +1,13 @@
 //! Per-request context: the request id ([`crate::request_id`]), echoed on
-//! every response, and the access log line.
+//! every response; the request's span, in which everything that serves it
+//! runs, so every line it writes carries its id, method, client and route;
+//! and the access log line.
 //!
-//! One log line per request names the route template, never just the raw
-//! path, so logs group by endpoint, and the same figures go to this
-//! worker's metrics recorder (scrapes of `/metrics` excepted).
+//! One access line per request names the route template, never just the
+//! raw path, so logs group by endpoint, and the same figures go to this
+//! worker's metrics recorder (scrapes of `/metrics` excepted). Probes are
+//! logged at DEBUG. What the client wrote (the path, its user agent) is cut
+//! to a bounded length before it is logged.
 //!
 //! This runs for every request, so it costs no system call and little
 //! allocation: the route template is the [`RouteLabel`] its resource
@@ -11,11 +15,13 @@
 
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
+use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::Error;
+
+use tracing::{Instrument, Level};
 
 use crate::metrics::{Event, Recorder};
 use crate::request_id::{self, REQUEST_ID_HEADER};
@@ -45,34 +51,82 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// Longest path or header value written to the log: the client chose them.
+const MAX_LOGGED_CHARS: usize = 200;
+
+/// Routes that probes and scrapers call: logged at DEBUG, so that they do
+/// not drown real traffic.
+const PROBES: [&str; 3] = ["/health", "/ready", "/metrics"];
+
+/// `text`, cut to at most `MAX_LOGGED_CHARS` characters.
+pub fn loggable(text: &str) -> &str {
+    text.char_indices()
+        .nth(MAX_LOGGED_CHARS)
+        .map_or(text, |(end, _)| &text[..end])
+}
+
+/// The access line, at `$level`, inside the request's span.
+macro_rules! access_line {
+    ($level:expr, $route:expr, $request:expr, $status:expr, $bytes:expr, $latency:expr) => {
+        tracing::event!(
+            $level,
+            route = $route,
+            path = loggable($request.path()),
+            status = $status,
+            bytes = $bytes,
+            latency_ms = $latency,
+            user_agent = $request
+                .headers()
+                .get(header::USER_AGENT)
+                .map(|agent| loggable(&String::from_utf8_lossy(agent.as_bytes())).to_owned()),
+            "request"
+        )
+    };
+}
+
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let id = request_id::of_request(req.headers());
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or_default(),
+        method = %req.method(),
+        route = tracing::field::Empty,
+        client = %req.peer_addr().map_or_else(|| "unknown".to_owned(), |peer| peer.ip().to_string()),
+    );
     // Every layer inside renders its failures as responses (never `Err`), so
     // each one gets the id header and the log line below.
-    let mut response = request_id::scope(id.clone(), next.call(req)).await?;
+    let answered = next.call(req).instrument(span.clone());
+    let mut response = request_id::scope(id.clone(), answered).await?;
     let request = response.request();
     let route = request
         .app_data::<RouteLabel>()
         .map_or(UNMATCHED, |label| label.0);
+    span.record("route", route);
     let elapsed = started.elapsed();
-    tracing::info!(
-        method = %request.method(),
-        route,
-        path = request.path(),
-        status = response.status().as_u16(),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        request_id = id.to_str().unwrap_or_default(),
-        "request"
-    );
+    let status = response.status().as_u16();
+    let bytes = match response.response().body().size() {
+        BodySize::Sized(bytes) => Some(bytes),
+        BodySize::None => Some(0),
+        BodySize::Stream => None,
+    };
+    // Milliseconds to the microsecond.
+    let latency = elapsed.as_micros() as f64 / 1000.0;
+    span.in_scope(|| {
+        if PROBES.contains(&route) {
+            access_line!(Level::DEBUG, route, request, status, bytes, latency);
+        } else {
+            access_line!(Level::INFO, route, request, status, bytes, latency);
+        }
+    });
     if let (Some(metrics), false) = (request.app_data::<Recorder>(), route == METRICS_ROUTE) {
         metrics.record(Event::Request {
             method: method_label(request.method()),
             route,
-            status: response.status().as_u16(),
+            status,
             seconds: elapsed.as_secs_f64(),
         });
     }

@@ -11,7 +11,9 @@ use switchboard::config::Settings;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{assert_problem, invalid_fields, json_of, spawn_app_with, Backend, TestApp};
+use crate::helpers::{
+    assert_problem, eventually, invalid_fields, json_of, spawn_app_with, Backend, TestApp,
+};
 
 async fn fetch_app(upstream: &MockServer, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let host = upstream.address().to_string();
@@ -289,6 +291,50 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
     assert_eq!(after["success"], true, "closed again");
     assert_eq!(after["cached"], false);
     assert_eq!(calls(&upstream).await, 2);
+}
+
+/// The breaker's gauge for the upstream, as `/metrics` shows it.
+async fn breaker_gauge(app: &TestApp, upstream: &MockServer) -> Option<f64> {
+    let series = format!("circuit_breaker_state{{host=\"{}\"}} ", upstream.address());
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|value| value.parse().ok())
+}
+
+#[actix_web::test]
+async fn an_open_breaker_shows_half_open_after_its_cool_down_with_no_traffic() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/svc"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |s| {
+        s.fetch_max_attempts = 1;
+        s.fetch_breaker_threshold = 2;
+        s.fetch_breaker_cooldown = Duration::from_millis(1500);
+    })
+    .await;
+    let url = format!("{}/svc", upstream.uri());
+    for _ in 0..2 {
+        fetch_one(&app, url.clone()).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            breaker_gauge(&app, &upstream).await == Some(1.0)
+        })
+        .await,
+        "open after two failures"
+    );
+    // No fetch from here on: the gauge follows the breaker's clock.
+    assert!(
+        eventually(Duration::from_secs(4), || async {
+            breaker_gauge(&app, &upstream).await == Some(2.0)
+        })
+        .await,
+        "half-open once the cool-down has passed, with no traffic"
+    );
+    assert_eq!(calls(&upstream).await, 2, "nothing was fetched meanwhile");
 }
 
 #[actix_web::test]

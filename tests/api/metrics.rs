@@ -151,8 +151,9 @@ async fn a_crashed_metrics_actor_costs_no_request_and_starts_again_from_zero() {
                 "requests are unaffected"
             );
             sent_after.set(sent_after.get() + 1.0);
-            let restarted =
-                sample(&app, r#"actor_restarts_total{actor="metrics"}"#).await == Some(1.0);
+            let restarted = sample(&app, r#"actor_restarts_total{actor="metrics",shard="0"}"#)
+                .await
+                == Some(1.0);
             let hello = sample(&app, HELLO_200).await.unwrap_or(0.0);
             restarted && hello >= 1.0 && hello <= sent_after.get()
         })
@@ -175,4 +176,111 @@ async fn metrics_can_be_turned_off() {
     let text = response.text().await.unwrap();
     assert!(!text.contains("http_requests_total{"), "nothing recorded");
     assert!(text.contains("process_resident_memory_bytes"));
+}
+
+#[actix_web::test]
+async fn every_known_series_exists_at_zero_from_start_up() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    // Actors report their state every 250 ms; the first report creates
+    // their series.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            sample(&app, r#"actor_state{actor="db",shard="1",state="running"}"#).await == Some(1.0)
+        })
+        .await,
+        "every actor reports its state"
+    );
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for (actor, shard) in [
+        ("cache", 0),
+        ("db", 0),
+        ("db", 1),
+        ("db_writer", 0),
+        ("fetcher", 0),
+        ("metrics", 0),
+        ("rate_limiter", 0),
+        ("rate_limiter", 1),
+    ] {
+        let labels = format!(r#"actor="{actor}",shard="{shard}""#);
+        for line in [
+            format!("actor_restarts_total{{{labels}}} 0"),
+            format!(r#"actor_state{{{labels},state="running"}} 1"#),
+            format!(r#"actor_state{{{labels},state="backing_off"}} 0"#),
+            format!(r#"actor_state{{{labels},state="given_up"}} 0"#),
+        ] {
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+    }
+    for line in [
+        r#"cache_requests_total{result="hit"} 0"#,
+        r#"cache_requests_total{result="miss"} 0"#,
+        r#"rate_limit_decisions_total{decision="fail_open"} 0"#,
+        r#"db_query_duration_seconds_count{op="create"} 0"#,
+        "cache_evictions_total 0",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+}
+
+#[actix_web::test]
+async fn one_drill_counts_once_per_instance_by_actor_and_shard() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    app.crash("db").await;
+    let restarted = |actor: &'static str, shard: usize| {
+        let app = &app;
+        async move {
+            let series = format!(r#"actor_restarts_total{{actor="{actor}",shard="{shard}"}}"#);
+            sample(app, &series).await
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            restarted("db", 0).await == Some(1.0)
+                && restarted("db", 1).await == Some(1.0)
+                && restarted("db_writer", 0).await == Some(1.0)
+        })
+        .await,
+        "each database actor restarted once"
+    );
+    assert_eq!(restarted("cache", 0).await, Some(0.0));
+    let ready: Value = app.get("/ready").await.json().await.unwrap();
+    let mut dbs: Vec<(String, u64)> = ready["checks"]["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["actor"].as_str().unwrap().starts_with("db"))
+        .map(|a| {
+            (
+                a["actor"].as_str().unwrap().to_owned(),
+                a["shard"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    dbs.sort();
+    assert_eq!(
+        dbs,
+        [("db".into(), 0), ("db".into(), 1), ("db_writer".into(), 0)],
+        "/ready names each instance: {ready}"
+    );
+}
+
+#[actix_web::test]
+async fn request_latency_is_by_status_with_buckets_past_the_deadline() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.request_timeout = Duration::from_secs(30)
+    })
+    .await
+    .unwrap();
+    app.get("/hello").await;
+    app.get("/users/424242").await;
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            let ok = r#"http_request_duration_seconds_bucket{method="GET",route="/hello",status="200",le="60"} 1"#;
+            let missing = r#"http_request_duration_seconds_count{method="GET",route="/users/{id}",status="404"} 1"#;
+            let text = app.get("/metrics").await.text().await.unwrap();
+            text.contains(ok) && text.contains(missing)
+        })
+        .await,
+        "each status has its own histogram, reaching twice the 30 s deadline"
+    );
 }

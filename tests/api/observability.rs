@@ -1,10 +1,12 @@
 //! The dashboards and alerts, proven on a real Prometheus: switchboard runs,
-//! Prometheus scrapes it every second, traffic exercises every panel (reads,
-//! writes, 4xx, 429, fetches that succeed and fail, crash drills), then every
-//! panel query of every dashboard must return data, every alert rule must
-//! evaluate cleanly, and the restart-storm alert must be pending or firing.
-//! Skips, saying so, without a `prometheus` binary, unless
-//! SWITCHBOARD_REQUIRE_PROMETHEUS=1 (set by CI, which installs it).
+//! Prometheus scrapes it (and itself, as another job) every second, traffic
+//! exercises every panel (reads, writes, 4xx, 429, fetches), and every panel
+//! query of the dashboard must return data for switchboard's job alone:
+//! first with no fault injected, then again with faults (fetches that fail,
+//! crash drills), when the restart annotation must show and the
+//! restart-storm alert must be pending or firing. Every alert rule must
+//! evaluate cleanly. Skips, saying so, without `prometheus` and `promtool`,
+//! unless SWITCHBOARD_REQUIRE_PROMETHEUS=1 (set by CI, which installs them).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -32,37 +34,43 @@ impl Drop for Prometheus {
 }
 
 fn prometheus_installed() -> bool {
-    let found = Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let runs = |binary: &str| {
+        Command::new(binary)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let found = runs("prometheus") && runs("promtool");
     if !found {
         assert_ne!(
             std::env::var("SWITCHBOARD_REQUIRE_PROMETHEUS").as_deref(),
             Ok("1"),
-            "Prometheus is required but not installed"
+            "Prometheus and promtool are required but not installed"
         );
-        eprintln!("skipping: no prometheus binary (apt-get install prometheus)");
+        eprintln!("skipping: no prometheus or promtool (apt-get install prometheus)");
     }
     found
 }
 
+/// Prometheus scraping switchboard (job `switchboard`) and itself (job
+/// `prometheus`, whose process metrics must not leak into the dashboard).
 fn start_prometheus(target: &str) -> Prometheus {
     let data = tempfile::tempdir().unwrap();
     let config = data.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {REPO}/grafana/prometheus/alerts.yml\n\
-             scrape_configs:\n  - job_name: switchboard\n    static_configs:\n      - targets: [\"{target}\"]\n"
-        ),
-    )
-    .unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {REPO}/grafana/prometheus/alerts.yml\n\
+             scrape_configs:\n  - job_name: switchboard\n    static_configs:\n      - targets: [\"{target}\"]\n\
+             \x20 - job_name: prometheus\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"
+        ),
+    )
+    .unwrap();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
@@ -97,8 +105,9 @@ async fn query(
     body["data"]["result"].as_array().cloned()
 }
 
-/// Traffic that gives every panel something to show.
-async fn drive_traffic(app: &TestApp, ok: &MockServer, failing: &MockServer, round: usize) {
+/// Traffic that gives every panel something to show; with `failing`, fetches
+/// from an upstream that fails too.
+async fn drive_traffic(app: &TestApp, ok: &MockServer, failing: Option<&MockServer>, round: usize) {
     let user = app
         .post_json(
             "/users",
@@ -123,10 +132,93 @@ async fn drive_traffic(app: &TestApp, ok: &MockServer, failing: &MockServer, rou
             .await
             .unwrap();
     }
-    let urls =
-        json!({"urls": [format!("{}/ok/{round}", ok.uri()), format!("{}/fail", failing.uri())]});
-    assert_eq!(app.post_json("/fetch", &urls).await.status(), 200);
+    let mut urls = vec![format!("{}/ok/{round}", ok.uri())];
+    urls.extend(failing.map(|failing| format!("{}/fail", failing.uri())));
+    let fetch = app.post_json("/fetch", &json!({ "urls": urls })).await;
+    assert_eq!(fetch.status(), 200);
     app.get("/stats").await;
+}
+
+/// Every panel query of the dashboard, its variables filled in for
+/// switchboard's job and every instance, by panel title; and the
+/// annotation queries.
+fn dashboard_queries() -> (Vec<(String, String)>, Vec<String>) {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{REPO}/grafana/dashboards/switchboard.json")).unwrap(),
+    )
+    .unwrap();
+    let fill = |expr: &str| {
+        expr.replace("$job", "switchboard")
+            .replace("$instance", ".*")
+            .replace("$__rate_interval", "30s")
+    };
+    let mut panels = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap().to_owned();
+            panels.push((title, fill(target["expr"].as_str().unwrap())));
+        }
+    }
+    let annotations = dashboard["annotations"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["expr"].as_str().map(fill))
+        .collect();
+    (panels, annotations)
+}
+
+/// Waits, driving traffic, until every query returns data; the queries
+/// that still return none after 30 s.
+async fn until_every_query_answers(
+    client: &reqwest::Client,
+    prometheus: &Prometheus,
+    queries: &[(String, String)],
+    mut traffic: impl AsyncFnMut(),
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut empty = Vec::new();
+        for (title, expr) in queries {
+            if query(client, prometheus, expr)
+                .await
+                .is_none_or(|r| r.is_empty())
+            {
+                empty.push(format!("{title}: {expr}"));
+            }
+        }
+        if empty.is_empty() || Instant::now() > deadline {
+            return empty;
+        }
+        traffic().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The exposition passes `promtool check metrics`.
+async fn assert_promtool_accepts(app: &TestApp) {
+    use std::io::Write;
+    let exposition = app.get("/metrics").await.text().await.unwrap();
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let output = check.wait_with_output().unwrap();
+    assert!(
+        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[actix_web::test]
@@ -135,18 +227,14 @@ async fn every_panel_and_alert_works_on_a_real_prometheus() {
         return;
     }
     let ok = MockServer::start().await;
-    Mock::given(path("/fail"))
-        .respond_with(ResponseTemplate::new(503))
+    Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("fine"))
         .mount(&ok)
         .await;
     let failing = MockServer::start().await;
     Mock::given(path("/fail"))
         .respond_with(ResponseTemplate::new(503))
         .mount(&failing)
-        .await;
-    Mock::given(wiremock::matchers::method("GET"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("fine"))
-        .mount(&ok)
         .await;
     let hosts = vec![ok.address().to_string(), failing.address().to_string()];
     let app = spawn_app_with(Backend::Sqlite, move |s| {
@@ -161,96 +249,56 @@ async fn every_panel_and_alert_works_on_a_real_prometheus() {
     .unwrap();
     let prometheus = start_prometheus(app.address.trim_start_matches("http://"));
     let client = reqwest::Client::new();
+    let (panels, annotations) = dashboard_queries();
+    assert!(panels.len() >= 20, "{} panel queries", panels.len());
 
-    // Restarts must happen after the first scrape for increase() to see them.
-    let first_scrape = Instant::now() + Duration::from_secs(20);
+    // No fault injected: every panel shows data, zeros included.
     let mut round = 0;
-    while query(&client, &prometheus, "up == 1")
-        .await
-        .is_none_or(|r| r.is_empty())
-    {
-        assert!(
-            Instant::now() < first_scrape,
-            "Prometheus never scraped switchboard"
-        );
-        drive_traffic(&app, &ok, &failing, round).await;
+    let empty = until_every_query_answers(&client, &prometheus, &panels, async || {
+        drive_traffic(&app, &ok, None, round).await;
         round += 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+    assert!(
+        empty.is_empty(),
+        "panels without data with no fault injected:\n{}",
+        empty.join("\n")
+    );
+    // Only switchboard's series, though Prometheus exports the same
+    // process metrics.
+    for metric in ["process_resident_memory_bytes", "process_open_fds"] {
+        let expr = format!("{metric}{{job=~\"switchboard\",instance=~\".*\"}}");
+        let series = query(&client, &prometheus, &expr).await.unwrap();
+        assert_eq!(series.len(), 1, "{expr}: {series:?}");
     }
+    assert_promtool_accepts(&app).await;
+
+    // Faults: fetches that fail, and crash drills (restarts must come after
+    // the first scrapes for increase() to see them).
     let started = Instant::now();
-    let crashes_from = round;
+    let mut crashes = 0;
     while started.elapsed() < Duration::from_secs(8) {
-        drive_traffic(&app, &ok, &failing, round).await;
-        if (round - crashes_from) % 2 == 1 && round - crashes_from < 9 {
+        drive_traffic(&app, &ok, Some(&failing), round).await;
+        if round % 2 == 1 && crashes < 4 {
             app.crash("cache").await;
+            crashes += 1;
         }
         round += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-
-    if Command::new("promtool").arg("--version").output().is_ok() {
-        let exposition = app.get("/metrics").await.text().await.unwrap();
-        let mut check = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        check
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(exposition.as_bytes())
-            .unwrap();
-        let output = check.wait_with_output().unwrap();
-        assert!(
-            output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{REPO}/grafana/dashboards/switchboard.json")).unwrap(),
-    )
-    .unwrap();
-    let mut exprs = Vec::new();
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().unwrap();
-            exprs.push((
-                panel["title"].as_str().unwrap().to_owned(),
-                expr.replace("$instance", ".*")
-                    .replace("$__rate_interval", "30s"),
-            ));
-        }
-    }
-    assert!(exprs.len() >= 20, "{} panel queries", exprs.len());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut empty: Vec<String> = Vec::new();
-    loop {
-        empty.clear();
-        for (title, expr) in &exprs {
-            if query(&client, &prometheus, expr)
-                .await
-                .is_none_or(|r| r.is_empty())
-            {
-                empty.push(format!("{title}: {expr}"));
-            }
-        }
-        if empty.is_empty() || Instant::now() > deadline {
-            break;
-        }
-        drive_traffic(&app, &ok, &failing, round).await;
+    let annotated: Vec<(String, String)> = annotations
+        .into_iter()
+        .map(|expr| ("annotation".to_owned(), expr))
+        .collect();
+    let every_query = [panels, annotated].concat();
+    let empty = until_every_query_answers(&client, &prometheus, &every_query, async || {
+        drive_traffic(&app, &ok, Some(&failing), round).await;
         round += 1;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await;
     assert!(
         empty.is_empty(),
-        "panels without data:\n{}",
+        "queries without data with faults injected:\n{}",
         empty.join("\n")
     );
 

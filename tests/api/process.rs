@@ -1,7 +1,8 @@
 //! The real binary: durability across a kill, graceful shutdown on SIGTERM,
 //! start-up refusal of bad settings, and the log lines operators rely on.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -128,12 +129,24 @@ async fn operators_see_structured_lines_for_requests_and_restarts() {
     let response = client
         .get(app.url("/users/77"))
         .header("x-request-id", "log-check-1")
+        .header("user-agent", "ops-check/1.0")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
+    let body_length = response.bytes().await.unwrap().len();
+    assert_eq!(
+        client
+            .get(app.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let response = client
         .post(app.url("/debug/crash/db"))
+        .header("x-request-id", "drill-1")
         .send()
         .await
         .unwrap();
@@ -149,21 +162,97 @@ async fn operators_see_structured_lines_for_requests_and_restarts() {
         .expect("a request line");
     assert_eq!(request["method"], "GET");
     assert_eq!(request["route"], "/users/{id}");
+    assert_eq!(request["path"], "/users/77");
     assert_eq!(request["status"], 404);
-    assert!(request["latency_ms"].is_f64());
+    assert_eq!(request["client"], "127.0.0.1");
+    assert_eq!(request["user_agent"], "ops-check/1.0");
+    assert_eq!(request["bytes"], body_length);
+    let latency = request["latency_ms"].as_f64().unwrap();
+    assert_eq!(latency, (latency * 1000.0).round() / 1000.0, "to the µs");
+    assert!(
+        app.logged("request")
+            .iter()
+            .all(|e| e["route"] != "/health"),
+        "probes are logged at DEBUG, not INFO"
+    );
 
     // The drill crashes every database actor: each worker's (two workers)
     // and SQLite's writer, each on its own thread, so their lines come in
-    // any order.
+    // any order. Each names its instance and the request that caused it.
     let failed = app.wait_for_logs("actor failed", 3);
-    let mut crashed: Vec<&str> = failed.iter().filter_map(|e| e["actor"].as_str()).collect();
+    let mut crashed: Vec<(&str, u64)> = failed
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["shard"].as_u64().unwrap()))
+        .collect();
     crashed.sort();
-    assert_eq!(crashed, ["db", "db", "db_writer"]);
+    assert_eq!(crashed, [("db", 0), ("db", 1), ("db_writer", 0)]);
     for failure in &failed {
         assert!(failure["reason"].as_str().unwrap().contains("crash drill"));
+        assert_eq!(failure["request_id"], "drill-1", "{failure}");
     }
     let restarting = app.logged("actor restarting");
     assert!(restarting[0]["actor"].as_str().unwrap().starts_with("db"));
+    assert!(restarting[0]["shard"].is_u64());
     assert_eq!(restarting[0]["restarts"], 1);
     assert!(restarting[0]["delay_ms"].as_u64().unwrap() > 0);
+}
+
+#[actix_web::test]
+async fn a_500s_cause_is_logged_under_its_request_id() {
+    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let app = ProcessApp::start(&db.url(), &[]);
+    // A fault no client can cause: the table is gone.
+    let path = db.url().trim_start_matches("sqlite://").to_owned();
+    let mut conn = <diesel::SqliteConnection as diesel::Connection>::establish(&path).unwrap();
+    diesel::connection::SimpleConnection::batch_execute(&mut conn, "DROP TABLE users").unwrap();
+
+    let response = reqwest::Client::new()
+        .post(app.url("/users"))
+        .header("x-request-id", "fault-1")
+        .json(&json!({"name": "Ada", "email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let body = response.text().await.unwrap();
+    assert!(!body.contains("users"), "no internals in the body: {body}");
+    let cause = app.wait_for_log("database error", |e| e["request_id"] == "fault-1");
+    assert_eq!(cause["level"], "ERROR");
+    assert!(
+        cause["reason"].as_str().unwrap().contains("no such table"),
+        "{cause}"
+    );
+    app.wait_for_log("request", |e| {
+        e["request_id"] == "fault-1" && e["status"] == 500
+    });
+}
+
+#[test]
+fn pretty_logs_carry_no_colour_codes_into_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .env("SWITCHBOARD_BIND", "127.0.0.1:0")
+        .env("DATABASE_URL", dir.path().join("db.sqlite"))
+        .env("SWITCHBOARD_LOG_FORMAT", "pretty")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start switchboard");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let listening = line.contains("listening");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.iter().any(|l| l.contains("listening")), "{seen:?}");
+    assert!(
+        seen.iter().all(|l| !l.contains('\u{1b}')),
+        "no ANSI escape codes when stdout is not a terminal: {seen:?}"
+    );
 }

@@ -28,7 +28,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use actix::dev::ResponseFuture;
-use actix::{AsyncContext, Context, Handler, Message, MessageResult};
+use actix::{AsyncContext, Context, Handler, Message, MessageResponse};
 use futures_util::future::join_all;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -51,7 +51,7 @@ fn quota(policy: RatePolicy) -> Quota {
     Quota::per_second(policy.per_second).allow_burst(policy.burst)
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, MessageResponse)]
 pub struct LimiterStats {
     pub keys: usize,
     pub allowed: u64,
@@ -180,7 +180,7 @@ impl Supervise for RateLimiterActor {
     }
 }
 
-supervised_actor!(RateLimiterActor);
+supervised_actor!(RateLimiterActor; Check, CheckMany, Stats);
 
 /// May this client spend `cost` requests of its allowance now?
 #[derive(Debug, Clone, Copy, Message)]
@@ -282,14 +282,14 @@ impl Handler<CheckMany> for RateLimiterActor {
 }
 
 impl Handler<Stats> for RateLimiterActor {
-    type Result = MessageResult<Stats>;
+    type Result = LimiterStats;
 
     fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
         let keys = match &self.store {
             Store::Memory(limiter) => limiter.len(),
             Store::Redis(_) | Store::Broken(_) => 0,
         };
-        MessageResult(LimiterStats { keys, ..self.stats })
+        LimiterStats { keys, ..self.stats }
     }
 }
 
