@@ -13,6 +13,8 @@ use crate::actors::metrics::MetricsActor;
 use crate::actors::rate_limiter::RateLimiterShards;
 use crate::actors::roster::Roster;
 use crate::actors::ActorRef;
+use crate::lifecycle::Lifecycle;
+use crate::rate_limit::client::ClientPolicy;
 use crate::rate_limit::headers::PolicyHeaders;
 
 /// The database actors of the worker serving the request.
@@ -48,8 +50,11 @@ impl WorkerDb {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
     pub body_limit_bytes: usize,
+    /// A body must arrive in full within this (408).
+    pub body_read_timeout: Duration,
     pub request_timeout: Duration,
-    pub trust_proxy: bool,
+    /// Who a request counts against.
+    pub clients: ClientPolicy,
 }
 
 /// The rate limiter: its shards, one per worker, and the response headers
@@ -70,6 +75,8 @@ pub struct AppState {
     pub rate_limiting: OnceLock<RateLimiting>,
     /// Every actor, set once the workers have started theirs.
     pub roster: OnceLock<Roster>,
+    /// Serving, draining or escalating, as the probes report it.
+    pub lifecycle: Lifecycle,
     pub limits: RequestLimits,
     pub started_at: Instant,
 }

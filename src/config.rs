@@ -17,6 +17,9 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
+use crate::rate_limit::client::ClientPolicy;
+pub use crate::rate_limit::client::ForwardedHeader;
+
 /// How a database URL is interpreted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -84,7 +87,15 @@ pub struct Settings {
     pub rate_limit_backend: RateLimitBackend,
     pub redis_url: String,
     pub trust_proxy: bool,
+    /// With `trust_proxy`: how many proxies in front write the header.
+    pub trusted_hops: usize,
+    pub forwarded_header: ForwardedHeader,
+    /// The prefix an IPv6 client is keyed by.
+    pub client_ipv6_prefix: u8,
     pub max_in_flight: usize,
+    /// `None`: an eighth of `max_in_flight`.
+    pub max_in_flight_per_client: Option<usize>,
+    pub body_read_timeout: Duration,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
     pub cache_max_entries: u64,
@@ -102,6 +113,8 @@ pub struct Settings {
     /// How long an open circuit refuses before it lets one probe through.
     pub fetch_breaker_cooldown: Duration,
     pub shutdown_timeout: Duration,
+    /// Between readiness turning 503 and the listener closing, on shutdown.
+    pub shutdown_delay: Duration,
     pub log_format: LogFormat,
     pub log_filter: String,
     pub chaos: bool,
@@ -121,7 +134,12 @@ impl Default for Settings {
             rate_limit_backend: RateLimitBackend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             trust_proxy: false,
+            trusted_hops: 1,
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            client_ipv6_prefix: 64,
             max_in_flight: 1024,
+            max_in_flight_per_client: None,
+            body_read_timeout: Duration::from_millis(5000),
             request_timeout: Duration::from_millis(30_000),
             body_limit_bytes: 64 * 1024,
             cache_max_entries: 10_000,
@@ -136,6 +154,7 @@ impl Default for Settings {
             fetch_breaker_threshold: 5,
             fetch_breaker_cooldown: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::from_millis(5000),
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
             chaos: false,
@@ -153,6 +172,25 @@ impl Settings {
             DatabaseUrl::Postgres(_) => 16,
             DatabaseUrl::Sqlite(_) => 8,
         })
+    }
+
+    /// How many requests one client may have in flight.
+    pub fn max_in_flight_per_client(&self) -> usize {
+        self.max_in_flight_per_client
+            .unwrap_or((self.max_in_flight / 8).max(1))
+    }
+
+    /// Who a request counts against.
+    pub fn client_policy(&self) -> ClientPolicy {
+        ClientPolicy {
+            trusted_hops: if self.trust_proxy {
+                self.trusted_hops
+            } else {
+                0
+            },
+            header: self.forwarded_header,
+            ipv6_prefix: self.client_ipv6_prefix,
+        }
     }
 
     /// Reads the process's arguments, environment and (if named) TOML file.
@@ -208,8 +246,13 @@ const SPECS: &[Spec] = &[
     spec("rate_limit_burst", "rate-limit-burst", "SWITCHBOARD_RATE_LIMIT_BURST", "Per-client burst [default: 200]"),
     spec("rate_limit_backend", "rate-limit-backend", "SWITCHBOARD_RATE_LIMIT_BACKEND", "memory or redis [default: memory]"),
     spec("redis_url", "redis-url", "SWITCHBOARD_REDIS_URL", "Redis URL for the redis rate-limit backend [default: redis://127.0.0.1:6379]"),
-    spec("trust_proxy", "trust-proxy", "SWITCHBOARD_TRUST_PROXY", "Take the client from X-Forwarded-For [default: false]"),
+    spec("trust_proxy", "trust-proxy", "SWITCHBOARD_TRUST_PROXY", "Take the client from the header trusted proxies write [default: false]"),
+    spec("trusted_hops", "trusted-hops", "SWITCHBOARD_TRUSTED_HOPS", "With trust_proxy: proxies in front that each append the client they saw [default: 1]"),
+    spec("forwarded_header", "forwarded-header", "SWITCHBOARD_FORWARDED_HEADER", "The header those proxies write: x-forwarded-for or forwarded (RFC 7239) [default: x-forwarded-for]"),
+    spec("client_ipv6_prefix", "client-ipv6-prefix", "SWITCHBOARD_CLIENT_IPV6_PREFIX", "IPv6 clients are keyed by this prefix length [default: 64]"),
     spec("max_in_flight", "max-in-flight", "SWITCHBOARD_MAX_IN_FLIGHT", "Requests in flight before 503 [default: 1024]"),
+    spec("max_in_flight_per_client", "max-in-flight-per-client", "SWITCHBOARD_MAX_IN_FLIGHT_PER_CLIENT", "Requests one client may have in flight before 503 [default: an eighth of max_in_flight]"),
+    spec("body_read_timeout_ms", "body-read-timeout-ms", "SWITCHBOARD_BODY_READ_TIMEOUT_MS", "A request body must arrive in full within this, in ms (408) [default: 5000]"),
     spec("request_timeout_ms", "request-timeout-ms", "SWITCHBOARD_REQUEST_TIMEOUT_MS", "Per-request deadline in ms (504) [default: 30000]"),
     spec("body_limit_bytes", "body-limit-bytes", "SWITCHBOARD_BODY_LIMIT_BYTES", "Request body limit (413) [default: 65536]"),
     spec("cache_max_entries", "cache-max-entries", "SWITCHBOARD_CACHE_MAX_ENTRIES", "Cache entry bound [default: 10000]"),
@@ -223,6 +266,7 @@ const SPECS: &[Spec] = &[
     spec("fetch_host_concurrency", "fetch-host-concurrency", "SWITCHBOARD_FETCH_HOST_CONCURRENCY", "Attempts in flight to one upstream host [default: 32]"),
     spec("fetch_breaker_threshold", "fetch-breaker-threshold", "SWITCHBOARD_FETCH_BREAKER_THRESHOLD", "Consecutive failures that open a host's circuit [default: 5]"),
     spec("fetch_breaker_cooldown_ms", "fetch-breaker-cooldown-ms", "SWITCHBOARD_FETCH_BREAKER_COOLDOWN_MS", "Open-circuit time before one probe in ms [default: 5000]"),
+    spec("shutdown_delay_ms", "shutdown-delay-ms", "SWITCHBOARD_SHUTDOWN_DELAY_MS", "On shutdown, time between readiness turning 503 and the listener closing, in ms [default: 5000]"),
     spec("shutdown_timeout_seconds", "shutdown-timeout-seconds", "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECONDS", "Drain time on SIGTERM [default: 30]"),
     spec("log_format", "log-format", "SWITCHBOARD_LOG_FORMAT", "pretty or json [default: pretty]"),
     spec("log_filter", "log-filter", "RUST_LOG", "Log levels, as RUST_LOG [default: info]"),
@@ -384,7 +428,28 @@ impl Sources {
                 }
             })?,
             trust_proxy: self.get("trust_proxy", d.trust_proxy, boolean)?,
+            trusted_hops: self.get("trusted_hops", d.trusted_hops, positive)?,
+            forwarded_header: self.get("forwarded_header", d.forwarded_header, |v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
+                    "forwarded" => Ok(ForwardedHeader::Forwarded),
+                    _ => Err("is neither x-forwarded-for nor forwarded".into()),
+                }
+            })?,
+            client_ipv6_prefix: self.get("client_ipv6_prefix", d.client_ipv6_prefix, |v| {
+                positive(v).and_then(|n: u8| {
+                    (n <= 128)
+                        .then_some(n)
+                        .ok_or_else(|| "must be from 1 to 128".to_owned())
+                })
+            })?,
             max_in_flight: self.get("max_in_flight", d.max_in_flight, positive)?,
+            max_in_flight_per_client: self.get(
+                "max_in_flight_per_client",
+                d.max_in_flight_per_client,
+                |v| positive(v).map(Some),
+            )?,
+            body_read_timeout: self.get("body_read_timeout_ms", d.body_read_timeout, millis)?,
             request_timeout: self.get("request_timeout_ms", d.request_timeout, millis)?,
             body_limit_bytes: self.get("body_limit_bytes", d.body_limit_bytes, positive)?,
             cache_max_entries: self.get("cache_max_entries", d.cache_max_entries, number)?,
@@ -415,6 +480,9 @@ impl Sources {
                 millis,
             )?,
             shutdown_timeout: self.get("shutdown_timeout_seconds", d.shutdown_timeout, seconds)?,
+            shutdown_delay: self.get("shutdown_delay_ms", d.shutdown_delay, |v| {
+                number(v).map(Duration::from_millis)
+            })?,
             log_format: self.get("log_format", d.log_format, |v| {
                 match v.to_ascii_lowercase().as_str() {
                     "pretty" => Ok(LogFormat::Pretty),

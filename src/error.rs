@@ -34,6 +34,13 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The body was compressed (or otherwise encoded); switchboard takes
+    /// bodies as they are.
+    #[error("request bodies must not be encoded: send them without Content-Encoding")]
+    EncodedBody,
+    /// The body did not arrive within the body-read timeout.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("invalid fields: {}", field_names(.0))]
     Validation(Vec<FieldError>),
     /// The client spent its allowance; `retry_after` says when it comes back.
@@ -71,7 +78,10 @@ impl ApiError {
             Self::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             Self::Conflict(_) => ("conflict", "Conflict"),
             Self::PayloadTooLarge(_) => ("payload-too-large", "Payload too large"),
-            Self::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
+            Self::UnsupportedMediaType(_) | Self::EncodedBody => {
+                ("unsupported-media-type", "Unsupported media type")
+            }
+            Self::BodyTimeout => ("request-timeout", "Request timeout"),
             Self::Validation(_) => ("validation-error", "Invalid request fields"),
             Self::Unavailable { .. } => ("unavailable", "Service unavailable"),
             Self::NotReady(_) => ("not-ready", "Not ready"),
@@ -105,7 +115,8 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType(_) | Self::EncodedBody => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable { .. } | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -124,6 +135,10 @@ impl ResponseError for ApiError {
         if let Self::Unavailable { retry_after, .. } | Self::TooManyRequests { retry_after } = self
         {
             response.insert_header((header::RETRY_AFTER, retry_after_seconds(retry_after)));
+        }
+        if let Self::EncodedBody = self {
+            // RFC 9110, 15.5.16: say which content codings are accepted.
+            response.insert_header((header::ACCEPT_ENCODING, "identity"));
         }
         response
             .content_type("application/problem+json")
@@ -164,6 +179,17 @@ impl From<DbError> for ApiError {
             DbError::ConnectionLost(reason) => {
                 tracing::warn!(%reason, "database connection lost");
                 Self::unavailable("the connection to the database was lost")
+            }
+            DbError::Unwritable(reason) => {
+                tracing::error!(%reason, "database cannot take writes");
+                Self::unavailable("the database cannot take writes now")
+            }
+            DbError::Rejected(reason) => {
+                tracing::warn!(%reason, "database refused a value");
+                Self::Validation(vec![FieldError::new(
+                    "body",
+                    "holds a value the database refused",
+                )])
             }
             DbError::Internal(reason) => {
                 tracing::error!(%reason, "database error");

@@ -8,7 +8,8 @@
 //! `routes` → `middleware` → `actors` → `db`, `domain`, `fetch`,
 //! `rate_limit`, `metrics`.
 //!
-//! - [`startup`]: start the actors, bind, serve; shut down in order.
+//! - [`startup`]: start the actors, bind, serve; shut down in order;
+//!   [`lifecycle`]: serving, draining or escalating, as the probes say.
 //! - [`config`]: the one settings struct and its layers; [`telemetry`]: logs.
 //! - [`routes`]: thin handlers, one module per resource.
 //! - [`middleware`]: the request context (id, access line, request metrics)
@@ -56,6 +57,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod fetch;
+pub mod lifecycle;
 pub mod metrics;
 pub mod middleware;
 pub mod rate_limit;

@@ -11,8 +11,12 @@
 use std::process::ExitCode;
 
 use switchboard::config::{ConfigError, Settings};
-use switchboard::startup::Application;
+use switchboard::startup::{Application, Stopped};
 use switchboard::telemetry;
+
+/// The exit status after an actor was given up (`EX_SOFTWARE`): the process
+/// supervisor should start a fresh process.
+const ESCALATED: u8 = 70;
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -42,7 +46,8 @@ fn main() -> ExitCode {
             }
         };
         match app.run_until_stopped().await {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(Stopped::OnSignal) => ExitCode::SUCCESS,
+            Ok(Stopped::Escalated(_)) => ExitCode::from(ESCALATED),
             Err(err) => {
                 tracing::error!(%err, "server failed");
                 ExitCode::FAILURE

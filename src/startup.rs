@@ -28,14 +28,17 @@ use crate::actors::db::DbActor;
 use crate::actors::fetcher::{FetchConfig, FetcherActor};
 use crate::actors::metrics::MetricsActor;
 use crate::actors::rate_limiter::{LimiterBackend, RateLimiterActor, RateLimiterShards};
-use crate::actors::roster::{Member, Roster, Started};
+use crate::actors::roster::{Member, Roster, Started, Starter};
+use crate::actors::supervision::Escalation;
 use crate::actors::{ActorId, ActorKind, ActorRef};
 use crate::app_state::{AppState, RateLimiting, RequestLimits, WorkerDb};
 use crate::config::{DatabaseUrl, RateLimitBackend, Settings};
 use crate::db::migrate;
 use crate::fetch::allow_list::AllowList;
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::{MetricsSink, Recorder};
 use crate::middleware::guards::WorkerGuards;
+use crate::middleware::in_flight::InFlight;
 use crate::middleware::request_context::request_context;
 use crate::rate_limit::headers::PolicyHeaders;
 use crate::rate_limit::RatePolicy;
@@ -62,6 +65,19 @@ pub struct Application {
     server: JoinHandle<std::io::Result<()>>,
     handle: ServerHandle,
     state: web::Data<AppState>,
+    /// Given-up actors, each a reason to drain and exit non-zero.
+    escalated: mpsc::UnboundedReceiver<ActorId>,
+    /// Between readiness turning 503 and the listener closing.
+    shutdown_delay: Duration,
+}
+
+/// Why the application stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT: a clean stop.
+    OnSignal,
+    /// An actor was given up: the process should be replaced.
+    Escalated(ActorId),
 }
 
 impl Application {
@@ -69,7 +85,12 @@ impl Application {
         migrate(&settings.database_url)
             .await
             .map_err(StartupError::Database)?;
-        let actors = SharedActors::start(&settings);
+        let (escalation, escalated) = Escalation::new();
+        let starter = Starter {
+            escalation,
+            call_timeout: settings.request_timeout,
+        };
+        let actors = SharedActors::start(&settings, &starter);
         let (listener, address) = bind(settings.bind)?;
         let state = web::Data::new(AppState {
             cache: actors.cache.clone(),
@@ -78,14 +99,16 @@ impl Application {
             fetch_max_urls: settings.fetch_max_urls,
             rate_limiting: Default::default(),
             roster: Default::default(),
+            lifecycle: Lifecycle::default(),
             limits: RequestLimits {
                 body_limit_bytes: settings.body_limit_bytes,
+                body_read_timeout: settings.body_read_timeout,
                 request_timeout: settings.request_timeout,
-                trust_proxy: settings.trust_proxy,
+                clients: settings.client_policy(),
             },
             started_at: Instant::now(),
         });
-        let (spec, started) = WorkerSpec::new(&settings, &state, &actors);
+        let (spec, started) = WorkerSpec::new(&settings, &state, &actors, starter);
         let server = serve(listener, &settings, spec)
             .map_err(|source| StartupError::Bind { address, source })?;
         let handle = server.handle();
@@ -109,6 +132,8 @@ impl Application {
             server,
             handle,
             state,
+            escalated,
+            shutdown_delay: settings.shutdown_delay,
         })
     }
 
@@ -122,25 +147,51 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until SIGTERM or SIGINT, drains, then stops the actors.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let handle = self.handle;
-        let on_signal = actix_web::rt::spawn(async move {
-            let signal = shutdown_signal().await;
-            tracing::info!(signal, "shutting down: draining requests in flight");
+    /// Serves until SIGTERM or SIGINT, or until an actor is given up; then
+    /// turns readiness 503, keeps serving for the shutdown delay (the time
+    /// a load balancer needs to notice), stops accepting, drains, and stops
+    /// the actors.
+    pub async fn run_until_stopped(mut self) -> std::io::Result<Stopped> {
+        let state = self.state.clone();
+        let handle = self.handle.clone();
+        let delay = self.shutdown_delay;
+        let on_stop = actix_web::rt::spawn(async move {
+            let stopped = tokio::select! {
+                signal = shutdown_signal() => {
+                    tracing::info!(signal, "shutting down: readiness is 503, draining requests in flight");
+                    state.lifecycle.enter(Phase::Draining);
+                    Stopped::OnSignal
+                }
+                Some(actor) = self.escalated.recv() => {
+                    tracing::error!(
+                        actor = actor.name(),
+                        shard = actor.shard,
+                        "escalating: an actor was given up; draining, then exiting non-zero so that a fresh process replaces this one"
+                    );
+                    state.lifecycle.enter(Phase::Escalating);
+                    Stopped::Escalated(actor)
+                }
+            };
+            actix_web::rt::time::sleep(delay).await;
             handle.stop(true).await;
+            stopped
         });
         let served = self
             .server
             .await
             .unwrap_or_else(|join_error| Err(std::io::Error::other(join_error)));
-        on_signal.abort();
+        let stopped = if on_stop.is_finished() {
+            on_stop.await.unwrap_or(Stopped::OnSignal)
+        } else {
+            on_stop.abort();
+            Stopped::OnSignal
+        };
         tracing::info!("server stopped; shutting down actors");
         if let Some(roster) = self.state.roster.get() {
             roster.stop().await;
         }
         tracing::info!("switchboard stopped");
-        served
+        served.map(|()| stopped)
     }
 }
 
@@ -158,12 +209,11 @@ struct SharedActors {
 }
 
 impl SharedActors {
-    fn start(settings: &Settings) -> Self {
+    fn start(settings: &Settings, starter: &Starter) -> Self {
         let timeout = settings.request_timeout;
-        let metrics = Member::start_alone(
+        let metrics = starter.alone(
             ActorId::single(ActorKind::Metrics),
             MetricsSink::disabled(),
-            timeout,
             move |supervision| MetricsActor::new(timeout, supervision),
         );
         let sink = if settings.metrics {
@@ -172,29 +222,22 @@ impl SharedActors {
             MetricsSink::disabled()
         };
         let cache_config = cache_config(settings);
-        let cache = Member::start_alone(
+        let cache = starter.alone(
             ActorId::single(ActorKind::Cache),
             sink.clone(),
-            timeout,
             move |supervision| CacheActor::new(cache_config, supervision),
         );
         let cache_handle = CacheHandle::new(cache.actor, &cache_config);
-        let fetcher = Member::start_alone(
-            ActorId::single(ActorKind::Fetcher),
-            sink.clone(),
-            timeout,
-            {
-                let (config, cache) = (fetch_config(settings), cache_handle.clone());
-                move |supervision| FetcherActor::new(config, cache, timeout, supervision)
-            },
-        );
+        let fetcher = starter.alone(ActorId::single(ActorKind::Fetcher), sink.clone(), {
+            let (config, cache) = (fetch_config(settings), cache_handle.clone());
+            move |supervision| FetcherActor::new(config, cache, timeout, supervision)
+        });
         let db_writer = match &settings.database_url {
             DatabaseUrl::Sqlite(_) => {
                 let url = settings.database_url.clone();
-                Some(Member::start_alone(
+                Some(starter.alone(
                     ActorId::single(ActorKind::DbWriter),
                     sink.clone(),
-                    timeout,
                     move |supervision| DbActor::sqlite_writer(url, supervision),
                 ))
             }
@@ -234,8 +277,9 @@ struct WorkerSpec {
     db_writer: Option<ActorRef<DbActor>>,
     /// `None` when rate limiting is off.
     limiter: Option<(RatePolicy, LimiterBackend)>,
-    call_timeout: Duration,
+    starter: Starter,
     max_in_flight: usize,
+    max_in_flight_per_client: usize,
     workers: usize,
     next_worker: Arc<AtomicUsize>,
     started: mpsc::UnboundedSender<WorkerActors>,
@@ -253,6 +297,7 @@ impl WorkerSpec {
         settings: &Settings,
         state: &web::Data<AppState>,
         actors: &SharedActors,
+        starter: Starter,
     ) -> (Self, mpsc::UnboundedReceiver<WorkerActors>) {
         let (started, collected) = mpsc::unbounded_channel();
         let policy = RatePolicy::new(settings.rate_limit_per_second, settings.rate_limit_burst);
@@ -267,8 +312,9 @@ impl WorkerSpec {
             pool_share: (settings.pool_size() / settings.workers).max(1),
             db_writer: actors.db_writer.as_ref().map(|w| w.actor.clone()),
             limiter: policy.map(|policy| (policy, backend)),
-            call_timeout: settings.request_timeout,
+            starter,
             max_in_flight: settings.max_in_flight,
+            max_in_flight_per_client: settings.max_in_flight_per_client(),
             workers: settings.workers,
             next_worker: Arc::default(),
             started,
@@ -286,16 +332,14 @@ impl WorkerSpec {
             shard: worker,
         };
         let (url, size) = (self.database_url.clone(), self.pool_share);
-        let db = Member::start_here(id(ActorKind::Db), &metrics, self.call_timeout, |s| {
+        let db = self.starter.here(id(ActorKind::Db), &metrics, |s| {
             DbActor::worker(url, size, s)
         });
         let limiter = self.limiter.clone().map(|(policy, backend)| {
-            Member::start_here(
-                id(ActorKind::RateLimiter),
-                &metrics,
-                self.call_timeout,
-                |s| RateLimiterActor::new(policy, backend, s),
-            )
+            self.starter
+                .here(id(ActorKind::RateLimiter), &metrics, |s| {
+                    RateLimiterActor::new(policy, backend, s)
+                })
         });
         let local_db = WorkerDb::new(db.actor, self.db_writer.as_ref());
         let mut members = vec![db.member];
@@ -305,7 +349,12 @@ impl WorkerSpec {
             limiter: limiter.map(|limiter| limiter.actor),
             members,
         });
-        let guards = WorkerGuards::start(worker, self.max_in_flight, self.workers, metrics.clone());
+        let in_flight = InFlight::new(
+            self.max_in_flight,
+            self.max_in_flight_per_client,
+            self.workers,
+        );
+        let guards = WorkerGuards::start(worker, in_flight, metrics.clone());
         (local_db, guards, metrics)
     }
 }
@@ -336,7 +385,6 @@ fn serve(listener: TcpListener, settings: &Settings, spec: WorkerSpec) -> std::i
             .app_data(web::QueryConfig::default().error_handler(routes::query_error))
             .app_data(web::PathConfig::default().error_handler(routes::path_error))
             .configure(|cfg| routes::configure(cfg, chaos))
-            .default_service(web::to(routes::not_found))
             .wrap(from_fn(request_context))
     })
     .workers(settings.workers)

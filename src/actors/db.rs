@@ -29,8 +29,10 @@
 //! per batch ([`crate::db::group_commit`]), so its rate is not capped at one
 //! fsync per write.
 
-use std::future::Future;
-use std::time::Instant;
+use std::cell::RefCell;
+use std::future::{ready, Future};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use actix::dev::ResponseFuture;
 use actix::{Context, Handler, Message};
@@ -58,6 +60,8 @@ pub struct DbActor {
     /// What its pool is built from, again after a restart.
     pool: PoolSpec,
     conns: Connections,
+    /// The last write probe's answer and when it came.
+    writable: Rc<RefCell<Option<Probed>>>,
     /// SQLite's writer: the queue its writes are committed from in batches.
     batches: Option<GroupCommit>,
     /// The recorder of its thread, which its query futures share.
@@ -97,6 +101,7 @@ impl DbActor {
         Self {
             pool,
             conns: Connections::new(built),
+            writable: Rc::default(),
             batches,
             metrics: supervision.metrics().clone(),
             supervision,
@@ -191,7 +196,16 @@ impl Supervise for DbActor {
     }
 }
 
-supervised_actor!(DbActor; CreateUser, GetUser, ListUsers, UpdateUser, DeleteUser, Ping);
+supervised_actor!(
+    DbActor;
+    CreateUser,
+    GetUser,
+    ListUsers,
+    UpdateUser,
+    DeleteUser,
+    CheckWritable,
+    Ping
+);
 
 #[derive(Debug, Message)]
 #[rtype(result = "Result<User, DbFailure>")]
@@ -219,6 +233,18 @@ pub struct UpdateUser {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), DbFailure>")]
 pub struct DeleteUser(pub UserId);
+
+/// Does the database take writes? Answered from a write at most
+/// [`PROBE_EVERY`] old.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), DbFailure>")]
+pub struct CheckWritable;
+
+/// A write probe's answer and when it came.
+type Probed = (Instant, Result<(), DbError>);
+
+/// How long a write probe's answer stands.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// A round trip to the database; answers the pool's state.
 #[derive(Debug, Message)]
@@ -281,6 +307,27 @@ impl Handler<DeleteUser> for DbActor {
     fn handle(&mut self, DeleteUser(id): DeleteUser, ctx: &mut Context<Self>) -> Self::Result {
         self.write(ctx, "delete", id, Write::Delete, |conns, id| async move {
             users::delete(&conns, id).await
+        })
+    }
+}
+
+impl Handler<CheckWritable> for DbActor {
+    type Result = ResponseFuture<Result<(), DbFailure>>;
+
+    fn handle(&mut self, _: CheckWritable, ctx: &mut Context<Self>) -> Self::Result {
+        let fresh = self
+            .writable
+            .borrow()
+            .as_ref()
+            .and_then(|(at, answer)| (at.elapsed() < PROBE_EVERY).then(|| answer.clone()));
+        if let Some(answer) = fresh {
+            return Box::pin(ready(answer.map_err(DbFailure::from)));
+        }
+        let writable = Rc::clone(&self.writable);
+        self.query(ctx, "probe", |conns| async move {
+            let answer = users::probe_write(&conns).await;
+            *writable.borrow_mut() = Some((Instant::now(), answer.clone()));
+            answer
         })
     }
 }

@@ -19,7 +19,7 @@ use futures_util::future::join_all;
 use super::actor_ref::{ActorRef, ActorUnavailable, Traced};
 use super::identity::{ActorId, ActorKind};
 use super::supervision::{
-    ActorState, ActorStatus, Crash, Ended, Lifeline, Status, Supervise, Supervision,
+    ActorState, ActorStatus, Crash, Ended, Escalation, Lifeline, Status, Supervise, Supervision,
 };
 use crate::metrics::{MetricsSink, Recorder};
 
@@ -45,13 +45,21 @@ pub struct Started<A: actix::Actor> {
     pub member: Member,
 }
 
-impl Member {
+/// What every actor is started with: where it escalates, and the timeout
+/// of every call to it.
+#[derive(Clone)]
+pub struct Starter {
+    pub escalation: Escalation,
+    pub call_timeout: Duration,
+}
+
+impl Starter {
     /// Starts an actor on an arbiter of its own, recording to `metrics`.
     /// `make` runs on that thread, and is handed the actor's supervision.
-    pub fn start_alone<A>(
+    pub fn alone<A>(
+        &self,
         id: ActorId,
         metrics: MetricsSink,
-        call_timeout: Duration,
         make: impl FnOnce(Supervision) -> A + Send + 'static,
     ) -> Started<A>
     where
@@ -59,29 +67,38 @@ impl Member {
     {
         let arbiter = Arbiter::new().handle();
         let (alive, ended) = Lifeline::new();
+        let escalation = self.escalation.clone();
         let addr = Supervisor::start_in_arbiter(&arbiter, move |_| {
-            make(Supervision::new(id, Recorder::start(metrics), alive))
+            make(Supervision::new(
+                id,
+                Recorder::start(metrics),
+                alive,
+                escalation,
+            ))
         });
-        Self::started(id, addr, Some(arbiter), ended, call_timeout)
+        Member::started(id, addr, Some(arbiter), ended, self.call_timeout)
     }
 
     /// Starts an actor on the current thread (an HTTP worker's), recording
     /// to that thread's recorder.
-    pub fn start_here<A>(
+    pub fn here<A>(
+        &self,
         id: ActorId,
         metrics: &Recorder,
-        call_timeout: Duration,
         make: impl FnOnce(Supervision) -> A,
     ) -> Started<A>
     where
         A: Supervise + Handler<Status> + Handler<Traced<Crash>>,
     {
         let (alive, ended) = Lifeline::new();
-        let actor = make(Supervision::new(id, metrics.clone(), alive));
+        let supervision = Supervision::new(id, metrics.clone(), alive, self.escalation.clone());
+        let actor = make(supervision);
         let addr = Supervisor::start(move |_| actor);
-        Self::started(id, addr, None, ended, call_timeout)
+        Member::started(id, addr, None, ended, self.call_timeout)
     }
+}
 
+impl Member {
     fn started<A>(
         id: ActorId,
         addr: actix::Addr<A>,

@@ -11,9 +11,11 @@
 //!   backoff, during which the actor answers every request at once with
 //!   "restarting" (callers turn that into a fast 503, never a hang);
 //! - or, past the restart intensity (more than `max_restarts` within
-//!   `window`, as in Erlang/OTP), give up: the actor stays reachable but
-//!   refuses all work, and `/ready` reports it, so the instance leaves the
-//!   load balancer and an operator is alerted.
+//!   `window`, as in Erlang/OTP), give up and escalate: the actor stays
+//!   reachable but refuses all work, and its [`Escalation`] tells the
+//!   process, which turns `/health` and `/ready` 503, drains and exits
+//!   non-zero, so that its process supervisor starts a fresh one rather
+//!   than leave it half-dead.
 //!
 //! Every actor has one lifecycle: it starts supervised, on a thread of its
 //! own or on an HTTP worker's ([`super::roster`]), and it ends when that
@@ -33,7 +35,7 @@ use std::time::{Duration, Instant};
 use actix::dev::ResponseFuture;
 use actix::{Actor, ActorContext, Context, Message};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::actor_ref::{ActorUnavailable, Unavailable};
 use super::identity::ActorId;
@@ -96,6 +98,19 @@ pub struct ActorStatus {
     pub restarts: u64,
 }
 
+/// Where a given-up actor escalates: the process's shutdown sequence, which
+/// drains and exits non-zero so that a fresh process replaces it.
+#[derive(Clone)]
+pub struct Escalation(mpsc::UnboundedSender<ActorId>);
+
+impl Escalation {
+    /// The escalation, and what receives the given-up actors.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<ActorId>) {
+        let (escalate, escalated) = mpsc::unbounded_channel();
+        (Self(escalate), escalated)
+    }
+}
+
 /// Held by an actor for as long as it exists; [`Ended`] resolves once it is
 /// dropped.
 pub struct Lifeline {
@@ -132,21 +147,20 @@ pub struct Supervision {
     /// Messages handled since the last report.
     handled: u64,
     metrics: Recorder,
+    /// `None` for an actor outside any roster (unit tests).
+    escalation: Option<Escalation>,
     _alive: Lifeline,
 }
 
 impl Supervision {
     /// `metrics`: the recorder of the thread the actor runs on.
-    pub fn new(id: ActorId, metrics: Recorder, alive: Lifeline) -> Self {
-        Self::with_policy(id, metrics, alive, RestartPolicy::default())
+    pub fn new(id: ActorId, metrics: Recorder, alive: Lifeline, escalation: Escalation) -> Self {
+        let mut supervision = Self::with_policy(id, metrics, alive, RestartPolicy::default());
+        supervision.escalation = Some(escalation);
+        supervision
     }
 
-    pub fn with_policy(
-        id: ActorId,
-        metrics: Recorder,
-        alive: Lifeline,
-        policy: RestartPolicy,
-    ) -> Self {
+    fn with_policy(id: ActorId, metrics: Recorder, alive: Lifeline, policy: RestartPolicy) -> Self {
         Self {
             id,
             policy,
@@ -156,14 +170,20 @@ impl Supervision {
             given_up: false,
             handled: 0,
             metrics,
+            escalation: None,
             _alive: alive,
         }
     }
 
     /// A supervision for an actor started on its own, outside any roster
-    /// (unit tests): it records nothing.
+    /// (unit tests): it records nothing and escalates to no one.
     pub fn unwatched(id: ActorId) -> Self {
-        Self::new(id, Recorder::disabled(), Lifeline::new().0)
+        Self::with_policy(
+            id,
+            Recorder::disabled(),
+            Lifeline::new().0,
+            RestartPolicy::default(),
+        )
     }
 
     pub fn id(&self) -> ActorId {
@@ -284,6 +304,9 @@ impl Supervision {
                 window_seconds = self.policy.window.as_secs(),
                 "actor gave up: restart intensity exceeded"
             );
+            if let Some(Escalation(escalate)) = &self.escalation {
+                let _ = escalate.send(self.id);
+            }
             return;
         }
         let exponent = u32::try_from(in_window - 1).unwrap_or(u32::MAX).min(16);

@@ -26,15 +26,23 @@ pub use pool::{DbPool, PageCache, PoolSpec};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 /// What a query can fail with, as far as callers need to tell apart.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DbError {
     #[error("no such user")]
     NotFound,
     #[error("email address already taken")]
     EmailTaken,
+    /// The database refused a value as data (a constraint): the request's
+    /// fault, not the server's.
+    #[error("the database refused a value: {0}")]
+    Rejected(String),
     /// No connection could be had in time (pool exhausted, database down).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database answers but cannot take writes now: a read-only file or
+    /// server, a full disk, an I/O error.
+    #[error("database cannot take writes: {0}")]
+    Unwritable(String),
     /// The query's connection broke under it (the server ended the session,
     /// or the network failed): the query may or may not have run.
     #[error("database connection lost: {0}")]
@@ -44,18 +52,53 @@ pub enum DbError {
     Internal(String),
 }
 
+/// What the database says, in its own words, when it cannot take writes:
+/// SQLite's result texts (fixed), and PostgreSQL's messages (in English,
+/// the server's default `lc_messages`).
+const UNWRITABLE: [&str; 6] = [
+    "attempt to write a readonly database",
+    "database or disk is full",
+    "disk I/O error",
+    "could not extend file",
+    "No space left on device",
+    "read-only transaction",
+];
+
+/// What PostgreSQL says when it ends a session (a shutdown, a restart,
+/// `pg_terminate_backend`): diesel reports these without their code.
+const SESSION_ENDED: [&str; 4] = [
+    "terminating connection",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "server closed the connection",
+];
+
 impl From<DieselError> for DbError {
     fn from(err: DieselError) -> Self {
-        match err {
-            DieselError::NotFound => Self::NotFound,
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Self::EmailTaken,
+        let DieselError::DatabaseError(kind, info) = err else {
+            return match err {
+                DieselError::NotFound => Self::NotFound,
+                other => Self::Internal(other.to_string()),
+            };
+        };
+        let message = info.message().to_owned();
+        match kind {
+            DatabaseErrorKind::UniqueViolation => Self::EmailTaken,
             // diesel-async reports a PostgreSQL connection that closed, or
             // failed to carry a query, as unable to send it.
-            DieselError::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                info,
-            ) => Self::ConnectionLost(info.message().to_owned()),
-            other => Self::Internal(other.to_string()),
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
+                Self::ConnectionLost(message)
+            }
+            DatabaseErrorKind::ReadOnlyTransaction => Self::Unwritable(message),
+            DatabaseErrorKind::NotNullViolation
+            | DatabaseErrorKind::CheckViolation
+            | DatabaseErrorKind::ForeignKeyViolation
+            | DatabaseErrorKind::RestrictViolation => Self::Rejected(message),
+            _ if UNWRITABLE.iter().any(|text| message.contains(text)) => Self::Unwritable(message),
+            _ if SESSION_ENDED.iter().any(|text| message.contains(text)) => {
+                Self::ConnectionLost(message)
+            }
+            _ => Self::Internal(message),
         }
     }
 }
@@ -63,9 +106,8 @@ impl From<DieselError> for DbError {
 impl DbError {
     /// Whether the connection the query ran on is no longer to be trusted:
     /// it broke, or failed in a way none of switchboard's queries should on
-    /// a sound connection. A server ending the session (PostgreSQL's
-    /// `57P01`, on a shutdown or `pg_terminate_backend`) is one of those:
-    /// diesel reports it as an unknown error, without its code.
+    /// a sound connection. A value refused as data, or a database that
+    /// cannot take writes, leaves the connection as it was.
     pub fn spoils_connection(&self) -> bool {
         matches!(self, Self::ConnectionLost(_) | Self::Internal(_))
     }

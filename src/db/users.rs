@@ -1,5 +1,6 @@
 //! The users queries, written once in diesel's DSL and run on either backend
-//! through `on_conn!`. Each is one statement, so each is atomic on its own.
+//! through `on_conn!`, and the two readiness probes. Each is one statement,
+//! so each is atomic on its own.
 //!
 //! The writes come twice: on a connection ([`create_on`], [`update_on`],
 //! [`delete_on`]), which SQLite's writer uses to run a batch of them in one
@@ -148,6 +149,18 @@ pub async fn delete_on(conn: DbConn<'_>, id: UserId) -> Result<(), DbError> {
         0 => Err(DbError::NotFound),
         _ => Ok(()),
     }
+}
+
+/// Rewrites the write probe's one row: whether the database takes writes
+/// now, for readiness.
+pub async fn probe_write(conns: &impl Checkout) -> Result<(), DbError> {
+    run(conns.get(QueryCost::Row), async |conn| {
+        let probe = "INSERT INTO write_probe (id, written_at) VALUES (1, CURRENT_TIMESTAMP) \
+                     ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at";
+        on_conn!(conn, conn => diesel::sql_query(probe).execute(conn).await)?;
+        Ok(())
+    })
+    .await
 }
 
 /// A round trip to the database, for readiness.

@@ -3,6 +3,7 @@
 //! type carries the proof, so no handler, actor or query checks it again.
 
 mod fetch_urls;
+mod text;
 mod user;
 mod user_email;
 mod user_id;

@@ -1,11 +1,14 @@
-//! A user's email address: valid address syntax, at most 254 bytes. Unique
+//! A user's email address: a bare address (`name@example.com`, never
+//! `Name <name@example.com>`, whose display text would make one address
+//! look like many), valid syntax, a domain name, at most 254 bytes, no
+//! control or bidirectional-formatting characters. Unique
 //! case-insensitively: [`UserEmail::key`] is the form the database's unique
 //! index holds, while the address itself keeps the case the user gave.
 
-use std::str::FromStr;
-
-use email_address::EmailAddress;
+use email_address::{EmailAddress, Options};
 use serde::Serialize;
+
+use super::text::refuse_hidden_characters;
 
 pub const MAX_BYTES: usize = 254;
 
@@ -22,10 +25,21 @@ impl UserEmail {
         if trimmed.len() > MAX_BYTES {
             return Err(format!("must be at most {MAX_BYTES} bytes"));
         }
-        let parsed = EmailAddress::from_str(trimmed)
-            .map_err(|e| format!("is not a valid email address ({e})"))?;
-        if !parsed.domain().contains('.') || parsed.domain().starts_with('[') {
-            return Err("must have a domain name such as example.com".into());
+        refuse_hidden_characters(trimmed)?;
+        let bare = Options {
+            minimum_sub_domains: 2,
+            allow_domain_literal: false,
+            allow_display_text: false,
+            ..Options::default()
+        };
+        let parsed = EmailAddress::parse_with_options(trimmed, bare).map_err(|e| match e {
+            email_address::Error::DomainTooFew | email_address::Error::UnsupportedDomainLiteral => {
+                "must have a domain name such as example.com".to_owned()
+            }
+            e => format!("is not a valid email address ({e})"),
+        })?;
+        if parsed.as_str() != trimmed {
+            return Err("must be a bare address, without a display name".into());
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -53,7 +67,19 @@ mod tests {
 
     #[test]
     fn refuses_bad_syntax_and_length() {
-        for bad in ["", "plain", "a@", "@b.com", "a b@c.com", "a@localhost"] {
+        for bad in [
+            "",
+            "plain",
+            "a@",
+            "@b.com",
+            "a b@c.com",
+            "a@localhost",
+            "a@[127.0.0.1]",
+            "Anyone <victim@example.com>",
+            "<victim@example.com>",
+            "vic\u{0}tim@example.com",
+            "victim\u{202E}@example.com",
+        ] {
             assert!(UserEmail::parse(bad).is_err(), "{bad}");
         }
         let long = format!("{}@example.com", "a".repeat(250));

@@ -1,6 +1,9 @@
-//! A user's display name: trimmed, 1 to 100 characters, no control characters.
+//! A user's display name: trimmed, 1 to 100 characters, no control or
+//! bidirectional-formatting characters.
 
 use serde::Serialize;
+
+use super::text::refuse_hidden_characters;
 
 pub const MAX_CHARS: usize = 100;
 
@@ -17,9 +20,7 @@ impl UserName {
         if trimmed.chars().count() > MAX_CHARS {
             return Err(format!("must be at most {MAX_CHARS} characters"));
         }
-        if trimmed.chars().any(char::is_control) {
-            return Err("must not contain control characters".into());
-        }
+        refuse_hidden_characters(trimmed)?;
         Ok(Self(trimmed.to_owned()))
     }
 
@@ -40,5 +41,7 @@ mod tests {
         assert!(UserName::parse(&"é".repeat(101)).is_err());
         assert!(UserName::parse("a\u{0007}b").is_err());
         assert!(UserName::parse("a\nb").is_err());
+        assert!(UserName::parse("a\u{0}b").is_err());
+        assert!(UserName::parse("admin\u{202E}").is_err());
     }
 }

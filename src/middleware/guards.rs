@@ -1,12 +1,14 @@
-//! The guards in front of every limited route: body size, load shedding,
-//! per-client rate limit and the request deadline, in that order (cheapest
-//! refusal first).
+//! The guards in front of every request but the probes and the scrape
+//! (`/health`, `/ready`, `/metrics`), unknown paths and methods included, in
+//! this order (cheapest refusal first):
 //!
-//! - Bodies that declare a length over the limit get 413 before a byte is
-//!   read (the JSON extractor stops chunked bodies at the same limit).
-//! - Load shedding counts requests in flight per worker: each worker owns its
-//!   share of `SWITCHBOARD_MAX_IN_FLIGHT` in a plain `Cell`, so there is no
-//!   shared counter and no lock. Past it: an immediate 503 with Retry-After.
+//! - The body ([`super::body`]): an encoded body is 415 and one that
+//!   declares a length over the limit 413, before a byte is read (the JSON
+//!   extractor stops chunked bodies at the same limit); a body that does not
+//!   arrive within the body-read timeout ends the request with 408.
+//! - Load shedding ([`super::in_flight`]): past the worker's share of the
+//!   in-flight cap, or the client's share of it, an immediate 503 with
+//!   `Retry-After`.
 //! - The rate limiter is asked per client, through the worker's outbox (one
 //!   message per shard per turn of the event loop); if it is dead or
 //!   restarting, the request is let through (fail-open) and that is logged,
@@ -14,20 +16,20 @@
 //! - The deadline drops the handler's future when it fires, which cancels the
 //!   work it was awaiting, and answers 504.
 //!
-//! [`WorkerGuards`] is one worker's state for all of this, its limiter outbox
-//! too: nothing in it is shared between workers.
+//! The client is found as [`crate::rate_limit::client::ClientPolicy`] says (the peer, or what trusted
+//! proxies wrote). [`WorkerGuards`] is one worker's state for all of this,
+//! its limiter outbox too: nothing in it is shared between workers.
 //!
-//! This runs as resource middleware, after routing, so the request can be
-//! cloned to answer the 504 (cloning it before routing is not allowed).
+//! This runs after routing (on each resource, and on the fallback for
+//! unknown paths), so the request can be cloned to answer the 504 (cloning
+//! it before routing is not allowed).
 
 use std::cell::Cell;
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, ResponseError};
 
@@ -39,6 +41,8 @@ use crate::metrics::{Event, RateDecision, Recorder, FLUSH_EVERY};
 use crate::rate_limit::headers::rate_limit_headers;
 use crate::rate_limit::Decision;
 
+use super::body;
+use super::in_flight::{Full, InFlight};
 use super::request_context::RouteLabel;
 
 /// How often, at most, each worker logs that it let requests through
@@ -48,8 +52,7 @@ const FAIL_OPEN_LOG_EVERY: Duration = Duration::from_secs(1);
 /// One worker's guard state. Each worker builds its own; nothing is shared.
 pub struct WorkerGuards {
     worker: usize,
-    in_flight: Cell<usize>,
-    max_in_flight: usize,
+    in_flight: Rc<InFlight>,
     fail_open: Cell<u64>,
     fail_open_logged: Cell<Option<Instant>>,
     /// This worker's rate-limit checks, sent in batches.
@@ -62,16 +65,10 @@ impl WorkerGuards {
     /// This worker's guard state, with its share of the process-wide
     /// in-flight cap, and the task that records its in-flight count every
     /// [`FLUSH_EVERY`] (call on the worker's own thread).
-    pub fn start(
-        worker: usize,
-        max_in_flight: usize,
-        workers: usize,
-        metrics: Recorder,
-    ) -> Rc<Self> {
+    pub fn start(worker: usize, in_flight: InFlight, metrics: Recorder) -> Rc<Self> {
         let guards = Rc::new(Self {
             worker,
-            in_flight: Cell::new(0),
-            max_in_flight: max_in_flight.div_ceil(workers.max(1)).max(1),
+            in_flight: Rc::new(in_flight),
             fail_open: Cell::new(0),
             fail_open_logged: Cell::new(None),
             limiter: Rc::default(),
@@ -85,19 +82,11 @@ impl WorkerGuards {
                 let Some(guards) = weak.upgrade() else { break };
                 guards.metrics.record(Event::InFlight {
                     worker: guards.worker,
-                    count: i64::try_from(guards.in_flight.get()).unwrap_or(i64::MAX),
+                    count: i64::try_from(guards.in_flight.count()).unwrap_or(i64::MAX),
                 });
             }
         });
         guards
-    }
-
-    fn try_enter(self: &Rc<Self>) -> Option<InFlightPermit> {
-        let current = self.in_flight.get();
-        (current < self.max_in_flight).then(|| {
-            self.in_flight.set(current + 1);
-            InFlightPermit(Rc::clone(self))
-        })
     }
 
     fn record_fail_open(&self, err: &LimiterFailed) {
@@ -115,36 +104,8 @@ impl WorkerGuards {
     }
 }
 
-/// A request's place among those in flight, given back when dropped (also
-/// when the request is cancelled).
-struct InFlightPermit(Rc<WorkerGuards>);
-
-impl Drop for InFlightPermit {
-    fn drop(&mut self) {
-        self.0.in_flight.set(self.0.in_flight.get() - 1);
-    }
-}
-
-/// The client a request is counted against.
-fn client_key(req: &ServiceRequest, trust_proxy: bool) -> Option<IpAddr> {
-    if trust_proxy {
-        // The last hop is the one our proxy saw; earlier ones are the
-        // client's word and can be forged.
-        let forwarded = req
-            .headers()
-            .get(header::X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .map(|list| list.rsplit_once(',').map_or(list, |(_, last)| last))
-            .and_then(|last| last.trim().parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
-        }
-    }
-    req.peer_addr().map(|addr| addr.ip())
-}
-
 pub async fn guards(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let (Some(state), Some(worker)) = (
@@ -157,31 +118,29 @@ pub async fn guards(
     if let Some(route) = req.app_data::<RouteLabel>() {
         tracing::Span::current().record("route", route.0);
     }
-
-    let declared_length = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared_length.is_some_and(|len| len > limits.body_limit_bytes as u64) {
-        return Ok(
-            req.into_response(ApiError::PayloadTooLarge(limits.body_limit_bytes).error_response())
-        );
+    if let Err(refused) = body::check_declared(req.headers(), limits.body_limit_bytes) {
+        return Ok(req.into_response(refused.error_response()));
     }
-
-    let Some(_permit) = worker.try_enter() else {
-        let shed = ApiError::Unavailable {
-            detail: "the server is at capacity; retry shortly".into(),
-            retry_after: Duration::from_secs(1),
-        };
-        return Ok(req.into_response(shed.error_response()));
+    let client = limits
+        .clients
+        .key(req.peer_addr().map(|peer| peer.ip()), req.headers());
+    let _permit = match worker.in_flight.enter(client) {
+        Ok(permit) => permit,
+        Err(full) => {
+            let detail = match full {
+                Full::Worker => "the server is at capacity; retry shortly",
+                Full::Client => "this client has too many requests in flight; retry shortly",
+            };
+            let shed = ApiError::Unavailable {
+                detail: detail.into(),
+                retry_after: Duration::from_secs(1),
+            };
+            return Ok(req.into_response(shed.error_response()));
+        }
     };
 
     let mut decision = None;
-    let limited_client = state
-        .rate_limiting
-        .get()
-        .and_then(|limiting| Some((limiting, client_key(&req, limits.trust_proxy)?)));
+    let limited_client = state.rate_limiting.get().zip(client);
     if let Some((limiting, key)) = limited_client {
         match worker.limiter.check(&limiting.shards, key).await {
             Ok(Decision::Limited { retry_after, reset }) => {
@@ -202,6 +161,7 @@ pub async fn guards(
         }
     }
 
+    body::limit_read_time(&mut req, limits.body_read_timeout);
     let request = req.request().clone();
     let mut response =
         match actix_web::rt::time::timeout(limits.request_timeout, next.call(req)).await {

@@ -1,4 +1,6 @@
 //! Middleware that wraps every request.
 
+pub mod body;
 pub mod guards;
+pub mod in_flight;
 pub mod request_context;

@@ -33,7 +33,7 @@ pub struct RouteLabel(pub &'static str);
 
 /// The route label of requests no route matched: one value for all of them,
 /// so no client can grow the label set.
-const UNMATCHED: &str = "unmatched";
+pub const UNMATCHED: &str = "unmatched";
 /// Scrapes are not counted as traffic.
 const METRICS_ROUTE: &str = "/metrics";
 

@@ -1,10 +1,11 @@
 //! Rate limiting's building blocks, apart from the actors that hold the
-//! allowances: the policy and its decisions ([`policy`]), GCRA in a shared
-//! Redis ([`redis`]), and the response headers that tell a client where it
-//! stands ([`headers`]). The limiter actors
+//! allowances: who the client is ([`client`]), the policy and its decisions
+//! ([`policy`]), GCRA in a shared Redis ([`redis`]), and the response
+//! headers that tell a client where it stands ([`headers`]). The limiter actors
 //! ([`crate::actors::rate_limiter`]) and the guards
 //! ([`crate::middleware::guards`]) build on them.
 
+pub mod client;
 pub mod headers;
 pub mod policy;
 pub mod redis;

@@ -10,13 +10,15 @@ pub mod users;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use std::io;
+
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError};
 
 use crate::error::ApiError;
 use crate::middleware::guards;
-use crate::middleware::request_context::RouteLabel;
+use crate::middleware::request_context::{loggable, RouteLabel, UNMATCHED};
 
 /// Registers every route; the fault drills only when `chaos` is on.
 pub fn configure(cfg: &mut web::ServiceConfig, chaos: bool) {
@@ -38,6 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, chaos: bool) {
         cfg.service(guarded("/debug/crash/{actor}").post(debug::crash))
             .service(guarded("/debug/slow/{ms}").get(debug::slow));
     }
+    // Last, so that it matches only what nothing else does.
+    cfg.service(unmatched());
 }
 
 /// A resource outside the guards (probes and scrapes must always answer),
@@ -65,9 +69,27 @@ fn guarded(
     open(path).wrap(from_fn(guards::guards))
 }
 
-/// The fallback for paths no route matches.
-pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())).error_response()
+/// Every path no route matches, behind the guards like every route: a flood
+/// of 404s is limited like anything else. One route label for all of them,
+/// so no client can grow the label set.
+fn unmatched() -> Resource<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::resource("/{path:.*}")
+        .app_data(RouteLabel(UNMATCHED))
+        .default_service(web::to(no_route))
+        .wrap(from_fn(guards::guards))
+}
+
+async fn no_route(req: HttpRequest) -> HttpResponse {
+    let path = loggable(req.path());
+    ApiError::NotFound(format!("no route for {} {path}", req.method())).error_response()
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
@@ -83,6 +105,9 @@ pub fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
             "the body must be JSON (Content-Type: application/json)".into(),
         ),
         JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("malformed JSON: {e}")),
+        JsonPayloadError::Payload(PayloadError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+            ApiError::BodyTimeout
+        }
         other => ApiError::BadRequest(format!("cannot read the request body: {other}")),
     }
     .into()

@@ -238,6 +238,7 @@ async fn past_the_in_flight_cap_requests_are_shed_at_once() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.workers = 1;
         s.max_in_flight = 2;
+        s.max_in_flight_per_client = Some(2);
     })
     .await
     .unwrap();

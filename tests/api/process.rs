@@ -99,6 +99,47 @@ async fn sigterm_drains_requests_in_flight_then_exits_zero() {
     assert_eq!(app.logged("switchboard stopped").len(), 1);
 }
 
+#[actix_web::test]
+async fn an_actor_given_up_escalates_and_the_process_exits_non_zero() {
+    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let mut app = ProcessApp::start(
+        &db.url(),
+        &[
+            ("SWITCHBOARD_CHAOS", "true"),
+            ("SWITCHBOARD_SHUTDOWN_DELAY_MS", "1500"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    // More than five restarts within a minute: the cache is given up.
+    for _ in 0..6 {
+        let drill = client.post(app.url("/debug/crash/cache")).send().await;
+        assert_eq!(drill.unwrap().status(), 202);
+    }
+    let escalating = app.wait_for_log("escalating: an actor was given up; draining, then exiting non-zero so that a fresh process replaces this one", |e| e["actor"] == "cache");
+    assert_eq!(escalating["level"], "ERROR");
+    // Draining: liveness and readiness say so while requests are served.
+    let health = client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let ready = client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        client.get(app.url("/hello")).send().await.unwrap().status(),
+        200
+    );
+
+    let status = app.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        status.code(),
+        Some(70),
+        "exits non-zero to be replaced: {status:?}"
+    );
+    assert_eq!(
+        app.logged("switchboard stopped").len(),
+        1,
+        "it drained and stopped in order"
+    );
+}
+
 #[test]
 fn bad_settings_stop_start_up_naming_the_setting() {
     for (var, value) in [

@@ -26,6 +26,8 @@ impl ProcessApp {
             .env("SWITCHBOARD_LOG_FORMAT", "json")
             .env("SWITCHBOARD_WORKERS", "2")
             .env("RUST_LOG", "info")
+            // Tests that watch the delay set their own.
+            .env("SWITCHBOARD_SHUTDOWN_DELAY_MS", "0")
             .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -81,10 +81,10 @@ async fn crashing_past_the_intensity_gives_up(app: TestApp) {
         "a given-up actor answers fast"
     );
     assert!(problem["detail"].as_str().unwrap().contains("db actor"));
-    assert_eq!(
-        app.get("/health").await.status(),
-        200,
-        "liveness does not depend on actors"
+    let problem = assert_problem(app.get("/health").await, 503).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("given up"),
+        "a given-up actor escalates: liveness fails so the process is replaced: {problem}"
     );
 }
 

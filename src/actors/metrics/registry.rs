@@ -31,7 +31,7 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// The `op` label of `db_query_duration_seconds`.
-const QUERY_OPS: [&str; 6] = ["create", "get", "list", "update", "delete", "ping"];
+const QUERY_OPS: [&str; 7] = ["create", "get", "list", "update", "delete", "ping", "probe"];
 /// The `state` label of `db_pool_connections`.
 const POOL_STATES: [&str; 3] = ["active", "idle", "max"];
 /// The `state` label of `actor_state`.
