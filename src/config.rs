@@ -274,6 +274,34 @@ const SPECS: &[Spec] = &[
     spec("metrics", "metrics", "SWITCHBOARD_METRICS", "Record metrics for /metrics and /stats [default: true]"),
 ];
 
+/// Settings whose values may hold a password: never shown by `--help`,
+/// never echoed whole in an error.
+const SECRETS: [&str; 2] = ["database_url", "redis_url"];
+
+/// A URL with its password (in the user information, or a `password`
+/// query parameter) replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    let mut shown = url.to_owned();
+    if let Some(start) = url.find("://").map(|i| i + 3) {
+        let authority_end = url[start..]
+            .find(['/', '?', '#'])
+            .map_or(url.len(), |i| start + i);
+        if let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) {
+            if let Some(colon) = url[start..at].find(':').map(|i| start + i) {
+                shown = format!("{}***{}", &url[..=colon], &url[at..]);
+            }
+        }
+    }
+    match shown.find("password=") {
+        Some(i) => {
+            let value = i + "password=".len();
+            let end = shown[value..].find('&').map_or(shown.len(), |e| value + e);
+            format!("{}***{}", &shown[..value], &shown[end..])
+        }
+        None => shown,
+    }
+}
+
 fn command() -> Command {
     let config = Arg::new("config")
         .long("config")
@@ -290,6 +318,7 @@ fn command() -> Command {
                 Arg::new(s.key)
                     .long(s.flag)
                     .env(s.env)
+                    .hide_env_values(SECRETS.contains(&s.key))
                     .help(s.help)
                     .action(ArgAction::Set),
             )
@@ -389,7 +418,11 @@ impl Sources {
             Some((value, origin)) => parse(value.trim()).map_err(|reason| ConfigError::Invalid {
                 env: SPECS.iter().find(|s| s.key == key).map_or("", |s| s.env),
                 origin,
-                value,
+                value: if SECRETS.contains(&key) {
+                    redacted(&value)
+                } else {
+                    value
+                },
                 reason,
             }),
         }
@@ -602,6 +635,24 @@ mod tests {
             .to_string();
         assert!(err.contains("SWITCHBOARD_RATE_LIMIT_BACKEND"), "{err}");
         assert!(load(&["--rate-limit-backend", "Redis"]).is_ok());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redacted("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redacted("redis://:s3cret@cache/0"), "redis://:***@cache/0");
+        assert_eq!(
+            redacted("postgresql://db/x?user=app&password=s3cret&sslmode=require"),
+            "postgresql://db/x?user=app&password=***&sslmode=require"
+        );
+        assert_eq!(redacted("postgres://app@db/x"), "postgres://app@db/x");
+        let err = load(&["--redis-url", "http://u:s3cret@h"])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret") && err.contains("***"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod concurrency;
 mod fetch;
 mod guards;
 mod health;
+mod hostile;
 mod metrics;
 mod observability;
 mod pipeline;

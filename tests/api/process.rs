@@ -141,6 +141,54 @@ async fn an_actor_given_up_escalates_and_the_process_exits_non_zero() {
 }
 
 #[test]
+fn passwords_never_reach_help_errors_or_logs() {
+    let secret = "s3cret-pw";
+    let help = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--help")
+        .env(
+            "DATABASE_URL",
+            format!("postgres://app:{secret}@127.0.0.1:1/x"),
+        )
+        .env(
+            "SWITCHBOARD_REDIS_URL",
+            format!("redis://:{secret}@127.0.0.1:1"),
+        )
+        .output()
+        .expect("run switchboard --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("DATABASE_URL") && !help.contains(secret),
+        "{help}"
+    );
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .env("DATABASE_URL", format!("mysql://app:{secret}@db/x"))
+        .output()
+        .expect("run switchboard");
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("DATABASE_URL") && stderr.contains("app:***@db"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret), "{stderr}");
+
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .env(
+            "DATABASE_URL",
+            format!("postgres://app:{secret}@127.0.0.1:1/x"),
+        )
+        .env("SWITCHBOARD_BIND", "127.0.0.1:0")
+        .output()
+        .expect("run switchboard");
+    assert!(!unreachable.status.success());
+    let said =
+        String::from_utf8_lossy(&unreachable.stdout) + String::from_utf8_lossy(&unreachable.stderr);
+    assert!(said.contains("cannot connect to PostgreSQL"), "{said}");
+    assert!(!said.contains(secret), "{said}");
+}
+
+#[test]
 fn bad_settings_stop_start_up_naming_the_setting() {
     for (var, value) in [
         ("SWITCHBOARD_WORKERS", "many"),
