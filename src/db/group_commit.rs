@@ -84,13 +84,24 @@ enum Outcome {
 }
 
 impl Outcome {
-    /// Whether it failed in a way that may have undone the transaction.
-    fn spoils(&self) -> bool {
-        let err = match self {
+    fn error(&self) -> Option<&DbError> {
+        match self {
             Self::User(result) => result.as_ref().err(),
             Self::Deleted(result) => result.as_ref().err(),
-        };
-        !matches!(err, None | Some(DbError::NotFound | DbError::EmailTaken))
+        }
+    }
+
+    /// Whether it failed in a way that may have undone the transaction.
+    fn spoils(&self) -> bool {
+        !matches!(
+            self.error(),
+            None | Some(DbError::NotFound | DbError::EmailTaken | DbError::Rejected(_))
+        )
+    }
+
+    /// Whether the connection it ran on is not to be used again.
+    fn spoils_connection(&self) -> bool {
+        self.error().is_some_and(DbError::spoils_connection)
     }
 }
 
@@ -177,7 +188,9 @@ async fn commit(pool: &Pool<SqliteAsyncConnection>, batch: Vec<Write>) {
         Err(err) => return fail_all(batch, &err.to_string()),
     };
     if let Err(err) = conn.get().batch_execute("BEGIN IMMEDIATE").await {
-        drop(conn.ended());
+        // A connection that cannot begin a write (the file turned read-only,
+        // say) is closed: the next batch opens a fresh one.
+        drop(conn);
         return fail_all(batch, &err.to_string());
     }
     let mut ran = Vec::with_capacity(batch.len());
@@ -231,9 +244,14 @@ async fn rerun_alone(
             }
         }
     };
+    let mut spoiled = false;
     for write in writes {
         let outcome = write.apply(&mut conn).await;
+        spoiled |= outcome.spoils_connection();
         write.answer(outcome);
+    }
+    if spoiled {
+        drop(Object::take(conn));
     }
 }
 

@@ -105,11 +105,16 @@ impl From<DieselError> for DbError {
 
 impl DbError {
     /// Whether the connection the query ran on is no longer to be trusted:
-    /// it broke, or failed in a way none of switchboard's queries should on
-    /// a sound connection. A value refused as data, or a database that
-    /// cannot take writes, leaves the connection as it was.
+    /// it broke, failed in a way none of switchboard's queries should on a
+    /// sound connection, or could not write (a SQLite file opened while it
+    /// was read-only stays read-only on that connection; a fresh one sees
+    /// the file as it is now). A value refused as data leaves the
+    /// connection as it was.
     pub fn spoils_connection(&self) -> bool {
-        matches!(self, Self::ConnectionLost(_) | Self::Internal(_))
+        matches!(
+            self,
+            Self::ConnectionLost(_) | Self::Internal(_) | Self::Unwritable(_)
+        )
     }
 }
 

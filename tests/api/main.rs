@@ -18,6 +18,7 @@ mod metrics;
 mod observability;
 mod pipeline;
 mod process;
+mod storage;
 mod supervision;
 mod users;
 mod validation;

@@ -1,0 +1,364 @@
+//! A database that cannot take writes, tried for real: a read-only SQLite
+//! file, a full disk under SQLite (a small tmpfs), and a PostgreSQL server
+//! stopped and started under load (a throwaway cluster of the test's own,
+//! never the shared server). Each answers 503 with `Retry-After`, never 500;
+//! `/ready` says so; nothing acknowledged is lost; writes come back.
+//!
+//! These need root (to mount a tmpfs, to make a file immutable, to run
+//! PostgreSQL as its own user), as this project's machines and CI run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, eventually, Backend, TestDatabase};
+use crate::process_app::ProcessApp;
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("run a command");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A file root cannot write either, until dropped.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn new(path: &Path) -> Self {
+        run(Command::new("chattr").arg("+i").arg(path));
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+async fn create(client: &reqwest::Client, app: &ProcessApp, n: usize) -> reqwest::Response {
+    client
+        .post(app.url("/users"))
+        .json(&json!({"name": format!("User {n} {}", "x".repeat(80)), "email": format!("u{n}@example.com")}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn ready_database(client: &reqwest::Client, app: &ProcessApp) -> (u16, Value) {
+    let response = client.get(app.url("/ready")).send().await.unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (status, body["checks"]["database"].clone())
+}
+
+#[actix_web::test]
+async fn a_read_only_sqlite_file_answers_503_and_is_not_ready() {
+    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let file = PathBuf::from(db.url().trim_start_matches("sqlite://"));
+    let client = reqwest::Client::new();
+    let mut app = ProcessApp::start(&db.url(), &[]);
+    let user: Value = create(&client, &app, 1).await.json().await.unwrap();
+    app.signal(Signal::SIGTERM);
+    assert!(app.wait_exit(Duration::from_secs(10)).success());
+
+    let read_only = Immutable::new(&file);
+    let app = ProcessApp::start(&db.url(), &[]);
+    let read = client
+        .get(app.url(&format!("/users/{}", user["id"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "reads go on");
+    let write = create(&client, &app, 2).await;
+    assert!(write.headers().contains_key("retry-after"));
+    let problem = assert_problem(write, 503).await;
+    assert_eq!(problem["detail"], "the database cannot take writes now");
+    let (status, database) = ready_database(&client, &app).await;
+    assert_eq!(
+        (status, &database["writable"]),
+        (503, &json!(false)),
+        "{database}"
+    );
+
+    drop(read_only);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            create(&client, &app, 3).await.status() == 201
+        })
+        .await,
+        "writes come back once the file can be written"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            ready_database(&client, &app).await.0 == 200
+        })
+        .await
+    );
+}
+
+/// A tmpfs of `size`, mounted until dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path()));
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[actix_web::test]
+async fn a_full_disk_answers_503_and_loses_no_acknowledged_write() {
+    let disk = Tmpfs::mount("2m");
+    let url = format!("sqlite://{}", disk.path().join("db.sqlite").display());
+    let filler = disk.path().join("filler");
+    let client = reqwest::Client::new();
+    let app = ProcessApp::start(&url, &[]);
+    // Leave the database a few hundred KiB to grow into.
+    run(Command::new("fallocate").args(["-l", "1600k"]).arg(&filler));
+
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for n in 0..20_000 {
+        let response = create(&client, &app, n).await;
+        match response.status().as_u16() {
+            201 => acknowledged.push(response.json::<Value>().await.unwrap()),
+            _ => {
+                refused = Some(response);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the disk filled up");
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_problem(refused, 503).await;
+    for n in 0..5 {
+        let again = create(&client, &app, 100_000 + n).await;
+        assert_eq!(again.status(), 503, "never a 500 while the disk is full");
+    }
+    let (status, database) = ready_database(&client, &app).await;
+    assert_eq!(
+        (status, &database["writable"]),
+        (503, &json!(false)),
+        "{database}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            create(&client, &app, 200_000).await.status() == 201
+        })
+        .await,
+        "writes come back once there is room"
+    );
+    assert!(
+        acknowledged.len() > 10,
+        "{} writes before the disk was full",
+        acknowledged.len()
+    );
+    for user in &acknowledged {
+        let read = client
+            .get(app.url(&format!("/users/{}", user["id"])))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            read.json::<Value>().await.unwrap(),
+            *user,
+            "acknowledged, so kept"
+        );
+    }
+    drop(app);
+}
+
+/// A PostgreSQL cluster of this test's own, on a port of its own.
+struct Cluster {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Cluster {
+    fn bin(tool: &str) -> PathBuf {
+        let versions = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL installed");
+        let version = versions.flatten().map(|v| v.path()).max().unwrap();
+        version.join("bin").join(tool)
+    }
+
+    fn as_postgres(tool: &str) -> Command {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(Self::bin(tool));
+        command
+    }
+
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        run(Command::new("chown").arg("postgres").arg(dir.path()));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Self { dir, port };
+        run(Self::as_postgres("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(cluster.data()));
+        cluster.pg_ctl("start");
+        cluster
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut command = Self::as_postgres("pg_ctl");
+        command
+            .args(["-w", "-D"])
+            .arg(self.data())
+            .args(["-o", &options])
+            // The server writes here, not to this test's pipes (which would
+            // keep them open, and `run` waiting, for as long as it runs).
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"));
+        if action == "stop" {
+            command.args(["-m", "fast"]);
+        }
+        run(command.arg(action));
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Self::as_postgres("pg_ctl")
+            .args(["-D"])
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[actix_web::test]
+async fn postgres_stopped_and_started_under_load_answers_503_and_loses_nothing() {
+    let cluster = Cluster::start();
+    let app = ProcessApp::start(
+        &cluster.url(),
+        &[
+            ("SWITCHBOARD_CACHE_MAX_ENTRIES", "0"),
+            ("SWITCHBOARD_RATE_LIMIT_PER_SECOND", "0"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = (0..32).map(|lane| {
+        let (client, url, answers, stop) = (
+            client.clone(),
+            app.url("/users"),
+            answers.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let email = format!("l{lane}n{n}@example.com");
+                let sent = client
+                    .post(&url)
+                    .json(&json!({"name": "Load", "email": email}))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                if let Ok(response) = sent {
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    answers.lock().unwrap().push((status, body));
+                }
+                n += 1;
+            }
+        })
+    });
+    let load: Vec<_> = load.collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster.pg_ctl("stop");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let while_down = answers.lock().unwrap().len();
+    cluster.pg_ctl("start");
+    let restarted = Instant::now();
+    let recovered = eventually(Duration::from_secs(15), || async {
+        let answers = answers.lock().unwrap();
+        answers[while_down..]
+            .iter()
+            .filter(|(status, _)| *status == 201)
+            .count()
+            > 20
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for lane in load {
+        lane.await.unwrap();
+    }
+    assert!(
+        recovered,
+        "writes came back within {:?}",
+        restarted.elapsed()
+    );
+
+    let answers = answers.lock().unwrap().clone();
+    let count = |wanted: u16| {
+        answers
+            .iter()
+            .filter(|(status, _)| *status == wanted)
+            .count()
+    };
+    let unexpected: Vec<&(u16, Value)> = answers
+        .iter()
+        .filter(|(status, _)| !matches!(status, 201 | 503))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "only 201 and 503: {} others, the first {:?}",
+        unexpected.len(),
+        unexpected.first()
+    );
+    assert!(count(503) > 0, "the outage was seen");
+    for (_, user) in answers.iter().filter(|(status, _)| *status == 201) {
+        let read = client
+            .get(app.url(&format!("/users/{}", user["id"])))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200, "acknowledged, so kept: {user}");
+    }
+    eprintln!(
+        "postgres restart under load: {} created, {} answered 503",
+        count(201),
+        count(503)
+    );
+}
