@@ -49,6 +49,10 @@ pub enum ApiError {
     /// The request ran past its deadline and its work was cancelled.
     #[error("the request took longer than {} ms", .0.as_millis())]
     Timeout(Duration),
+    /// The client closed its connection before its answer was ready; the
+    /// work was dropped, and this answer reaches no one (it is logged).
+    #[error("the client closed the connection")]
+    ClientGone,
     /// An actor or the database cannot answer now; the client may retry.
     #[error("{detail}")]
     Unavailable {
@@ -87,6 +91,7 @@ impl ApiError {
             Self::NotReady(_) => ("not-ready", "Not ready"),
             Self::TooManyRequests { .. } => ("too-many-requests", "Too many requests"),
             Self::Timeout(_) => ("timeout", "Request timed out"),
+            Self::ClientGone => ("client-closed-request", "Client closed request"),
             Self::Internal => ("internal-error", "Internal server error"),
         }
     }
@@ -121,6 +126,8 @@ impl ResponseError for ApiError {
             Self::Unavailable { .. } | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            // nginx's 499: no standard status says this.
+            Self::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

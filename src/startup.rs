@@ -37,6 +37,7 @@ use crate::db::migrate;
 use crate::fetch::allow_list::AllowList;
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::{MetricsSink, Recorder};
+use crate::middleware::disconnect;
 use crate::middleware::guards::WorkerGuards;
 use crate::middleware::in_flight::InFlight;
 use crate::middleware::request_context::request_context;
@@ -387,6 +388,7 @@ fn serve(listener: TcpListener, settings: &Settings, spec: WorkerSpec) -> std::i
             .configure(|cfg| routes::configure(cfg, chaos))
             .wrap(from_fn(request_context))
     })
+    .on_connect(disconnect::remember_connection)
     .workers(settings.workers)
     // Signals are handled in `run_until_stopped`: actix-server's own
     // handler would also stop the actix system, and with it the actors'

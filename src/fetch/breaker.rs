@@ -53,6 +53,12 @@ impl Breaker {
         }
     }
 
+    /// An admitted attempt was dropped before it ended: it proves nothing,
+    /// and a half-open circuit lets the next probe through.
+    pub fn abandon(&mut self) {
+        self.probe_in_flight = false;
+    }
+
     pub fn record(&mut self, success: bool) {
         self.probe_in_flight = false;
         if success {
@@ -95,5 +101,18 @@ mod tests {
         breaker.record(true);
         assert_eq!(breaker.state(), BreakerState::Closed);
         assert!(breaker.admit());
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_one_through() {
+        let mut breaker = Breaker::new(1, Duration::from_millis(10));
+        assert!(breaker.admit());
+        breaker.record(false);
+        std::thread::sleep(Duration::from_millis(15));
+        assert!(breaker.admit(), "the probe");
+        assert!(!breaker.admit());
+        breaker.abandon();
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        assert!(breaker.admit(), "another probe, the first told nothing");
     }
 }

@@ -1,6 +1,7 @@
 //! Middleware that wraps every request.
 
 pub mod body;
+pub mod disconnect;
 pub mod guards;
 pub mod in_flight;
 pub mod request_context;

@@ -3,10 +3,16 @@
 //! atomically, on Redis's own clock: each client key holds its theoretical
 //! arrival time (TAT) and expires once it is in the past, so Redis holds
 //! only clients seen within their refill window.
+//!
+//! When Redis fails (down, or silent past the timeout), the limiter fails
+//! open, and [`Outage`] keeps every request from paying the timeout again:
+//! for a second, checks fail at once; then one batch probes Redis, while the
+//! others still fail at once, until it answers.
 
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
@@ -83,5 +89,60 @@ impl RedisGcra {
                 reset,
             }
         })
+    }
+}
+
+/// How long checks fail at once after Redis failed.
+const OUTAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether Redis is worth asking now. One limiter actor's, on its thread.
+#[derive(Debug, Default)]
+pub struct Outage {
+    /// Redis failed; it is not asked again before this.
+    until: Cell<Option<Instant>>,
+    /// A batch is asking Redis whether it is back.
+    probing: Cell<bool>,
+}
+
+impl Outage {
+    /// Whether a batch of checks may go to Redis now (a probe, if Redis
+    /// failed and its pause is over).
+    pub fn may_ask(&self) -> bool {
+        if self.probing.get() {
+            return false;
+        }
+        match self.until.get() {
+            None => true,
+            Some(until) if Instant::now() < until => false,
+            Some(_) => {
+                self.probing.set(true);
+                true
+            }
+        }
+    }
+
+    /// What a batch that went to Redis learned.
+    pub fn answered(&self, ok: bool) {
+        self.probing.set(false);
+        self.until
+            .set((!ok).then(|| Instant::now() + OUTAGE_RETRY_AFTER));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_failure_checks_pause_then_one_batch_probes() {
+        let outage = Outage::default();
+        assert!(outage.may_ask());
+        outage.answered(false);
+        assert!(!outage.may_ask(), "paused");
+        outage.until.set(Some(Instant::now()));
+        assert!(outage.may_ask(), "the probe");
+        assert!(!outage.may_ask(), "one probe at a time");
+        outage.answered(true);
+        assert!(outage.may_ask() && outage.may_ask(), "back");
     }
 }

@@ -1,19 +1,27 @@
 //! `POST /fetch {"urls": [...]}`: fetch many upstream URLs concurrently; one
-//! result per URL, in order. One URL's failure never fails the others.
+//! result per URL, in order. One URL's failure never fails the others, and
+//! identical URLs are fetched once.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
 use crate::actors::fetcher::FetchMany;
 use crate::app_state::AppState;
 use crate::domain::FetchUrls;
 use crate::error::ApiError;
+use crate::middleware::disconnect::client_gone;
 
 pub async fn fetch(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let urls = FetchUrls::from_json(&body, state.fetch_max_urls).map_err(ApiError::Validation)?;
-    let results = state.fetcher.call(FetchMany(urls)).await?;
-    Ok(HttpResponse::Ok().json(results))
+    let flights = state.fetcher.call(FetchMany(urls)).await?;
+    // Awaited here, in this request's task, and dropped (the upstream
+    // requests with them) if the client goes away first.
+    tokio::select! {
+        results = flights.land() => Ok(HttpResponse::Ok().json(results)),
+        () = client_gone(&req) => Err(ApiError::ClientGone),
+    }
 }

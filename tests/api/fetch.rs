@@ -537,3 +537,108 @@ async fn an_oversized_body_is_cut_at_the_limit_without_growing_memory() {
         "the server grew by {grown} KiB for five 10 MiB bodies"
     );
 }
+
+#[actix_web::test]
+async fn identical_urls_in_one_request_are_fetched_once() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/same"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(200)))
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |s| s.fetch_max_urls = 20).await;
+    let url = format!("{}/same", upstream.uri());
+    let results = fetch(&app, &vec![url.clone(); 20]).await;
+    assert_eq!(results.len(), 20);
+    assert!(results
+        .iter()
+        .all(|r| r["success"] == true && r["url"] == url.as_str()));
+    assert_eq!(
+        calls(&upstream).await,
+        1,
+        "one upstream call for twenty URLs"
+    );
+}
+
+#[actix_web::test]
+async fn concurrent_requests_for_one_url_share_one_upstream_call() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/popular"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(400)))
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |_| {}).await;
+    let url = format!("{}/popular", upstream.uri());
+    let results =
+        futures_util::future::join_all((0..5).map(|_| fetch_one(&app, url.clone()))).await;
+    for result in &results {
+        assert_eq!(result["success"], true, "{result}");
+        assert_eq!(result["attempts"], 1, "{result}");
+    }
+    assert_eq!(calls(&upstream).await, 1, "single flight across requests");
+}
+
+/// An upstream that takes requests and never answers; it says how long each
+/// connection stayed open.
+async fn silent_upstream() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Instant>,
+) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (closed, closings) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                break;
+            };
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 1024];
+                while stream.read(&mut buffer).await.is_ok_and(|n| n > 0) {}
+                let _ = closed.send(Instant::now());
+            });
+        }
+    });
+    (address, closings)
+}
+
+#[actix_web::test]
+async fn a_client_that_goes_away_cancels_its_fetch_upstream_included() {
+    let (upstream, mut closings) = silent_upstream().await;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.fetch_allow_hosts = vec![upstream.to_string()];
+        s.fetch_timeout = Duration::from_secs(20);
+    })
+    .await
+    .unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(app.url("/fetch"))
+        .json(&json!({"urls": [format!("http://{upstream}/slow")]}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out");
+    let left = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), closings.recv())
+        .await
+        .expect("the upstream connection was closed soon after the client left")
+        .unwrap();
+    assert!(closed.duration_since(left) < Duration::from_secs(3));
+    let in_flight = "http_requests_in_flight 0";
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            app.get("/metrics")
+                .await
+                .text()
+                .await
+                .unwrap()
+                .contains(in_flight)
+        })
+        .await,
+        "its place among the requests in flight was given back"
+    );
+}

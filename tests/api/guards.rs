@@ -391,3 +391,37 @@ async fn an_unreachable_redis_fails_open() {
         assert!(response.headers().get("ratelimit").is_none());
     }
 }
+
+#[actix_web::test]
+async fn a_silent_redis_costs_one_timeout_then_checks_fail_open_at_once() {
+    // A Redis that takes connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        redis_limited(s);
+        s.redis_url = format!("redis://{address}");
+    })
+    .await
+    .unwrap();
+    let mut took = Vec::new();
+    for _ in 0..40 {
+        let started = Instant::now();
+        let response = get_as(&app, "/hello", "10.200.0.2").await;
+        took.push(started.elapsed());
+        assert_eq!(response.status(), 200, "fail-open");
+    }
+    let slow = took
+        .iter()
+        .filter(|t| **t > Duration::from_millis(100))
+        .count();
+    assert!(
+        slow <= 3,
+        "only the first check after each pause waits for Redis's timeout: {took:?}"
+    );
+}

@@ -25,6 +25,7 @@ pub use shards::RateLimiterShards;
 use std::future::ready;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix::dev::ResponseFuture;
@@ -38,7 +39,7 @@ use serde::Serialize;
 
 use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
 use super::ActorUnavailable;
-use crate::rate_limit::redis::RedisGcra;
+use crate::rate_limit::redis::{Outage, RedisGcra};
 use crate::rate_limit::{Decision, RatePolicy};
 
 const PURGE_EVERY: Duration = Duration::from_secs(1);
@@ -69,7 +70,8 @@ pub enum LimiterBackend {
 
 enum Store {
     Memory(Limiter),
-    Redis(RedisGcra),
+    /// Shared with the batches in flight, which report how Redis did.
+    Redis(RedisGcra, Rc<Outage>),
     /// The Redis client could not be built; every check fails (open).
     Broken(String),
 }
@@ -83,7 +85,7 @@ impl Store {
                     tracing::error!(%why, "cannot set up the Redis rate limiter");
                     Self::Broken(why)
                 },
-                Self::Redis,
+                |gcra| Self::Redis(gcra, Rc::default()),
             ),
         }
     }
@@ -233,7 +235,11 @@ impl RateLimiterActor {
             }
             // One multiplexed connection: the scripts of a batch travel
             // together.
-            Store::Redis(gcra) => {
+            Store::Redis(gcra, outage) => {
+                if !outage.may_ask() {
+                    let failed = Err(LimiterFailed("Redis failed a moment ago".into()));
+                    return Box::pin(ready(vec![failed; checks.len()]));
+                }
                 let policy = self.policy;
                 let checks: Vec<_> = checks
                     .into_iter()
@@ -246,7 +252,12 @@ impl RateLimiterActor {
                         }
                     })
                     .collect();
-                Box::pin(join_all(checks))
+                let outage = Rc::clone(outage);
+                Box::pin(async move {
+                    let answers = join_all(checks).await;
+                    outage.answered(answers.iter().all(Result::is_ok));
+                    answers
+                })
             }
             Store::Broken(why) => {
                 let failed = Err(LimiterFailed(why.clone()));
@@ -287,7 +298,7 @@ impl Handler<Stats> for RateLimiterActor {
     fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
         let keys = match &self.store {
             Store::Memory(limiter) => limiter.len(),
-            Store::Redis(_) | Store::Broken(_) => 0,
+            Store::Redis(..) | Store::Broken(_) => 0,
         };
         LimiterStats { keys, ..self.stats }
     }
