@@ -66,6 +66,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// How an instance hears other instances' writes, to keep its cache
+/// coherent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheInvalidation {
+    /// PostgreSQL's `LISTEN/NOTIFY`, fed by a trigger on `users`.
+    Postgres,
+    /// Not at all: one instance alone (SQLite).
+    None,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimitBackend {
     /// Each instance limits its own clients, in its rate limiter actors.
@@ -101,6 +111,7 @@ pub struct Settings {
     pub cache_max_entries: u64,
     pub cache_max_bytes: u64,
     pub cache_ttl: Duration,
+    pub cache_invalidation: CacheInvalidation,
     pub fetch_allow_hosts: Vec<String>,
     pub fetch_max_urls: usize,
     pub fetch_timeout: Duration,
@@ -145,6 +156,7 @@ impl Default for Settings {
             cache_max_entries: 10_000,
             cache_max_bytes: 64 * 1024 * 1024,
             cache_ttl: Duration::from_secs(300),
+            cache_invalidation: CacheInvalidation::None,
             fetch_allow_hosts: Vec::new(),
             fetch_max_urls: 20,
             fetch_timeout: Duration::from_millis(10_000),
@@ -258,6 +270,7 @@ const SPECS: &[Spec] = &[
     spec("cache_max_entries", "cache-max-entries", "SWITCHBOARD_CACHE_MAX_ENTRIES", "Cache entry bound [default: 10000]"),
     spec("cache_max_bytes", "cache-max-bytes", "SWITCHBOARD_CACHE_MAX_BYTES", "Cache byte bound [default: 67108864]"),
     spec("cache_ttl_seconds", "cache-ttl-seconds", "SWITCHBOARD_CACHE_TTL_SECONDS", "Cache entry time to live [default: 300]"),
+    spec("cache_invalidation", "cache-invalidation", "SWITCHBOARD_CACHE_INVALIDATION", "How other instances' writes reach this cache: postgres (LISTEN/NOTIFY) or none [default: postgres on PostgreSQL, none on SQLite]"),
     spec("fetch_allow_hosts", "fetch-allow-hosts", "SWITCHBOARD_FETCH_ALLOW_HOSTS", "Comma-separated host or host:port that /fetch may reach [default: none]"),
     spec("fetch_max_urls", "fetch-max-urls", "SWITCHBOARD_FETCH_MAX_URLS", "URLs per /fetch request [default: 20]"),
     spec("fetch_timeout_ms", "fetch-timeout-ms", "SWITCHBOARD_FETCH_TIMEOUT_MS", "Per-attempt upstream timeout in ms [default: 10000]"),
@@ -428,6 +441,30 @@ impl Sources {
         }
     }
 
+    /// PostgreSQL's channel by default on PostgreSQL; SQLite serves one
+    /// instance and has no channel.
+    fn cache_invalidation(&self) -> Result<CacheInvalidation, ConfigError> {
+        let url = self.get(
+            "database_url",
+            Settings::default().database_url,
+            DatabaseUrl::parse,
+        )?;
+        let default = match url {
+            DatabaseUrl::Postgres(_) => CacheInvalidation::Postgres,
+            DatabaseUrl::Sqlite(_) => CacheInvalidation::None,
+        };
+        self.get("cache_invalidation", default, |v| {
+            match (v.to_ascii_lowercase().as_str(), &url) {
+                ("postgres", DatabaseUrl::Postgres(_)) => Ok(CacheInvalidation::Postgres),
+                ("postgres", DatabaseUrl::Sqlite(_)) => {
+                    Err("needs a PostgreSQL DATABASE_URL".into())
+                }
+                ("none", _) => Ok(CacheInvalidation::None),
+                _ => Err("is neither postgres nor none".into()),
+            }
+        })
+    }
+
     fn settings(&self) -> Result<Settings, ConfigError> {
         let d = Settings::default();
         Ok(Settings {
@@ -488,6 +525,7 @@ impl Sources {
             cache_max_entries: self.get("cache_max_entries", d.cache_max_entries, number)?,
             cache_max_bytes: self.get("cache_max_bytes", d.cache_max_bytes, number)?,
             cache_ttl: self.get("cache_ttl_seconds", d.cache_ttl, seconds)?,
+            cache_invalidation: self.cache_invalidation()?,
             fetch_allow_hosts: self.get("fetch_allow_hosts", d.fetch_allow_hosts, host_list)?,
             fetch_max_urls: self.get("fetch_max_urls", d.fetch_max_urls, positive)?,
             fetch_timeout: self.get("fetch_timeout_ms", d.fetch_timeout, millis)?,

@@ -68,6 +68,12 @@ pub enum Event {
         entries: u64,
     },
     CacheEvictions(u64),
+    /// Whether this instance hears other instances' writes.
+    Invalidations {
+        listening: bool,
+    },
+    /// An invalidation heard from the channel.
+    InvalidationHeard,
     /// One database actor's pool (one per HTTP worker, and SQLite's writer).
     Pool {
         actor: &'static str,

@@ -21,18 +21,19 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::rt::task::JoinHandle;
 use actix_web::{web, App, HttpServer};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::actors::cache::{CacheActor, CacheConfig, CacheHandle};
 use crate::actors::db::DbActor;
 use crate::actors::fetcher::{FetchConfig, FetcherActor};
+use crate::actors::invalidator::InvalidatorActor;
 use crate::actors::metrics::MetricsActor;
 use crate::actors::rate_limiter::{LimiterBackend, RateLimiterActor, RateLimiterShards};
 use crate::actors::roster::{Member, Roster, Started, Starter};
 use crate::actors::supervision::Escalation;
 use crate::actors::{ActorId, ActorKind, ActorRef};
 use crate::app_state::{AppState, RateLimiting, RequestLimits, WorkerDb};
-use crate::config::{DatabaseUrl, RateLimitBackend, Settings};
+use crate::config::{CacheInvalidation, DatabaseUrl, RateLimitBackend, Settings};
 use crate::db::migrate;
 use crate::fetch::allow_list::AllowList;
 use crate::lifecycle::{Lifecycle, Phase};
@@ -45,6 +46,8 @@ use crate::rate_limit::headers::PolicyHeaders;
 use crate::rate_limit::RatePolicy;
 use crate::routes;
 
+/// How long start-up waits for the cache to hear other instances' writes.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the HTTP workers may take to start their actors.
 const WORKERS_START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -91,7 +94,8 @@ impl Application {
             escalation,
             call_timeout: settings.request_timeout,
         };
-        let actors = SharedActors::start(&settings, &starter);
+        let mut actors = SharedActors::start(&settings, &starter);
+        actors.until_coherent().await;
         let (listener, address) = bind(settings.bind)?;
         let state = web::Data::new(AppState {
             cache: actors.cache.clone(),
@@ -204,6 +208,10 @@ struct SharedActors {
     metrics: Started<MetricsActor>,
     cache: CacheHandle,
     cache_member: Member,
+    /// Hears other instances' writes (PostgreSQL), and says when it first
+    /// does.
+    invalidator: Option<Member>,
+    listening: Option<oneshot::Receiver<()>>,
     fetcher: Started<FetcherActor>,
     /// On SQLite, the one database actor that writes.
     db_writer: Option<Started<DbActor>>,
@@ -228,7 +236,21 @@ impl SharedActors {
             sink.clone(),
             move |supervision| CacheActor::new(cache_config, supervision),
         );
-        let cache_handle = CacheHandle::new(cache.actor, &cache_config);
+        let cache_handle = CacheHandle::new(cache.actor.clone(), &cache_config);
+        let (first_listen, listening) = oneshot::channel();
+        let invalidator = match (&settings.database_url, settings.cache_invalidation) {
+            (DatabaseUrl::Postgres(url), CacheInvalidation::Postgres) => {
+                let (url, cache) = (url.clone(), cache.actor.clone());
+                Some(
+                    starter.alone(ActorId::single(ActorKind::Invalidator), sink.clone(), {
+                        move |supervision| {
+                            InvalidatorActor::new(url, cache, first_listen, supervision)
+                        }
+                    }),
+                )
+            }
+            _ => None,
+        };
         let fetcher = starter.alone(ActorId::single(ActorKind::Fetcher), sink.clone(), {
             let (config, cache) = (fetch_config(settings), cache_handle.clone());
             move |supervision| FetcherActor::new(config, cache, timeout, supervision)
@@ -249,18 +271,31 @@ impl SharedActors {
             metrics,
             cache: cache_handle,
             cache_member: cache.member,
+            listening: invalidator.is_some().then_some(listening),
+            invalidator: invalidator.map(|invalidator| invalidator.member),
             fetcher,
             db_writer,
         }
     }
 
+    /// Waits (a little) until the cache hears other instances' writes, so
+    /// that a fresh instance serves from its cache from its first request.
+    async fn until_coherent(&mut self) {
+        if let Some(listening) = self.listening.take() {
+            if tokio::time::timeout(LISTEN_TIMEOUT, listening)
+                .await
+                .is_err()
+            {
+                tracing::warn!("not yet listening for other instances' writes: the cache waits");
+            }
+        }
+    }
+
     /// Every actor: these in the order they started, then the workers'.
     fn roster(&self, workers: Workers) -> Roster {
-        let mut members = vec![
-            self.metrics.member.clone(),
-            self.cache_member.clone(),
-            self.fetcher.member.clone(),
-        ];
+        let mut members = vec![self.metrics.member.clone(), self.cache_member.clone()];
+        members.extend(self.invalidator.clone());
+        members.push(self.fetcher.member.clone());
         members.extend(self.db_writer.iter().map(|writer| writer.member.clone()));
         members.extend(workers.0.into_iter().flat_map(|worker| worker.members));
         Roster::new(members)
@@ -432,6 +467,7 @@ fn cache_config(settings: &Settings) -> CacheConfig {
         max_bytes: settings.cache_max_bytes,
         ttl: settings.cache_ttl,
         fill_window: settings.request_timeout,
+        start_paused: settings.cache_invalidation != CacheInvalidation::None,
     }
 }
 

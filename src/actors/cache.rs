@@ -43,6 +43,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 pub struct CacheConfig {
     /// `0` turns caching off: every lookup misses, every fill is dropped.
     pub max_entries: u64,
+    /// Whether it starts paused, waiting for its instance to hear other
+    /// instances' writes ([`Resume`]).
+    pub start_paused: bool,
     pub max_bytes: u64,
     pub ttl: Duration,
     /// The longest a read-through can take (the actor call timeout).
@@ -65,6 +68,8 @@ pub struct Cached {
 pub enum Lookup {
     Hit(Cached),
     Miss(FillToken),
+    /// The cache is paused: neither answered nor filled.
+    Paused,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, MessageResponse)]
@@ -93,6 +98,9 @@ pub struct CacheActor {
     /// gone (purged, or lost in a restart).
     oldest_valid: u64,
     stats: CacheStats,
+    /// It cannot hear other instances' writes: it serves nothing. Kept
+    /// across restarts: the channel did not change when the cache failed.
+    paused: bool,
     metrics: Recorder,
     supervision: Supervision,
 }
@@ -100,6 +108,7 @@ pub struct CacheActor {
 impl CacheActor {
     pub fn new(config: CacheConfig, supervision: Supervision) -> Self {
         Self {
+            paused: config.start_paused,
             config,
             entries: build_cache(&config),
             epoch: 0,
@@ -117,6 +126,14 @@ impl CacheActor {
             bytes: self.entries.weighted_size(),
             ..self.stats
         }
+    }
+
+    /// Drops every entry; tokens handed out before must not fill it again.
+    fn clear(&mut self) {
+        self.entries = build_cache(&self.config);
+        self.tombstones.clear();
+        self.epoch += 1;
+        self.oldest_valid = self.epoch;
     }
 
     fn purge_tombstones(&mut self) {
@@ -164,12 +181,8 @@ impl Supervise for CacheActor {
 
     /// A restarted cache is empty: every read goes to the database again.
     fn reset(&mut self) {
-        self.entries = build_cache(&self.config);
-        self.tombstones.clear();
         self.stats = CacheStats::default();
-        // Tokens handed out before the crash must not fill the new cache.
-        self.epoch += 1;
-        self.oldest_valid = self.epoch;
+        self.clear();
     }
 
     fn on_start(&mut self, ctx: &mut Context<Self>) {
@@ -185,7 +198,7 @@ impl Supervise for CacheActor {
     }
 }
 
-supervised_actor!(CacheActor; Get, Put, Invalidate, Stats);
+supervised_actor!(CacheActor; Get, Put, Invalidate, Stats, Pause, Resume);
 
 /// Look a key up; a miss comes with the token a later [`Put`] must carry.
 #[derive(Debug, Message)]
@@ -210,11 +223,50 @@ pub struct Invalidate(pub String);
 #[rtype(result = "CacheStats")]
 pub struct Stats;
 
+/// This instance no longer hears other instances' writes: serve nothing
+/// until [`Resume`].
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Pause;
+
+/// This instance hears other instances' writes again: forget everything
+/// cached before (some of it may have changed meanwhile) and serve again.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Resume;
+
+impl Handler<Pause> for CacheActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Pause, ctx: &mut Context<Self>) {
+        run_guarded(self, ctx, |act, _| {
+            act.paused = true;
+            act.clear();
+        })
+    }
+}
+
+impl Handler<Resume> for CacheActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
+        run_guarded(self, ctx, |act, _| {
+            act.clear();
+            act.paused = false;
+        })
+    }
+}
+
 impl Handler<Get> for CacheActor {
     type Result = Result<Lookup, ActorUnavailable>;
 
     fn handle(&mut self, Get(key): Get, ctx: &mut Context<Self>) -> Self::Result {
         run_guarded(self, ctx, |act, _| {
+            if act.paused {
+                act.stats.misses += 1;
+                act.metrics.record(Event::Cache { hit: false });
+                return Ok(Lookup::Paused);
+            }
             let now = Instant::now();
             let fresh = match act.entries.get(&key) {
                 Some(entry) if entry.expires_at > now => Some(entry.value.clone()),
@@ -247,6 +299,7 @@ impl Handler<Put> for CacheActor {
         run_guarded(self, ctx, |act, _| {
             let FillToken(seen) = put.token;
             let stale = act.config.max_entries == 0
+                || act.paused
                 || seen < act.oldest_valid
                 || act
                     .tombstones
@@ -336,7 +389,7 @@ impl CacheHandle {
             match self.actor.call(Get(key.clone())).await {
                 Ok(Lookup::Hit(cached)) => return Ok(Read::Hit(cached)),
                 Ok(Lookup::Miss(token)) => Some(token),
-                Err(_) => None,
+                Ok(Lookup::Paused) | Err(_) => None,
             }
         } else {
             None
@@ -384,6 +437,7 @@ mod tests {
             max_bytes,
             ttl: Duration::from_secs(60),
             fill_window: Duration::from_secs(1),
+            start_paused: false,
         }
     }
 
@@ -420,6 +474,21 @@ mod tests {
     }
 
     #[actix::test]
+    async fn a_paused_cache_serves_and_keeps_nothing_and_resumes_empty() {
+        let cache =
+            actix::Supervisor::start(|_| CacheActor::new(config(100, 1 << 20), supervision()));
+        assert_eq!(read_through(&cache, &["k"]).await, [false]);
+        assert_eq!(read_through(&cache, &["k"]).await, [true]);
+        cache.send(Pause).await.unwrap();
+        let Lookup::Paused = cache.send(Get("k".into())).await.unwrap().unwrap() else {
+            panic!("a paused cache answered")
+        };
+        cache.send(Resume).await.unwrap();
+        assert_eq!(read_through(&cache, &["k"]).await, [false], "cleared");
+        assert_eq!(read_through(&cache, &["k"]).await, [true], "serving again");
+    }
+
+    #[actix::test]
     async fn no_entries_means_no_cache() {
         let cache =
             actix::Supervisor::start(|_| CacheActor::new(config(0, 1 << 20), supervision()));
@@ -442,6 +511,7 @@ mod tests {
         for key in keys {
             match cache.send(Get((*key).into())).await.unwrap().unwrap() {
                 Lookup::Hit(_) => hits.push(true),
+                Lookup::Paused => hits.push(false),
                 Lookup::Miss(token) => {
                     hits.push(false);
                     cache.do_send(Put {

@@ -12,6 +12,8 @@ pub enum ActorKind {
     /// SQLite's one writer.
     DbWriter,
     Cache,
+    /// Listens for other instances' writes (PostgreSQL only).
+    Invalidator,
     /// A worker's rate limiter shard (one per HTTP worker).
     RateLimiter,
     Fetcher,
@@ -25,6 +27,7 @@ impl ActorKind {
             Self::Db => "db",
             Self::DbWriter => "db_writer",
             Self::Cache => "cache",
+            Self::Invalidator => "invalidator",
             Self::RateLimiter => "rate_limiter",
             Self::Fetcher => "fetcher",
             Self::Metrics => "metrics",
@@ -41,7 +44,14 @@ impl ActorKind {
     }
 
     /// Every drill name, for the answer to an unknown one.
-    pub const DRILLS: [&'static str; 5] = ["db", "cache", "rate_limiter", "fetcher", "metrics"];
+    pub const DRILLS: [&'static str; 6] = [
+        "db",
+        "cache",
+        "invalidator",
+        "rate_limiter",
+        "fetcher",
+        "metrics",
+    ];
 }
 
 /// One actor instance: its kind and, for the per-worker kinds, the worker's

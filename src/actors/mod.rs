@@ -8,6 +8,7 @@ pub mod cache;
 pub mod db;
 pub mod fetcher;
 pub mod identity;
+pub mod invalidator;
 pub mod metrics;
 pub mod rate_limiter;
 pub mod roster;

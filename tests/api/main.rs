@@ -9,6 +9,7 @@ mod helpers;
 mod process_app;
 
 mod cache;
+mod coherence;
 mod concurrency;
 mod fetch;
 mod guards;

@@ -79,6 +79,8 @@ pub struct Metrics {
     cache_misses: IntCounter,
     cache_entries: IntGauge,
     cache_evictions: IntCounter,
+    invalidation_listening: IntGauge,
+    invalidations_heard: IntCounter,
     pub rate_limit_decisions: IntCounterVec,
     /// In [`RateDecision::ALL`]'s order.
     decisions: [IntCounter; 3],
@@ -218,6 +220,20 @@ impl Metrics {
                 &registry,
                 IntCounter::new("cache_evictions_total", "Entries evicted from the cache"),
             ),
+            invalidation_listening: registered(
+                &registry,
+                IntGauge::new(
+                    "cache_invalidation_listening",
+                    "1 while this instance hears other instances' writes (its cache serves); 0 while it does not (paused), or with no channel",
+                ),
+            ),
+            invalidations_heard: registered(
+                &registry,
+                IntCounter::new(
+                    "cache_invalidations_received_total",
+                    "Cache invalidations heard from other instances' writes (and this one's)",
+                ),
+            ),
             decisions: RateDecision::ALL
                 .map(|decision| rate_limit_decisions.with_label_values(&[decision.label()])),
             rate_limit_decisions,
@@ -293,6 +309,10 @@ impl Metrics {
                 .cache_entries
                 .set(i64::try_from(entries).unwrap_or(i64::MAX)),
             Event::CacheEvictions(n) => self.cache_evictions.inc_by(n),
+            Event::Invalidations { listening } => {
+                self.invalidation_listening.set(i64::from(listening))
+            }
+            Event::InvalidationHeard => self.invalidations_heard.inc(),
             Event::Pool {
                 actor,
                 shard,
