@@ -21,5 +21,6 @@ mod pipeline;
 mod process;
 mod storage;
 mod supervision;
+mod topology;
 mod users;
 mod validation;
