@@ -252,6 +252,7 @@ def main():
 
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="switchboard-reliability-")
+    os.chmod(work, 0o755)  # PostgreSQL's user must reach its folder inside
     cluster = Cluster(work)
     redis = Redis(work)
     upstream_port = free_port()
