@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard::config::Settings;
 use switchboard::db::{migrate, users, DbError, DbPool, PageCache, PoolSpec};
-use switchboard::domain::{NewUser, UserId, UserPatch};
+use switchboard::domain::{Expected, NewUser, UserId, UserPatch};
 
 fn main() -> std::io::Result<()> {
     let settings = Settings::load().map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -78,7 +78,7 @@ struct Page {
 async fn list(pool: web::Data<DbPool>, page: web::Query<Page>) -> HttpResponse {
     answer(
         StatusCode::OK,
-        users::list(pool.get_ref(), 0, page.limit + 1).await,
+        users::list(pool.get_ref(), 0, page.limit + 1, None).await,
     )
 }
 
@@ -100,7 +100,7 @@ async fn update(
     match (UserId::parse(&id), UserPatch::from_json(&body)) {
         (Ok(id), Ok(patch)) => answer(
             StatusCode::OK,
-            users::update(pool.get_ref(), id, &patch).await,
+            users::update(pool.get_ref(), id, &patch, &Expected::Any).await,
         ),
         _ => HttpResponse::BadRequest().finish(),
     }

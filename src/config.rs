@@ -126,6 +126,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Between readiness turning 503 and the listener closing, on shutdown.
     pub shutdown_delay: Duration,
+    /// Origins browsers may call switchboard from; empty: CORS off.
+    pub cors_origins: Vec<String>,
     pub log_format: LogFormat,
     pub log_filter: String,
     pub chaos: bool,
@@ -167,6 +169,7 @@ impl Default for Settings {
             fetch_breaker_cooldown: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::from_millis(5000),
+            cors_origins: Vec::new(),
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
             chaos: false,
@@ -281,6 +284,7 @@ const SPECS: &[Spec] = &[
     spec("fetch_breaker_cooldown_ms", "fetch-breaker-cooldown-ms", "SWITCHBOARD_FETCH_BREAKER_COOLDOWN_MS", "Open-circuit time before one probe in ms [default: 5000]"),
     spec("shutdown_delay_ms", "shutdown-delay-ms", "SWITCHBOARD_SHUTDOWN_DELAY_MS", "On shutdown, time between readiness turning 503 and the listener closing, in ms [default: 5000]"),
     spec("shutdown_timeout_seconds", "shutdown-timeout-seconds", "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECONDS", "Drain time on SIGTERM [default: 30]"),
+    spec("cors_origins", "cors-origins", "SWITCHBOARD_CORS_ORIGINS", "Comma-separated origins (https://app.example.com) browsers may call from [default: none: CORS off]"),
     spec("log_format", "log-format", "SWITCHBOARD_LOG_FORMAT", "pretty or json [default: pretty]"),
     spec("log_filter", "log-filter", "RUST_LOG", "Log levels, as RUST_LOG [default: info]"),
     spec("chaos", "chaos", "SWITCHBOARD_CHAOS", "Enable the fault drills under /debug [default: false]"),
@@ -554,6 +558,7 @@ impl Sources {
             shutdown_delay: self.get("shutdown_delay_ms", d.shutdown_delay, |v| {
                 number(v).map(Duration::from_millis)
             })?,
+            cors_origins: self.get("cors_origins", d.cors_origins, origin_list)?,
             log_format: self.get("log_format", d.log_format, |v| {
                 match v.to_ascii_lowercase().as_str() {
                     "pretty" => Ok(LogFormat::Pretty),
@@ -599,6 +604,29 @@ fn boolean(v: &str) -> Result<bool, String> {
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err("is not true or false".into()),
     }
+}
+
+fn origin_list(v: &str) -> Result<Vec<String>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|origin| {
+            let (scheme, host) = origin.split_once("://").ok_or_else(|| {
+                format!("has {origin:?}, which is not an origin such as https://app.example.com")
+            })?;
+            let valid = matches!(scheme, "http" | "https")
+                && !host.is_empty()
+                && !host.contains('/')
+                && host_list(host).is_ok();
+            if valid {
+                Ok(origin.to_owned())
+            } else {
+                Err(format!(
+                    "has {origin:?}, which is not an origin such as https://app.example.com"
+                ))
+            }
+        })
+        .collect()
 }
 
 fn host_list(v: &str) -> Result<Vec<String>, String> {

@@ -30,6 +30,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// A conditional request's `If-Match` names no current version.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -66,6 +69,26 @@ pub enum ApiError {
     Internal,
 }
 
+/// Every problem `type` switchboard sends, as the OpenAPI description
+/// lists them (a test holds [`ApiError::kind`] to it).
+pub const PROBLEM_TYPES: [&str; 15] = [
+    "/problems/bad-request",
+    "/problems/not-found",
+    "/problems/method-not-allowed",
+    "/problems/request-timeout",
+    "/problems/conflict",
+    "/problems/precondition-failed",
+    "/problems/payload-too-large",
+    "/problems/unsupported-media-type",
+    "/problems/validation-error",
+    "/problems/too-many-requests",
+    "/problems/client-closed-request",
+    "/problems/internal-error",
+    "/problems/unavailable",
+    "/problems/not-ready",
+    "/problems/timeout",
+];
+
 impl ApiError {
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::Unavailable {
@@ -81,6 +104,7 @@ impl ApiError {
             Self::NotFound(_) => ("not-found", "Not found"),
             Self::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             Self::Conflict(_) => ("conflict", "Conflict"),
+            Self::PreconditionFailed(_) => ("precondition-failed", "Precondition failed"),
             Self::PayloadTooLarge(_) => ("payload-too-large", "Payload too large"),
             Self::UnsupportedMediaType(_) | Self::EncodedBody => {
                 ("unsupported-media-type", "Unsupported media type")
@@ -97,18 +121,32 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem, as every error answer carries it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/validation-error",
+    "title": "Invalid request fields",
+    "status": 422,
+    "detail": "invalid fields: email",
+    "request_id": "3f0d5d2e-9a51-4c55-9d4b-0f8f1c1b7c1e",
+    "errors": [{"field": "email", "message": "is not a valid email address (Missing separator character '@'.)"}]
+}))]
+pub struct Problem<'a> {
+    /// `/problems/<kind>`, stable: clients may branch on it.
     #[serde(rename = "type")]
     kind: String,
     title: &'a str,
     status: u16,
     detail: String,
+    /// The request's id, as `X-Request-Id` says it.
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
+    /// With 422: every field that is wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
+    /// With `/ready`'s 503: each check's state.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     checks: Option<&'a serde_json::Value>,
 }
 
@@ -119,6 +157,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) | Self::EncodedBody => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -179,6 +218,9 @@ impl From<DbError> for ApiError {
             DbError::EmailTaken => {
                 Self::Conflict("a user with this email address already exists".into())
             }
+            DbError::Changed => {
+                Self::PreconditionFailed("the user changed since the version If-Match names".into())
+            }
             DbError::Unavailable(reason) => {
                 tracing::warn!(%reason, "database unavailable");
                 Self::unavailable("the database is unavailable")
@@ -227,6 +269,37 @@ mod tests {
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
     use super::*;
+
+    #[test]
+    fn every_problem_type_sent_is_one_described() {
+        let every_kind = [
+            ApiError::BadRequest(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::MethodNotAllowed(String::new()),
+            ApiError::BodyTimeout,
+            ApiError::Conflict(String::new()),
+            ApiError::PreconditionFailed(String::new()),
+            ApiError::PayloadTooLarge(0),
+            ApiError::UnsupportedMediaType(String::new()),
+            ApiError::EncodedBody,
+            ApiError::Validation(Vec::new()),
+            ApiError::TooManyRequests {
+                retry_after: Duration::ZERO,
+            },
+            ApiError::ClientGone,
+            ApiError::Internal,
+            ApiError::unavailable(""),
+            ApiError::NotReady(serde_json::Value::Null),
+            ApiError::Timeout(Duration::ZERO),
+        ];
+        let sent: std::collections::BTreeSet<String> = every_kind
+            .iter()
+            .map(|error| format!("/problems/{}", error.kind().0))
+            .collect();
+        let described: std::collections::BTreeSet<String> =
+            PROBLEM_TYPES.iter().map(|kind| kind.to_string()).collect();
+        assert_eq!(sent, described);
+    }
 
     #[test]
     fn a_lost_database_connection_is_503_with_retry_after_and_no_internals() {

@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Compress, Condition};
 use actix_web::rt::task::JoinHandle;
 use actix_web::{web, App, HttpServer};
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +46,7 @@ use crate::middleware::request_context::request_context;
 use crate::rate_limit::headers::PolicyHeaders;
 use crate::rate_limit::RatePolicy;
 use crate::routes;
+use crate::routes::openapi::Description;
 
 /// How long start-up waits for the cache to hear other instances' writes.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -405,10 +407,13 @@ fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> 
 /// The HTTP server: each worker starts its actors, then serves the routes.
 fn serve(listener: TcpListener, settings: &Settings, spec: WorkerSpec) -> std::io::Result<Server> {
     let (body_limit, chaos) = (settings.body_limit_bytes, settings.chaos);
+    let origins = settings.cors_origins.clone();
+    let description = web::Data::new(Description::new(settings.fetch_max_urls));
     Ok(HttpServer::new(move || {
         let (db, guards, metrics) = spec.start_worker();
         App::new()
             .app_data(spec.state.clone())
+            .app_data(description.clone())
             .app_data(web::Data::new(db))
             .app_data(guards)
             .app_data(metrics)
@@ -421,7 +426,9 @@ fn serve(listener: TcpListener, settings: &Settings, spec: WorkerSpec) -> std::i
             .app_data(web::QueryConfig::default().error_handler(routes::query_error))
             .app_data(web::PathConfig::default().error_handler(routes::path_error))
             .configure(|cfg| routes::configure(cfg, chaos))
+            .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap(from_fn(request_context))
+            .wrap(Compress::default())
     })
     .on_connect(disconnect::remember_connection)
     .workers(settings.workers)
@@ -432,6 +439,31 @@ fn serve(listener: TcpListener, settings: &Settings, spec: WorkerSpec) -> std::i
     .shutdown_timeout(settings.shutdown_timeout.as_secs())
     .listen(listener)?
     .run())
+}
+
+/// CORS for browsers on `origins`: the methods and request headers the API
+/// takes, the response headers a client reads, preflights cached an hour.
+fn cors(origins: &[String]) -> Cors {
+    let exposed = [
+        "location",
+        "link",
+        "etag",
+        "retry-after",
+        "x-request-id",
+        "x-cache",
+        "ratelimit-policy",
+        "ratelimit",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+    ];
+    origins
+        .iter()
+        .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
+        .allowed_methods(["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"])
+        .allowed_headers(["content-type", "if-match", "if-none-match", "x-request-id"])
+        .expose_headers(exposed)
+        .max_age(3600)
 }
 
 /// Every worker's actors, in worker order.

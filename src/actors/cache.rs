@@ -62,6 +62,8 @@ pub struct FillToken(u64);
 pub struct Cached {
     pub status: u16,
     pub body: Bytes,
+    /// The value's entity tag, if it has one.
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -422,6 +424,7 @@ mod tests {
         Cached {
             status: 200,
             body: Bytes::from_static(body),
+            tag: None,
         }
     }
 

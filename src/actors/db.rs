@@ -44,7 +44,7 @@ use super::ActorUnavailable;
 use crate::config::DatabaseUrl;
 use crate::db::group_commit::{GroupCommit, Reply, Write};
 use crate::db::{users, Connections, DbError, DbPool, PageCache, PoolSpec, PoolStatus};
-use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
 use crate::metrics::{Event, Recorder};
 
 /// What a database actor's reply can fail with: the query, or the actor.
@@ -215,24 +215,32 @@ pub struct CreateUser(pub NewUser);
 #[rtype(result = "Result<User, DbFailure>")]
 pub struct GetUser(pub UserId);
 
-/// Up to `limit` users with ids above `after`, in id order.
+/// Up to `limit` users with ids above `after`, in id order; only the one
+/// with `email`, if given.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<User>, DbFailure>")]
 pub struct ListUsers {
     pub after: i64,
     pub limit: i64,
+    pub email: Option<UserEmail>,
 }
 
+/// Changes a user, if it is at the version the client expects.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<User, DbFailure>")]
 pub struct UpdateUser {
     pub id: UserId,
     pub patch: UserPatch,
+    pub expected: Expected,
 }
 
+/// Deletes a user, if it is at the version the client expects.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), DbFailure>")]
-pub struct DeleteUser(pub UserId);
+pub struct DeleteUser {
+    pub id: UserId,
+    pub expected: Expected,
+}
 
 /// Does the database take writes? Answered from a write at most
 /// [`PROBE_EVERY`] old.
@@ -282,7 +290,7 @@ impl Handler<ListUsers> for DbActor {
 
     fn handle(&mut self, msg: ListUsers, ctx: &mut Context<Self>) -> Self::Result {
         self.query(ctx, "list", |conns| async move {
-            users::list(&conns, msg.after, msg.limit).await
+            users::list(&conns, msg.after, msg.limit, msg.email.as_ref()).await
         })
     }
 }
@@ -294,9 +302,11 @@ impl Handler<UpdateUser> for DbActor {
         self.write(
             ctx,
             "update",
-            (msg.id, msg.patch),
-            |(id, patch), reply| Write::Update(id, patch, reply),
-            |conns, (id, patch)| async move { users::update(&conns, id, &patch).await },
+            (msg.id, msg.patch, msg.expected),
+            |(id, patch, expected), reply| Write::Update(id, patch, expected, reply),
+            |conns, (id, patch, expected)| async move {
+                users::update(&conns, id, &patch, &expected).await
+            },
         )
     }
 }
@@ -304,10 +314,14 @@ impl Handler<UpdateUser> for DbActor {
 impl Handler<DeleteUser> for DbActor {
     type Result = ResponseFuture<Result<(), DbFailure>>;
 
-    fn handle(&mut self, DeleteUser(id): DeleteUser, ctx: &mut Context<Self>) -> Self::Result {
-        self.write(ctx, "delete", id, Write::Delete, |conns, id| async move {
-            users::delete(&conns, id).await
-        })
+    fn handle(&mut self, msg: DeleteUser, ctx: &mut Context<Self>) -> Self::Result {
+        self.write(
+            ctx,
+            "delete",
+            (msg.id, msg.expected),
+            |(id, expected), reply| Write::Delete(id, expected, reply),
+            |conns, (id, expected)| async move { users::delete(&conns, id, &expected).await },
+        )
     }
 }
 

@@ -31,6 +31,16 @@ pub enum DbConn<'a> {
     Sqlite(&'a mut SqliteAsyncConnection),
 }
 
+impl DbConn<'_> {
+    /// The same connection, lent again for one more statement.
+    pub fn reborrow(&mut self) -> DbConn<'_> {
+        match self {
+            Self::Postgres(conn) => DbConn::Postgres(conn),
+            Self::Sqlite(conn) => DbConn::Sqlite(conn),
+        }
+    }
+}
+
 /// Runs `$body` with `$conn` bound to the connection of either backend:
 /// `&mut &AsyncPgConnection` or `&mut SqliteAsyncConnection`, which diesel's
 /// `RunQueryDsl` methods both take.

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 use super::conn::{DbConn, SqliteAsyncConnection};
 use super::{users, DbError};
-use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::domain::{Expected, NewUser, User, UserId, UserPatch};
 
 /// Most writes in one transaction: a bound on how long the first of them
 /// waits for the last.
@@ -45,8 +45,8 @@ pub type Reply<T> = oneshot::Sender<Result<T, DbError>>;
 #[derive(Debug)]
 pub enum Write {
     Create(NewUser, Reply<User>),
-    Update(UserId, UserPatch, Reply<User>),
-    Delete(UserId, Reply<()>),
+    Update(UserId, UserPatch, Expected, Reply<User>),
+    Delete(UserId, Expected, Reply<()>),
 }
 
 impl Write {
@@ -54,25 +54,29 @@ impl Write {
         let conn = DbConn::Sqlite(conn);
         match self {
             Self::Create(user, _) => Outcome::User(users::create_on(conn, user).await),
-            Self::Update(id, patch, _) => Outcome::User(users::update_on(conn, *id, patch).await),
-            Self::Delete(id, _) => Outcome::Deleted(users::delete_on(conn, *id).await),
+            Self::Update(id, patch, expected, _) => {
+                Outcome::User(users::update_on(conn, *id, patch, expected).await)
+            }
+            Self::Delete(id, expected, _) => {
+                Outcome::Deleted(users::delete_on(conn, *id, expected).await)
+            }
         }
     }
 
     fn answer(self, outcome: Outcome) {
         match (self, outcome) {
-            (Self::Create(_, reply) | Self::Update(_, _, reply), Outcome::User(result)) => {
+            (Self::Create(_, reply) | Self::Update(_, _, _, reply), Outcome::User(result)) => {
                 drop(reply.send(result))
             }
-            (Self::Delete(_, reply), Outcome::Deleted(result)) => drop(reply.send(result)),
+            (Self::Delete(_, _, reply), Outcome::Deleted(result)) => drop(reply.send(result)),
             (write, _) => unreachable!("{write:?} answered with another write's outcome"),
         }
     }
 
     fn fail(self, err: DbError) {
         match self {
-            Self::Create(_, reply) | Self::Update(_, _, reply) => drop(reply.send(Err(err))),
-            Self::Delete(_, reply) => drop(reply.send(Err(err))),
+            Self::Create(_, reply) | Self::Update(_, _, _, reply) => drop(reply.send(Err(err))),
+            Self::Delete(_, _, reply) => drop(reply.send(Err(err))),
         }
     }
 }
@@ -95,7 +99,9 @@ impl Outcome {
     fn spoils(&self) -> bool {
         !matches!(
             self.error(),
-            None | Some(DbError::NotFound | DbError::EmailTaken | DbError::Rejected(_))
+            None | Some(
+                DbError::NotFound | DbError::EmailTaken | DbError::Changed | DbError::Rejected(_)
+            )
         )
     }
 
@@ -328,7 +334,7 @@ mod tests {
     }
 
     async fn names(pool: &DbPool) -> Vec<String> {
-        let users = users::list(pool, 0, 100).await.unwrap();
+        let users = users::list(pool, 0, 100, None).await.unwrap();
         users.into_iter().map(|user| user.name).collect()
     }
 
@@ -348,11 +354,16 @@ mod tests {
         let taken = create(&queue, "Ada again", "ADA@example.com");
         let (reply, renamed) = oneshot::channel();
         let patch = UserPatch::from_json(&json!({"name": "Ada King"})).unwrap();
-        queue.push(Write::Update(id(ada.id), patch.clone(), reply));
+        queue.push(Write::Update(
+            id(ada.id),
+            patch.clone(),
+            Expected::Any,
+            reply,
+        ));
         let (reply, missing) = oneshot::channel();
-        queue.push(Write::Update(id(999), patch, reply));
+        queue.push(Write::Update(id(999), patch, Expected::Any, reply));
         let (reply, not_deleted) = oneshot::channel();
-        queue.push(Write::Delete(id(999), reply));
+        queue.push(Write::Delete(id(999), Expected::Any, reply));
         let carol = create(&queue, "Carol", "carol@example.com");
 
         assert_eq!(bob.await.unwrap().unwrap().email, "bob@example.com");

@@ -32,6 +32,10 @@ pub enum DbError {
     NotFound,
     #[error("email address already taken")]
     EmailTaken,
+    /// A conditional write found the user changed since the version it
+    /// expected.
+    #[error("the user changed since the version the write expected")]
+    Changed,
     /// The database refused a value as data (a constraint): the request's
     /// fault, not the server's.
     #[error("the database refused a value: {0}")]

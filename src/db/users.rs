@@ -24,7 +24,7 @@ use super::conn::{on_conn, Checkout, DbConn, Lease, QueryCost};
 use super::models::{NewUserRow, UserChanges, UserRow};
 use super::schema::users;
 use super::DbError;
-use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
 
 /// Runs `query` on the connection `checkout` gives, and retires the
 /// connection if the query failed in a way that spoils it.
@@ -90,64 +90,148 @@ async fn get_on(conn: DbConn<'_>, id: UserId) -> Result<User, DbError> {
     Ok(row.into())
 }
 
-/// Up to `limit` users with ids above `after`, in id order.
-pub async fn list(conns: &impl Checkout, after: i64, limit: i64) -> Result<Vec<User>, DbError> {
+/// Up to `limit` users with ids above `after`, in id order; only the one
+/// with this email address, if one is given.
+pub async fn list(
+    conns: &impl Checkout,
+    after: i64,
+    limit: i64,
+    email: Option<&UserEmail>,
+) -> Result<Vec<User>, DbError> {
     read(conns, QueryCost::Page, async |conn| {
-        list_on(conn, after, limit).await
+        list_on(conn, after, limit, email).await
     })
     .await
 }
 
-async fn list_on(conn: DbConn<'_>, after: i64, limit: i64) -> Result<Vec<User>, DbError> {
+async fn list_on(
+    conn: DbConn<'_>,
+    after: i64,
+    limit: i64,
+    email: Option<&UserEmail>,
+) -> Result<Vec<User>, DbError> {
+    let key = email.map(UserEmail::key);
     let rows: Vec<UserRow> = on_conn!(conn, conn => {
-        users::table
+        let page = users::table
             .filter(users::id.gt(after))
             .order(users::id.asc())
             .limit(limit)
-            .select(UserRow::as_select())
-            .load(conn)
-            .await
+            .select(UserRow::as_select());
+        match &key {
+            None => page.load(conn).await,
+            Some(key) => page.filter(users::email_key.eq(key)).load(conn).await,
+        }
     })?;
     Ok(rows.into_iter().map(User::from).collect())
 }
 
-pub async fn update(conns: &impl Checkout, id: UserId, patch: &UserPatch) -> Result<User, DbError> {
+pub async fn update(
+    conns: &impl Checkout,
+    id: UserId,
+    patch: &UserPatch,
+    expected: &Expected,
+) -> Result<User, DbError> {
     run(conns.get(QueryCost::Row), async |conn| {
-        update_on(conn, id, patch).await
+        update_on(conn, id, patch, expected).await
     })
     .await
 }
 
-/// Applies a patch; an empty patch changes nothing (not even `updated_at`).
-pub async fn update_on(conn: DbConn<'_>, id: UserId, patch: &UserPatch) -> Result<User, DbError> {
+/// Applies a patch, if the user is at one of the `expected` versions; an
+/// empty patch changes nothing (not even `updated_at`).
+pub async fn update_on(
+    mut conn: DbConn<'_>,
+    id: UserId,
+    patch: &UserPatch,
+    expected: &Expected,
+) -> Result<User, DbError> {
     if patch.is_empty() {
-        return get_on(conn, id).await;
+        let user = get_on(conn, id).await?;
+        return unchanged_since(user, expected);
     }
     let changes = UserChanges::new(patch);
-    let row: UserRow = on_conn!(conn, conn => {
-        diesel::update(users::table.find(id.get()))
-            .set(&changes)
-            .returning(UserRow::as_returning())
-            .get_result(conn)
-            .await
+    let versions = expected_versions(expected);
+    let updated: Option<UserRow> = on_conn!(conn.reborrow(), conn => {
+        let target = users::table.find(id.get());
+        match &versions {
+            None => diesel::update(target)
+                .set(&changes)
+                .returning(UserRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional(),
+            Some(versions) => diesel::update(target.filter(users::updated_at.eq_any(versions)))
+                .set(&changes)
+                .returning(UserRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional(),
+        }
     })?;
-    Ok(row.into())
+    match updated {
+        Some(row) => Ok(row.into()),
+        None => Err(why_untouched(conn, id, &versions).await),
+    }
 }
 
-pub async fn delete(conns: &impl Checkout, id: UserId) -> Result<(), DbError> {
+pub async fn delete(conns: &impl Checkout, id: UserId, expected: &Expected) -> Result<(), DbError> {
     run(conns.get(QueryCost::Row), async |conn| {
-        delete_on(conn, id).await
+        delete_on(conn, id, expected).await
     })
     .await
 }
 
-pub async fn delete_on(conn: DbConn<'_>, id: UserId) -> Result<(), DbError> {
-    let deleted = on_conn!(conn, conn => {
-        diesel::delete(users::table.find(id.get())).execute(conn).await
+/// Deletes the user, if it is at one of the `expected` versions.
+pub async fn delete_on(
+    mut conn: DbConn<'_>,
+    id: UserId,
+    expected: &Expected,
+) -> Result<(), DbError> {
+    let versions = expected_versions(expected);
+    let deleted = on_conn!(conn.reborrow(), conn => {
+        let target = users::table.find(id.get());
+        match &versions {
+            None => diesel::delete(target).execute(conn).await,
+            Some(versions) => {
+                diesel::delete(target.filter(users::updated_at.eq_any(versions)))
+                    .execute(conn)
+                    .await
+            }
+        }
     })?;
     match deleted {
-        0 => Err(DbError::NotFound),
+        0 => Err(why_untouched(conn, id, &versions).await),
         _ => Ok(()),
+    }
+}
+
+/// The stored form of the versions a conditional write expects; `None`
+/// for an unconditional one.
+fn expected_versions(expected: &Expected) -> Option<Vec<chrono::NaiveDateTime>> {
+    match expected {
+        Expected::Any => None,
+        Expected::OneOf(versions) => Some(versions.iter().map(|v| v.0.naive_utc()).collect()),
+    }
+}
+
+/// Why a write touched no row: no such user, or (if it was conditional)
+/// one that changed since.
+async fn why_untouched(
+    conn: DbConn<'_>,
+    id: UserId,
+    versions: &Option<Vec<chrono::NaiveDateTime>>,
+) -> DbError {
+    match (get_on(conn, id).await, versions) {
+        (Ok(_), Some(_)) => DbError::Changed,
+        (Ok(_), None) | (Err(DbError::NotFound), _) => DbError::NotFound,
+        (Err(err), _) => err,
+    }
+}
+
+fn unchanged_since(user: User, expected: &Expected) -> Result<User, DbError> {
+    match expected {
+        Expected::OneOf(versions) if !versions.contains(&user.version()) => Err(DbError::Changed),
+        _ => Ok(user),
     }
 }
 

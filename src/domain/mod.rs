@@ -9,6 +9,7 @@ mod user_email;
 mod user_id;
 mod user_input;
 mod user_name;
+mod version;
 
 pub use fetch_urls::FetchUrls;
 pub use user::User;
@@ -16,11 +17,12 @@ pub use user_email::UserEmail;
 pub use user_id::UserId;
 pub use user_input::{NewUser, UserPatch};
 pub use user_name::UserName;
+pub use version::{Expected, Version};
 
 use serde::Serialize;
 
 /// One invalid field of a request body, as listed in a 422 problem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -10,20 +10,20 @@ use serde::Serialize;
 
 use super::text::refuse_hidden_characters;
 
-pub const MAX_BYTES: usize = 254;
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct UserEmail(String);
 
 impl UserEmail {
+    pub const MAX_BYTES: usize = 254;
+
     pub fn parse(raw: &str) -> Result<Self, String> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err("must not be empty".into());
         }
-        if trimmed.len() > MAX_BYTES {
-            return Err(format!("must be at most {MAX_BYTES} bytes"));
+        if trimmed.len() > Self::MAX_BYTES {
+            return Err(format!("must be at most {} bytes", Self::MAX_BYTES));
         }
         refuse_hidden_characters(trimmed)?;
         let bare = Options {

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::text::refuse_hidden_characters;
 
-pub const MAX_CHARS: usize = 100;
+const MAX_CHARS: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]

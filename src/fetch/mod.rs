@@ -11,7 +11,7 @@ pub mod retry;
 use serde::Serialize;
 
 /// One URL's outcome, as `POST /fetch` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FetchResult {
     pub url: String,
     /// The final answer was 2xx.

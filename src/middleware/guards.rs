@@ -43,7 +43,21 @@ use crate::rate_limit::Decision;
 
 use super::body;
 use super::in_flight::{Full, InFlight};
-use super::request_context::RouteLabel;
+use super::request_context::{loggable, RouteLabel};
+
+/// The query parameters a resource takes; any other is a 400. None,
+/// unless the resource says otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryParams(pub &'static [&'static str]);
+
+/// The first query parameter `query` holds that `allowed` does not list.
+fn unknown_query_param<'a>(query: &'a str, allowed: &[&str]) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+        .find(|name| !allowed.contains(name))
+}
 
 /// How often, at most, each worker logs that it let requests through
 /// because the rate limiter was unavailable.
@@ -119,6 +133,20 @@ pub async fn guards(
         tracing::Span::current().record("route", route.0);
     }
     if let Err(refused) = body::check_declared(req.headers(), limits.body_limit_bytes) {
+        return Ok(req.into_response(refused.error_response()));
+    }
+    let allowed = req
+        .app_data::<QueryParams>()
+        .map_or(&[][..], |params| params.0);
+    if let Some(unknown) = unknown_query_param(req.query_string(), allowed) {
+        let takes = match allowed {
+            [] => "none".to_owned(),
+            names => names.join(", "),
+        };
+        let unknown = loggable(unknown);
+        let refused = ApiError::BadRequest(format!(
+            "unknown query parameter {unknown:?} (this route takes {takes})"
+        ));
         return Ok(req.into_response(refused.error_response()));
     }
     let client = limits

@@ -8,9 +8,22 @@ use serde_json::Value;
 use crate::actors::fetcher::FetchMany;
 use crate::app_state::AppState;
 use crate::domain::FetchUrls;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
+use crate::fetch::FetchResult;
 use crate::middleware::disconnect::client_gone;
+use crate::routes::openapi::FetchBody;
 
+#[utoipa::path(
+    post,
+    path = "/fetch",
+    operation_id = "fetch",
+    tag = "fetch",
+    request_body(content = FetchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One result per URL, in order", body = Vec<FetchResult>),
+        (status = 422, description = "No urls, not an array, a non-string item, none or too many", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn fetch(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod health;
 pub mod hello;
 pub mod metrics;
+pub mod openapi;
 pub mod users;
 
 use actix_web::body::MessageBody;
@@ -13,60 +14,154 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use std::io;
 
 use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::from_fn;
-use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError};
+use actix_web::{
+    web, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, ResponseError,
+};
 
 use crate::error::ApiError;
-use crate::middleware::guards;
+use crate::middleware::guards::{self, QueryParams};
 use crate::middleware::request_context::{loggable, RouteLabel, UNMATCHED};
 
 /// Registers every route; the fault drills only when `chaos` is on.
 pub fn configure(cfg: &mut web::ServiceConfig, chaos: bool) {
-    cfg.service(open("/health").get(health::health))
-        .service(open("/ready").get(health::ready))
-        .service(open("/metrics").get(metrics::metrics))
-        .service(guarded("/stats").get(metrics::stats))
-        .service(guarded("/hello").get(hello::anonymous))
-        .service(guarded("/hello/{name}").get(hello::named))
-        .service(guarded("/users").get(users::list).post(users::create))
-        .service(guarded("/fetch").post(fetch::fetch))
+    cfg.service(Endpoint::new("/health").get(health::health).open())
+        .service(Endpoint::new("/ready").get(health::ready).open())
+        .service(Endpoint::new("/metrics").get(metrics::metrics).open())
+        .service(Endpoint::new("/stats").get(metrics::stats).guarded())
+        .service(Endpoint::new("/hello").get(hello::anonymous).guarded())
+        .service(Endpoint::new("/hello/{name}").get(hello::named).guarded())
         .service(
-            guarded("/users/{id}")
+            Endpoint::new("/users")
+                .get(users::list)
+                .route(Method::POST, users::create)
+                .query(users::LIST_QUERY)
+                .guarded(),
+        )
+        .service(
+            Endpoint::new("/fetch")
+                .route(Method::POST, fetch::fetch)
+                .guarded(),
+        )
+        .service(
+            Endpoint::new("/users/{id}")
                 .get(users::get)
-                .patch(users::update)
-                .delete(users::delete),
+                .route(Method::PATCH, users::update)
+                .route(Method::DELETE, users::delete)
+                .guarded(),
+        )
+        .service(
+            Endpoint::new("/openapi.json")
+                .get(openapi::document)
+                .guarded(),
         );
     if chaos {
-        cfg.service(guarded("/debug/crash/{actor}").post(debug::crash))
-            .service(guarded("/debug/slow/{ms}").get(debug::slow));
+        cfg.service(
+            Endpoint::new("/debug/crash/{actor}")
+                .route(Method::POST, debug::crash)
+                .guarded(),
+        )
+        .service(Endpoint::new("/debug/slow/{ms}").get(debug::slow).guarded());
     }
-    // Last, so that it matches only what nothing else does.
-    cfg.service(unmatched());
+    // Last, so that they match only what nothing else does.
+    cfg.configure(openapi::docs).service(unmatched());
 }
 
-/// A resource outside the guards (probes and scrapes must always answer),
-/// labelled with its path template for logs and metrics; other methods are
-/// answered 405 problem+json.
-fn open(path: &'static str) -> Resource {
-    web::resource(path)
-        .app_data(RouteLabel(path))
-        .default_service(web::to(method_not_allowed))
+/// The methods a resource takes, as `Allow` lists them.
+#[derive(Debug, Clone)]
+struct Allow(HeaderValue);
+
+/// A resource being registered: its handlers, and the methods they take.
+struct Endpoint {
+    resource: Resource,
+    methods: Vec<Method>,
 }
 
-/// A resource behind the guards: body limit, load shedding, rate limit and
-/// deadline.
-fn guarded(
-    path: &'static str,
-) -> Resource<
-    impl ServiceFactory<
-        ServiceRequest,
-        Config = (),
-        Response = ServiceResponse<impl MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    open(path).wrap(from_fn(guards::guards))
+impl Endpoint {
+    /// A resource labelled with its path template for logs and metrics.
+    fn new(path: &'static str) -> Self {
+        Self {
+            resource: web::resource(path).app_data(RouteLabel(path)),
+            methods: Vec::new(),
+        }
+    }
+
+    fn route<F, Args>(mut self, method: Method, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.resource = self
+            .resource
+            .route(web::route().method(method.clone()).to(handler));
+        self.methods.push(method);
+        self
+    }
+
+    /// `handler` for GET, and for HEAD (actix-web sends HEAD's answer
+    /// without its body).
+    fn get<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args> + Clone,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(Method::GET, handler.clone())
+            .route(Method::HEAD, handler)
+    }
+
+    /// Data its handlers extract.
+    fn data<T: 'static>(mut self, data: T) -> Self {
+        self.resource = self.resource.app_data(data);
+        self
+    }
+
+    fn query(mut self, params: &'static [&'static str]) -> Self {
+        self.resource = self.resource.app_data(QueryParams(params));
+        self
+    }
+
+    /// The resource, outside the guards (probes and scrapes must always
+    /// answer): `OPTIONS` says what it allows, and any other method it does
+    /// not take is a 405 naming them.
+    fn open(self) -> Resource {
+        let allow: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+        let allow = format!("{}, OPTIONS", allow.join(", "));
+        let allow = HeaderValue::from_str(&allow).expect("method names are header text");
+        self.resource
+            .app_data(Allow(allow))
+            .route(web::route().method(Method::OPTIONS).to(options))
+            .default_service(web::to(method_not_allowed))
+    }
+
+    /// The resource behind the guards: body limits, load shedding, rate
+    /// limit, known query parameters and the deadline.
+    fn guarded(
+        self,
+    ) -> Resource<
+        impl ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<impl MessageBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    > {
+        self.open().wrap(from_fn(guards::guards))
+    }
+}
+
+/// `OPTIONS`: what the resource allows, and nothing else (a CORS preflight,
+/// when CORS is on, is answered before it gets here).
+async fn options(req: HttpRequest) -> HttpResponse {
+    let mut response = HttpResponse::NoContent();
+    if let Some(Allow(methods)) = req.app_data::<Allow>() {
+        response.insert_header((header::ALLOW, methods.clone()));
+    }
+    response.finish()
 }
 
 /// Every path no route matches, behind the guards like every route: a flood
@@ -93,7 +188,13 @@ async fn no_route(req: HttpRequest) -> HttpResponse {
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    ApiError::MethodNotAllowed(req.method().to_string()).error_response()
+    let mut response = ApiError::MethodNotAllowed(req.method().to_string()).error_response();
+    if let Some(Allow(methods)) = req.app_data::<Allow>() {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, methods.clone());
+    }
+    response
 }
 
 /// How body, query and path extraction failures reach the client.

@@ -11,6 +11,7 @@ mod process_app;
 mod cache;
 mod coherence;
 mod concurrency;
+mod conventions;
 mod fetch;
 mod guards;
 mod health;

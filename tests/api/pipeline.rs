@@ -14,7 +14,7 @@ use switchboard::config::DatabaseUrl;
 use switchboard::db::{
     migrate, users, Checkout, Connections, DbError, PageCache, PoolSpec, QueryCost,
 };
-use switchboard::domain::{NewUser, User, UserId, UserPatch};
+use switchboard::domain::{Expected, NewUser, User, UserId, UserPatch};
 
 use crate::helpers::{eventually, spawn_app_with, Backend, TestDatabase, POSTGRES_ADMIN_URL};
 
@@ -120,14 +120,14 @@ async fn a_failing_query_fails_alone_among_those_sharing_its_connection() {
     let (taken, absent, renamed, second) = futures_util::join!(
         users::create(&conns, &again),
         users::get(&conns, missing),
-        users::update(&conns, id_of(&first), &patch),
+        users::update(&conns, id_of(&first), &patch, &Expected::Any),
         users::create(&conns, &other),
     );
     assert!(matches!(taken, Err(DbError::EmailTaken)), "{taken:?}");
     assert!(matches!(absent, Err(DbError::NotFound)), "{absent:?}");
     assert_eq!(renamed.unwrap().name, "Renamed");
     assert_eq!(second.unwrap().email, "user2@example.com");
-    assert_eq!(users::list(&conns, 0, 10).await.unwrap().len(), 2);
+    assert_eq!(users::list(&conns, 0, 10, None).await.unwrap().len(), 2);
 }
 
 #[actix_web::test]

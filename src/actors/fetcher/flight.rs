@@ -182,6 +182,7 @@ impl Crew {
                         let fill = landed.success.then(|| Cached {
                             status: status.as_u16(),
                             body,
+                            tag: None,
                         });
                         return (landed, fill);
                     }

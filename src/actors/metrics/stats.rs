@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::registry::Metrics;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Latency {
     pub avg: f64,
     pub min: f64,
@@ -17,7 +17,7 @@ pub struct Latency {
     pub p99: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RouteStats {
     pub method: String,
     pub route: String,
@@ -26,7 +26,7 @@ pub struct RouteStats {
     pub latency_ms: Latency,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatsSummary {
     pub requests: u64,
     /// Answers that were neither 2xx nor 3xx, by status.
