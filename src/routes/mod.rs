@@ -88,6 +88,7 @@ impl Endpoint {
         }
     }
 
+    /// `handler` for `method`.
     fn route<F, Args>(mut self, method: Method, handler: F) -> Self
     where
         F: Handler<Args>,
