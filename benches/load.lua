@@ -5,6 +5,7 @@
 --   create          POST /users, every email unique (TAG names the run)
 --   update          PATCH /users/{random id}, a new name
 --   mixed           90% get, 10% update
+-- ACCEPT_ENCODING, if set, is sent as Accept-Encoding (compressed answers).
 -- Every request claims a random client address (X-Forwarded-For; the suite
 -- runs switchboard with SWITCHBOARD_TRUST_PROXY=true), so the rate limiter
 -- sees many clients, as behind a load balancer.
@@ -58,6 +59,9 @@ local builders = {
 local build = builders[scenario] or error("unknown SCENARIO " .. scenario)
 
 wrk.headers["Content-Type"] = "application/json"
+if os.getenv("ACCEPT_ENCODING") then
+  wrk.headers["Accept-Encoding"] = os.getenv("ACCEPT_ENCODING")
+end
 
 function request()
   wrk.headers["X-Forwarded-For"] = client()

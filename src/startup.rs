@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{from_fn, Compress, Condition};
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::rt::task::JoinHandle;
 use actix_web::{web, App, HttpServer};
 use tokio::sync::{mpsc, oneshot};
@@ -39,7 +39,7 @@ use crate::db::migrate;
 use crate::fetch::allow_list::AllowList;
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::{MetricsSink, Recorder};
-use crate::middleware::disconnect;
+use crate::middleware::{compress, disconnect};
 use crate::middleware::guards::WorkerGuards;
 use crate::middleware::in_flight::InFlight;
 use crate::middleware::request_context::request_context;
@@ -428,7 +428,7 @@ fn serve(listener: TcpListener, settings: &Settings, spec: WorkerSpec) -> std::i
             .configure(|cfg| routes::configure(cfg, chaos))
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap(from_fn(request_context))
-            .wrap(Compress::default())
+            .wrap(from_fn(compress::compress))
     })
     .on_connect(disconnect::remember_connection)
     .workers(settings.workers)

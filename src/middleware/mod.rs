@@ -1,6 +1,7 @@
 //! Middleware that wraps every request.
 
 pub mod body;
+pub mod compress;
 pub mod disconnect;
 pub mod guards;
 pub mod in_flight;

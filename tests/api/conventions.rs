@@ -4,6 +4,7 @@
 //! compressed answers; and the API's own description, served and
 //! committed, rendered by a real browser.
 
+use std::io::Read;
 use std::process::Command;
 
 use futures_util::future::join_all;
@@ -217,28 +218,37 @@ async fn cors_is_off_by_default_and_answers_the_origins_listed() {
 }
 
 #[actix_web::test]
-async fn answers_are_compressed_for_clients_that_ask() {
+async fn answers_worth_compressing_are_compressed_for_clients_that_ask() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     for n in 0..50 {
-        app.create_user(&format!("User {n}"), &format!("u{n}@example.com"))
-            .await;
+        app.create_user(&format!("User {n}"), &format!("u{n}@example.com")).await;
     }
     let raw = reqwest::Client::builder().no_gzip().build().unwrap();
-    let plain = raw.get(app.url("/users?limit=50")).send().await.unwrap();
+    let fetch = |path: &'static str, accept: &'static str| {
+        raw.get(app.url(path)).header("accept-encoding", accept).send()
+    };
+    let plain = fetch("/users?limit=50", "identity").await.unwrap();
     assert!(plain.headers().get("content-encoding").is_none());
-    let plain_size = plain.bytes().await.unwrap().len();
-    let gzipped = raw
-        .get(app.url("/users?limit=50"))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(header(&gzipped, "content-encoding"), "gzip");
-    let gzipped_size = gzipped.bytes().await.unwrap().len();
-    assert!(
-        gzipped_size * 3 < plain_size,
-        "{gzipped_size} of {plain_size} bytes"
-    );
+    assert_eq!(header(&plain, "vary"), "accept-encoding");
+    let plain = plain.bytes().await.unwrap();
+
+    for _ in 0..3 {
+        let gzipped = fetch("/users?limit=50", "br;q=1.0, gzip;q=0.8").await.unwrap();
+        assert_eq!(header(&gzipped, "content-encoding"), "gzip");
+        assert_eq!(header(&gzipped, "vary"), "accept-encoding");
+        let compressed = gzipped.bytes().await.unwrap();
+        assert!(compressed.len() * 3 < plain.len(), "{} of {} bytes", compressed.len(), plain.len());
+        let mut inflated = Vec::new();
+        flate2::read::GzDecoder::new(&compressed[..]).read_to_end(&mut inflated).unwrap();
+        assert_eq!(inflated, plain);
+    }
+
+    // Not worth it, or not wanted.
+    for (path, accept) in [("/hello", "gzip"), ("/users/1", "gzip"), ("/users?limit=50", "gzip;q=0")] {
+        let response = fetch(path, accept).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(response.headers().get("content-encoding").is_none(), "{path} with {accept}");
+    }
 }
 
 #[actix_web::test]
