@@ -36,10 +36,8 @@ pub async fn compress(
     if !compressible(res.headers()) {
         return Ok(res);
     }
-    res.headers_mut().append(
-        header::VARY,
-        HeaderValue::from_static("accept-encoding"),
-    );
+    res.headers_mut()
+        .append(header::VARY, HeaderValue::from_static("accept-encoding"));
     if !wants_gzip || res.headers().contains_key(header::CONTENT_ENCODING) {
         return Ok(res);
     }
@@ -52,10 +50,8 @@ pub async fn compress(
                 .flatten()
             {
                 Some(compressed) => {
-                    head.headers_mut().insert(
-                        header::CONTENT_ENCODING,
-                        HeaderValue::from_static("gzip"),
-                    );
+                    head.headers_mut()
+                        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
                     BoxBody::new(compressed)
                 }
                 None => BoxBody::new(bytes),

@@ -221,11 +221,14 @@ async fn cors_is_off_by_default_and_answers_the_origins_listed() {
 async fn answers_worth_compressing_are_compressed_for_clients_that_ask() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     for n in 0..50 {
-        app.create_user(&format!("User {n}"), &format!("u{n}@example.com")).await;
+        app.create_user(&format!("User {n}"), &format!("u{n}@example.com"))
+            .await;
     }
     let raw = reqwest::Client::builder().no_gzip().build().unwrap();
     let fetch = |path: &'static str, accept: &'static str| {
-        raw.get(app.url(path)).header("accept-encoding", accept).send()
+        raw.get(app.url(path))
+            .header("accept-encoding", accept)
+            .send()
     };
     let plain = fetch("/users?limit=50", "identity").await.unwrap();
     assert!(plain.headers().get("content-encoding").is_none());
@@ -233,21 +236,37 @@ async fn answers_worth_compressing_are_compressed_for_clients_that_ask() {
     let plain = plain.bytes().await.unwrap();
 
     for _ in 0..3 {
-        let gzipped = fetch("/users?limit=50", "br;q=1.0, gzip;q=0.8").await.unwrap();
+        let gzipped = fetch("/users?limit=50", "br;q=1.0, gzip;q=0.8")
+            .await
+            .unwrap();
         assert_eq!(header(&gzipped, "content-encoding"), "gzip");
         assert_eq!(header(&gzipped, "vary"), "accept-encoding");
         let compressed = gzipped.bytes().await.unwrap();
-        assert!(compressed.len() * 3 < plain.len(), "{} of {} bytes", compressed.len(), plain.len());
+        assert!(
+            compressed.len() * 3 < plain.len(),
+            "{} of {} bytes",
+            compressed.len(),
+            plain.len()
+        );
         let mut inflated = Vec::new();
-        flate2::read::GzDecoder::new(&compressed[..]).read_to_end(&mut inflated).unwrap();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_end(&mut inflated)
+            .unwrap();
         assert_eq!(inflated, plain);
     }
 
     // Not worth it, or not wanted.
-    for (path, accept) in [("/hello", "gzip"), ("/users/1", "gzip"), ("/users?limit=50", "gzip;q=0")] {
+    for (path, accept) in [
+        ("/hello", "gzip"),
+        ("/users/1", "gzip"),
+        ("/users?limit=50", "gzip;q=0"),
+    ] {
         let response = fetch(path, accept).await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
-        assert!(response.headers().get("content-encoding").is_none(), "{path} with {accept}");
+        assert!(
+            response.headers().get("content-encoding").is_none(),
+            "{path} with {accept}"
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with, Backend, TestApp};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, Backend, TestApp, TestDatabase};
 
 async fn health_answers_without_touching_actors(app: TestApp) {
     let response = app.get("/health").await;
@@ -13,24 +13,45 @@ async fn health_answers_without_touching_actors(app: TestApp) {
     assert!(body["uptime_seconds"].is_u64());
 }
 
-async fn ready_reports_database_and_actors(app: TestApp) {
+async fn ready_reports_database_and_every_actor(app: TestApp) {
     let response = app.get("/ready").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["lifecycle"], "serving");
     assert_eq!(body["checks"]["database"]["status"], "up");
+    assert_eq!(body["checks"]["database"]["writable"], true);
+    // Two workers: a database actor and a limiter shard each; SQLite's
+    // one writer; one of each other kind.
+    let mut expected: Vec<(&str, u64)> = vec![
+        ("cache", 0),
+        ("db", 0),
+        ("db", 1),
+        ("fetcher", 0),
+        ("metrics", 0),
+        ("rate_limiter", 0),
+        ("rate_limiter", 1),
+    ];
+    if matches!(app.database(), TestDatabase::Sqlite(_)) {
+        expected.push(("db_writer", 0));
+    }
+    expected.sort();
     let actors = body["checks"]["actors"].as_array().unwrap();
-    assert!(
-        actors
-            .iter()
-            .any(|a| a["actor"] == "db" && a["state"] == "running"),
-        "{body}"
-    );
+    let mut listed: Vec<(&str, u64)> = actors
+        .iter()
+        .map(|a| (a["actor"].as_str().unwrap(), a["shard"].as_u64().unwrap()))
+        .collect();
+    listed.sort();
+    assert_eq!(listed, expected, "{body}");
+    for actor in actors {
+        assert_eq!(actor["state"], "running", "{actor}");
+        assert_eq!(actor["restarts"], 0, "{actor}");
+    }
 }
 
 on_both_backends!(
     health_answers_without_touching_actors,
-    ready_reports_database_and_actors
+    ready_reports_database_and_every_actor
 );
 
 #[actix_web::test]

@@ -112,6 +112,36 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Runs `sql` on the database behind switchboard's back: on
+    /// PostgreSQL with triggers off for the session, so no instance hears
+    /// of the change.
+    pub async fn execute_unnoticed(&self, sql: &str) {
+        match self {
+            Self::Sqlite(_) => {
+                use diesel::connection::SimpleConnection;
+                use diesel::Connection;
+                let path = self.url().trim_start_matches("sqlite://").to_owned();
+                let sql = sql.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = diesel::SqliteConnection::establish(&path).expect("open SQLite");
+                    conn.batch_execute(&sql).expect("run SQL");
+                })
+                .await
+                .unwrap();
+            }
+            Self::Postgres { .. } => {
+                let mut conn = AsyncPgConnection::establish(&self.url())
+                    .await
+                    .expect("connect");
+                conn.batch_execute(&format!("SET session_replication_role = replica; {sql}"))
+                    .await
+                    .expect("run SQL");
+            }
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let Self::Postgres { name } = self else {
@@ -172,6 +202,11 @@ pub async fn spawn_app_with(
         switchboard::telemetry::init(switchboard::config::LogFormat::Pretty, &filter);
     }
     let db = TestDatabase::create(backend).await?;
+    Some(spawn_app_on(db, tweak).await)
+}
+
+/// The application on a database made for it.
+pub async fn spawn_app_on(db: TestDatabase, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings(&db);
     tweak(&mut settings);
     let app = Application::build(settings)
@@ -180,12 +215,12 @@ pub async fn spawn_app_with(
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     actix_web::rt::spawn(app.run_until_stopped());
-    Some(TestApp {
+    TestApp {
         address,
         client: reqwest::Client::new(),
         state,
         _db: db,
-    })
+    }
 }
 
 impl TestApp {
@@ -239,6 +274,26 @@ impl TestApp {
         assert_eq!(response.status(), 202, "crash drill on {actor}");
     }
 
+    /// Waits until every shard of `actor` runs again after at least
+    /// `restarts` restarts, as `/ready` reports it.
+    pub async fn restarted(&self, actor: &str, restarts: u64) {
+        let back = eventually(Duration::from_secs(10), || async {
+            let ready: Value = self.get("/ready").await.json().await.unwrap_or_default();
+            let shards: Vec<&Value> = ready["checks"]["actors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["actor"] == actor)
+                .collect();
+            !shards.is_empty()
+                && shards
+                    .iter()
+                    .all(|a| a["state"] == "running" && a["restarts"].as_u64() >= Some(restarts))
+        })
+        .await;
+        assert!(back, "{actor} did not run again after {restarts} restarts");
+    }
+
     /// Creates a user and returns its JSON, asserting the 201.
     pub async fn create_user(&self, name: &str, email: &str) -> Value {
         let response = self
@@ -263,6 +318,7 @@ pub async fn json_of<T: serde::de::DeserializeOwned>(request: reqwest::RequestBu
 /// Asserts a problem+json answer with this status and returns its body.
 pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status(), status, "status");
+    let path = response.url().path().to_owned();
     let content_type = response
         .headers()
         .get("content-type")
@@ -273,12 +329,7 @@ pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
     let request_id = response.headers().get("x-request-id").cloned();
     let body: Value = response.json().await.expect("problem JSON");
     assert_eq!(body["status"], status);
-    assert!(
-        body["type"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("/problems/")),
-        "{body}"
-    );
+    assert_eq!(body["type"], problem_type(status, &path), "{body}");
     assert!(
         body["title"].is_string() && body["detail"].is_string(),
         "{body}"
@@ -289,6 +340,27 @@ pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
         "problem names the request id"
     );
     body
+}
+
+/// The one problem type each status is sent with (the README's table).
+fn problem_type(status: u16, path: &str) -> &'static str {
+    match status {
+        400 => "/problems/bad-request",
+        404 => "/problems/not-found",
+        405 => "/problems/method-not-allowed",
+        408 => "/problems/request-timeout",
+        409 => "/problems/conflict",
+        412 => "/problems/precondition-failed",
+        413 => "/problems/payload-too-large",
+        415 => "/problems/unsupported-media-type",
+        422 => "/problems/validation-error",
+        429 => "/problems/too-many-requests",
+        500 => "/problems/internal-error",
+        503 if path == "/ready" => "/problems/not-ready",
+        503 => "/problems/unavailable",
+        504 => "/problems/timeout",
+        other => panic!("no problem type is sent with {other}"),
+    }
 }
 
 /// The fields a 422 problem lists.

@@ -1,9 +1,9 @@
 //! The real binary: durability across a kill, graceful shutdown on SIGTERM,
 //! start-up refusal of bad settings, and the log lines operators rely on.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -188,21 +188,147 @@ fn passwords_never_reach_help_errors_or_logs() {
     assert!(!said.contains(secret), "{said}");
 }
 
+/// Runs the binary to its exit; fails (after killing it) if it is still
+/// running after `within`, as a server that started despite a bad setting
+/// would be.
+fn run_to_exit(mut command: Command, within: Duration) -> (Option<i32>, String) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run switchboard");
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return (status.code(), stderr);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("switchboard was still running {within:?} after start: it did not refuse");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn bad_settings_stop_start_up_naming_the_setting() {
-    for (var, value) in [
-        ("SWITCHBOARD_WORKERS", "many"),
-        ("SWITCHBOARD_BIND", "not-an-address"),
-        ("SWITCHBOARD_LOG_FORMAT", "xml"),
-        ("DATABASE_URL", "mysql://db/x"),
-    ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .env(var, value)
-            .output()
-            .expect("run switchboard");
-        assert!(!output.status.success(), "{var}={value} must not start");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(var), "{var}: {stderr}");
+fn bad_settings_stop_start_up_with_exit_code_2_naming_the_setting_and_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let misspelt = dir.path().join("misspelt.toml");
+    std::fs::write(&misspelt, "wrokers = 3\n").unwrap();
+    let misspelt = misspelt.to_str().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("never.db").display());
+    let cases: [(&[(&str, &str)], &[&str], &str); 7] = [
+        (
+            &[("SWITCHBOARD_WORKERS", "many")],
+            &[],
+            r#"invalid setting SWITCHBOARD_WORKERS (environment): "many" is not a whole number"#,
+        ),
+        (
+            &[],
+            &["--workers", "x"],
+            r#"invalid setting SWITCHBOARD_WORKERS (flag --workers): "x" is not a whole number"#,
+        ),
+        (
+            &[("SWITCHBOARD_BIND", "not-an-address")],
+            &[],
+            r#"invalid setting SWITCHBOARD_BIND (environment): "not-an-address" is not an address"#,
+        ),
+        (
+            &[("SWITCHBOARD_LOG_FORMAT", "xml")],
+            &[],
+            "SWITCHBOARD_LOG_FORMAT (environment)",
+        ),
+        (
+            &[("DATABASE_URL", "mysql://db/x")],
+            &[],
+            "DATABASE_URL (environment)",
+        ),
+        (
+            &[("SWITCHBOARD_RATE_LIMIT_BACKEND", "memcached")],
+            &[],
+            "SWITCHBOARD_RATE_LIMIT_BACKEND (environment)",
+        ),
+        (
+            &[("SWITCHBOARD_CONFIG", misspelt)],
+            &[],
+            r#"unknown setting "wrokers""#,
+        ),
+    ];
+    for (vars, args, said) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command
+            .env("SWITCHBOARD_BIND", "127.0.0.1:0")
+            .env("DATABASE_URL", &database)
+            .envs(vars.iter().copied())
+            .args(args);
+        let (code, stderr) = run_to_exit(command, Duration::from_secs(20));
+        assert_eq!(code, Some(2), "{vars:?} {args:?}: {stderr}");
+        assert!(
+            stderr.contains(said),
+            "{vars:?} {args:?} should say {said:?}: {stderr}"
+        );
+    }
+    assert!(
+        !dir.path().join("never.db").exists(),
+        "no database was created"
+    );
+}
+
+/// The workers a process reports when it starts listening.
+fn workers_of(command: Command) -> u64 {
+    let app = ProcessApp::spawn(command);
+    app.wait_for_log("listening", |_| true)["workers"]
+        .as_u64()
+        .expect("workers in the listening line")
+}
+
+#[test]
+fn settings_layer_toml_below_environment_below_flags() {
+    let db = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", db.path().join("layers.db").display());
+    let toml = db.path().join("switchboard.toml");
+    std::fs::write(&toml, "workers = 5\n").unwrap();
+    let layered = |workers_env: Option<&str>, args: &[&str]| {
+        let mut command =
+            ProcessApp::command(&url, &[("SWITCHBOARD_CONFIG", toml.to_str().unwrap())]);
+        command.env_remove("SWITCHBOARD_WORKERS").args(args);
+        if let Some(workers) = workers_env {
+            command.env("SWITCHBOARD_WORKERS", workers);
+        }
+        workers_of(command)
+    };
+    assert_eq!(layered(None, &[]), 5, "the file over the default");
+    assert_eq!(layered(Some("4"), &[]), 4, "the environment over the file");
+    assert_eq!(
+        layered(Some("4"), &["--workers", "3"]),
+        3,
+        "a flag over both"
+    );
+}
+
+#[actix_web::test]
+async fn zero_per_second_turns_rate_limiting_off() {
+    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let app = ProcessApp::start(
+        &db.url(),
+        &[
+            ("SWITCHBOARD_RATE_LIMIT_PER_SECOND", "0"),
+            ("SWITCHBOARD_RATE_LIMIT_BURST", "1"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let response = client.get(app.url("/hello")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().get("ratelimit-policy").is_none());
     }
 }
 

@@ -20,7 +20,14 @@ impl ProcessApp {
     /// Starts the binary with these variables (on a free port) and waits
     /// until it logs that it is listening.
     pub fn start(database_url: &str, vars: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        Self::spawn(Self::command(database_url, vars))
+    }
+
+    /// The binary as [`ProcessApp::start`] runs it, for a test to change
+    /// before [`ProcessApp::spawn`].
+    pub fn command(database_url: &str, vars: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command
             .env("SWITCHBOARD_BIND", "127.0.0.1:0")
             .env("DATABASE_URL", database_url)
             .env("SWITCHBOARD_LOG_FORMAT", "json")
@@ -28,7 +35,13 @@ impl ProcessApp {
             .env("RUST_LOG", "info")
             // Tests that watch the delay set their own.
             .env("SWITCHBOARD_SHUTDOWN_DELAY_MS", "0")
-            .envs(vars.iter().copied())
+            .envs(vars.iter().copied());
+        command
+    }
+
+    /// Starts `command` and waits until it logs that it is listening.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
