@@ -218,6 +218,9 @@ fn run_to_exit(mut command: Command, within: Duration) -> (Option<i32>, String) 
     }
 }
 
+/// Variables, flags, and what the refusal says.
+type Refusal<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+
 #[test]
 fn bad_settings_stop_start_up_with_exit_code_2_naming_the_setting_and_its_source() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,7 +228,7 @@ fn bad_settings_stop_start_up_with_exit_code_2_naming_the_setting_and_its_source
     std::fs::write(&misspelt, "wrokers = 3\n").unwrap();
     let misspelt = misspelt.to_str().unwrap();
     let database = format!("sqlite://{}", dir.path().join("never.db").display());
-    let cases: [(&[(&str, &str)], &[&str], &str); 7] = [
+    let cases: [Refusal; 7] = [
         (
             &[("SWITCHBOARD_WORKERS", "many")],
             &[],
