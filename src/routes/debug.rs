@@ -2,7 +2,7 @@
 //! handler panic (to watch supervision bring it back), or hold a request open
 //! (to watch draining and load shedding).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -43,6 +43,30 @@ pub async fn slow(ms: web::Path<String>) -> Result<HttpResponse, ApiError> {
         .ok_or_else(|| {
             ApiError::BadRequest(format!("ms must be a whole number up to {MAX_SLOW_MS}"))
         })?;
+    let mut hold = Hold {
+        asked_ms: ms,
+        started: Instant::now(),
+        over: false,
+    };
     actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
+    hold.over = true;
     Ok(HttpResponse::Ok().json(json!({"slept_ms": ms})))
+}
+
+/// A slow drill's hold; if it is dropped before it is over (the deadline
+/// or the client cut the request short), the log says so, which shows the
+/// request's work was stopped rather than left running.
+struct Hold {
+    asked_ms: u64,
+    started: Instant,
+    over: bool,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.over {
+            let held_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            tracing::info!(asked_ms = self.asked_ms, held_ms, "slow drill cut short");
+        }
+    }
 }

@@ -22,7 +22,9 @@ use std::time::Duration;
 use actix::{AsyncContext, Context, Handler, Message};
 use prometheus::{Encoder, TextEncoder};
 
-use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
+use super::supervision::{
+    run_catching, run_guarded, supervised_actor, ActorState, Supervise, Supervision,
+};
 use super::ActorUnavailable;
 use crate::metrics::{MetricsSink, Record};
 use registry::Metrics;
@@ -76,8 +78,15 @@ pub struct Summarize;
 impl Handler<Record> for MetricsActor {
     type Result = ();
 
+    /// Applied even while the actor backs off before a restart: its
+    /// registry is already the fresh one (`reset` runs first), and what
+    /// arrives meanwhile, this actor's own restart among it, would
+    /// otherwise be lost.
     fn handle(&mut self, Record(events): Record, ctx: &mut Context<Self>) {
-        run_guarded(self, ctx, |act, _| {
+        if self.supervision.state() == ActorState::GivenUp {
+            return;
+        }
+        run_catching(self, ctx, |act, _| {
             events
                 .into_iter()
                 .for_each(|event| act.metrics.apply(event))
