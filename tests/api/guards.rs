@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, eventually, spawn_app_with, Backend, TestApp, TestDatabase};
+use crate::helpers::{
+    assert_problem, eventually, scrape, spawn_app_with, Backend, TestApp, TestDatabase,
+};
 use crate::process_app::ProcessApp;
 
 fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
@@ -68,6 +70,10 @@ async fn burst_then_429_with_rate_limit_headers() {
     }
 }
 
+/// The burst passes at once, then the rate: the count allowed is held to
+/// what GCRA grants between the first and the last decision, bounded by
+/// when those requests were sent and answered, so a slow client or a busy
+/// machine widens the bounds instead of breaking them.
 #[actix_web::test]
 async fn allowance_is_burst_then_rate() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
@@ -77,23 +83,25 @@ async fn allowance_is_burst_then_rate() {
     .await
     .unwrap();
     let started = Instant::now();
-    let mut allowed_at = Vec::new();
+    let mut answers = Vec::new();
     while started.elapsed() < Duration::from_secs(2) {
-        if app.get("/hello").await.status() == 200 {
-            allowed_at.push(started.elapsed());
-        }
+        let sent = started.elapsed();
+        let allowed = app.get("/hello").await.status() == 200;
+        answers.push((sent, started.elapsed(), allowed));
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let immediate = allowed_at
-        .iter()
-        .filter(|at| **at < Duration::from_millis(40))
-        .count();
-    assert!(immediate >= 10, "the burst passes at once: {immediate}");
-    let expected = 10.0 + 20.0 * elapsed;
-    let got = allowed_at.len() as f64;
     assert!(
-        (got - expected).abs() <= 3.0,
-        "{got} allowed in {elapsed:.2}s, expected about {expected:.0}"
+        answers[..10].iter().all(|(_, _, allowed)| *allowed),
+        "the burst passes at once"
+    );
+    let (first_sent, first_answered, _) = answers[0];
+    let (last_sent, last_answered, _) = answers[answers.len() - 1];
+    let earned = |from: Duration, to: Duration| 20.0 * to.saturating_sub(from).as_secs_f64();
+    let least = 10.0 + earned(first_answered, last_sent) - 1.0;
+    let most = 10.0 + earned(first_sent, last_answered) + 1.0;
+    let allowed = answers.iter().filter(|(_, _, allowed)| *allowed).count() as f64;
+    assert!(
+        (least..=most).contains(&allowed),
+        "{allowed} allowed; between {least:.1} and {most:.1} expected"
     );
 }
 
@@ -243,15 +251,19 @@ async fn past_the_in_flight_cap_requests_are_shed_at_once() {
     })
     .await
     .unwrap();
-    let slow = join_all((0..2).map(|_| app.get("/debug/slow/1500")));
+    let slow = join_all((0..2).map(|_| app.get("/debug/slow/3000")));
     let probe = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        let busy = eventually(Duration::from_secs(5), || async {
+            scrape(&app.url("/metrics"), "http_requests_in_flight ").await == Some(2.0)
+        })
+        .await;
+        assert!(busy, "both slow requests are in flight");
         let started = Instant::now();
         let response = app.get("/hello").await;
         let waited = started.elapsed();
         assert!(
-            waited < Duration::from_millis(300),
-            "shed at once, not queued: {waited:?}"
+            waited < Duration::from_millis(1500),
+            "shed at once, not queued behind the slow ones: {waited:?}"
         );
         assert_eq!(header(&response, "retry-after"), "1");
         let problem = assert_problem(response, 503).await;

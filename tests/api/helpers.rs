@@ -373,6 +373,16 @@ pub fn invalid_fields(problem: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The value of the first series of a `/metrics` page whose line starts
+/// with `line_start`.
+pub async fn scrape(metrics_url: &str, line_start: &str) -> Option<f64> {
+    let text = reqwest::get(metrics_url).await.ok()?.text().await.ok()?;
+    text.lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Polls `check` until it holds or `within` passes.
 pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
 where

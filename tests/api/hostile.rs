@@ -63,7 +63,12 @@ async fn one_client_trickling_bodies_cannot_starve_the_others() {
     let server = server_address(&app);
     // More trickling bodies than the whole in-flight cap.
     let trickles = join_all((0..40).map(|_| trickle_from(loopback(2), server))).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The trickling client holds its share of the cap: an eighth of 32.
+    let holding = crate::helpers::eventually(Duration::from_secs(5), || async {
+        crate::helpers::scrape(&app.url("/metrics"), "http_requests_in_flight ").await == Some(4.0)
+    })
+    .await;
+    assert!(holding, "the trickling client holds its share");
 
     let other = client_from(loopback(3));
     for _ in 0..20 {

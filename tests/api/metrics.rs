@@ -8,11 +8,7 @@ use crate::helpers::{eventually, spawn_app, spawn_app_with, Backend, TestApp};
 
 /// The value of one sample line of the exposition, if present.
 async fn sample(app: &TestApp, line_start: &str) -> Option<f64> {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find(|line| line.starts_with(line_start))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    crate::helpers::scrape(&app.url("/metrics"), line_start).await
 }
 
 const HELLO_200: &str = r#"http_requests_total{method="GET",route="/hello",status="200"}"#;

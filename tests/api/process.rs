@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use crate::helpers::{json_of, Backend, TestDatabase};
+use crate::helpers::{eventually, json_of, Backend, TestDatabase};
 use crate::process_app::ProcessApp;
 
 async fn acknowledged_writes_survive_a_kill(db: TestDatabase) {
@@ -61,40 +61,104 @@ async fn acknowledged_writes_survive_a_kill(db: TestDatabase) {
     );
 }
 
-on_both_backends!(databases: acknowledged_writes_survive_a_kill);
+/// Requests in flight on the server, as its `/metrics` says.
+async fn in_flight(app: &ProcessApp) -> f64 {
+    crate::helpers::scrape(&app.url("/metrics"), "http_requests_in_flight ")
+        .await
+        .unwrap_or(0.0)
+}
 
-#[actix_web::test]
-async fn sigterm_drains_requests_in_flight_then_exits_zero() {
-    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+/// SIGTERM: the request in flight is finished, new connections are
+/// refused, the actors stop in order (the workers' first, then the others,
+/// the last started first, the metrics last) and the process exits 0.
+async fn sigterm_drains_requests_in_flight_then_exits_zero(db: TestDatabase) {
     let mut app = ProcessApp::start(&db.url(), &[("SWITCHBOARD_CHAOS", "true")]);
-    let slow = tokio::spawn(reqwest::get(app.url("/debug/slow/1500")));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slow = tokio::spawn(reqwest::get(app.url("/debug/slow/3000")));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            in_flight(&app).await >= 1.0
+        })
+        .await,
+        "the slow request is in flight"
+    );
     app.signal(Signal::SIGTERM);
+    app.wait_for_log(
+        "shutting down: readiness is 503, draining requests in flight",
+        |_| true,
+    );
+    let refused = eventually(Duration::from_secs(2), || async {
+        reqwest::get(app.url("/hello")).await.is_err()
+    })
+    .await;
+    assert!(refused, "new connections are refused while draining");
+    assert!(
+        !slow.is_finished(),
+        "the slow request was still in flight then"
+    );
 
     let response = slow.await.unwrap().expect("the slow request is answered");
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["slept_ms"], 1500);
+    assert_eq!(response.json::<Value>().await.unwrap()["slept_ms"], 3000);
     let status = app.wait_exit(Duration::from_secs(10));
-    assert!(status.success(), "{status:?}");
-    let mut stopped: Vec<String> = app
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let stopped: Vec<String> = app
         .logged("actor stopped")
         .iter()
         .map(|e| e["actor"].as_str().unwrap_or_default().to_owned())
         .collect();
-    stopped.sort();
+    let (workers, others) = stopped.split_at(4);
+    let mut workers = workers.to_vec();
+    workers.sort();
     assert_eq!(
-        stopped,
-        [
-            "cache",
-            "db",
-            "db",
-            "db_writer",
-            "fetcher",
-            "metrics",
-            "rate_limiter",
-            "rate_limiter"
+        workers,
+        ["db", "db", "rate_limiter", "rate_limiter"],
+        "{stopped:?}"
+    );
+    let others_in_order: &[&str] = match db {
+        TestDatabase::Sqlite(_) => &["db_writer", "fetcher", "cache", "metrics"],
+        TestDatabase::Postgres { .. } => &["fetcher", "invalidator", "cache", "metrics"],
+    };
+    assert_eq!(others, others_in_order, "{stopped:?}");
+    assert_eq!(app.logged("switchboard stopped").len(), 1);
+}
+
+on_both_backends!(
+    databases: acknowledged_writes_survive_a_kill,
+    sigterm_drains_requests_in_flight_then_exits_zero
+);
+
+/// SIGINT stops it as SIGTERM does, and the shutdown timeout cuts off a
+/// request that would outlast it: the process exits 0 on time.
+#[actix_web::test]
+async fn sigint_stops_it_and_the_shutdown_timeout_cuts_off_a_longer_request() {
+    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let mut app = ProcessApp::start(
+        &db.url(),
+        &[
+            ("SWITCHBOARD_CHAOS", "true"),
+            ("SWITCHBOARD_SHUTDOWN_TIMEOUT_SECONDS", "1"),
         ],
-        "every actor logs its stop: one database actor and one limiter shard per worker (2), SQLite's writer, and the others"
+    );
+    let slow = tokio::spawn(reqwest::get(app.url("/debug/slow/30000")));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            in_flight(&app).await >= 1.0
+        })
+        .await,
+        "the slow request is in flight"
+    );
+    let signalled = Instant::now();
+    app.signal(Signal::SIGINT);
+    let status = app.wait_exit(Duration::from_secs(15));
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "stopped after {took:?}, not after the request's 30 s"
+    );
+    assert!(
+        slow.await.unwrap().is_err(),
+        "the cut-off request gets no answer"
     );
     assert_eq!(app.logged("switchboard stopped").len(), 1);
 }
