@@ -63,7 +63,7 @@ async fn ten_slow_urls_take_about_as_long_as_one() {
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_string("ok")
-                .set_delay(Duration::from_secs(1)),
+                .set_delay(Duration::from_millis(600)),
         )
         .expect(10)
         .mount(&upstream)
@@ -75,8 +75,8 @@ async fn ten_slow_urls_take_about_as_long_as_one() {
     let started = Instant::now();
     let results = fetch(&app, &urls).await;
     let took = started.elapsed();
-    // One after another they would take 10 s.
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    // One after another they would take 6 s.
+    assert!(took < Duration::from_secs(2), "{took:?}");
     for (result, url) in results.iter().zip(&urls) {
         assert_eq!(result["url"], url.as_str(), "results keep request order");
         assert_eq!(result["success"], true);
@@ -84,7 +84,7 @@ async fn ten_slow_urls_take_about_as_long_as_one() {
         assert_eq!(result["bytes"], 2);
         assert_eq!(result["cached"], false);
         assert_eq!(result["attempts"], 1);
-        assert!(result["elapsed_ms"].as_u64().unwrap() >= 1000);
+        assert!(result["elapsed_ms"].as_u64().unwrap() >= 600);
         assert!(result["error"].is_null());
     }
 }
