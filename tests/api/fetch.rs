@@ -661,3 +661,149 @@ async fn a_client_that_goes_away_cancels_its_fetch_upstream_included() {
         "its place among the requests in flight was given back"
     );
 }
+
+/// Redirects `/hop/{n}` to `/hop/{n + 1}`, up to `/hop/{last}`, which answers.
+struct Hops {
+    last: Option<u32>,
+}
+
+impl Respond for Hops {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let n: u32 = request
+            .url
+            .path()
+            .trim_start_matches("/hop/")
+            .parse()
+            .unwrap();
+        if Some(n) == self.last {
+            return ResponseTemplate::new(200).set_body_string("arrived");
+        }
+        ResponseTemplate::new(302).insert_header("location", format!("/hop/{}", n + 1))
+    }
+}
+
+#[actix_web::test]
+async fn redirects_within_allowed_hosts_are_followed_up_to_five() {
+    let upstream = MockServer::start().await;
+    Mock::given(path_regex("^/hop/\\d+$"))
+        .respond_with(Hops { last: Some(5) })
+        .mount(&upstream)
+        .await;
+    let endless = MockServer::start().await;
+    Mock::given(path_regex("^/hop/\\d+$"))
+        .respond_with(Hops { last: None })
+        .mount(&endless)
+        .await;
+    let (short, long) = (
+        upstream.address().to_string(),
+        endless.address().to_string(),
+    );
+    let app = spawn_app_with(Backend::Sqlite, |s| s.fetch_allow_hosts = vec![short, long])
+        .await
+        .unwrap();
+    let five = fetch_one(&app, format!("{}/hop/0", upstream.uri())).await;
+    assert_eq!(
+        (&five["success"], &five["status"], &five["bytes"]),
+        (&json!(true), &json!(200), &json!(7))
+    );
+    assert_eq!(
+        calls(&upstream).await,
+        6,
+        "the first hop and five redirects"
+    );
+
+    let six = fetch_one(&app, format!("{}/hop/0", endless.uri())).await;
+    assert_eq!(six["success"], false);
+    assert_eq!(six["error"], "too many redirects");
+    assert_eq!(calls(&endless).await, 6, "no sixth redirect is followed");
+}
+
+#[actix_web::test]
+async fn at_most_the_host_concurrency_of_attempts_reach_one_host() {
+    let upstream = MockServer::start().await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    Mock::given(path_regex("^/slow/\\d+$"))
+        .respond_with(Recorder {
+            arrivals: Arc::clone(&arrivals),
+            template: ResponseTemplate::new(200).set_delay(Duration::from_millis(500)),
+        })
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |s| s.fetch_host_concurrency = 2).await;
+    let urls: Vec<String> = (0..6)
+        .map(|i| format!("{}/slow/{i}", upstream.uri()))
+        .collect();
+    let results = fetch(&app, &urls).await;
+    assert!(results.iter().all(|r| r["success"] == true), "{results:?}");
+    let mut at: Vec<Instant> = arrivals.lock().unwrap().iter().map(|(_, at)| *at).collect();
+    at.sort();
+    // The third can only start when one of the first two has answered.
+    for i in 2..at.len() {
+        let gap = at[i] - at[i - 2];
+        assert!(
+            gap >= Duration::from_millis(450),
+            "arrival {i} came {gap:?} after arrival {}",
+            i - 2
+        );
+    }
+}
+
+#[actix_web::test]
+async fn retries_stop_within_the_request_deadline() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/down"))
+        .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(300)))
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |s| {
+        s.request_timeout = Duration::from_secs(1);
+        s.fetch_max_attempts = 20;
+    })
+    .await;
+    let result = fetch_one(&app, format!("{}/down", upstream.uri())).await;
+    assert_eq!(result["success"], false);
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.ends_with("out of time to retry") || error == "timeout",
+        "{error}"
+    );
+    let attempts = result["attempts"].as_u64().unwrap();
+    assert!((1..20).contains(&attempts), "{attempts} attempts");
+}
+
+#[actix_web::test]
+async fn a_retry_after_past_the_cap_ends_the_retries() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/later"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "60"))
+        .mount(&upstream)
+        .await;
+    let app = fetch_app(&upstream, |_| {}).await;
+    let result = fetch_one(&app, format!("{}/later", upstream.uri())).await;
+    assert_eq!(result["success"], false);
+    assert_eq!(result["attempts"], 1);
+    assert_eq!(
+        result["error"],
+        "upstream answered 503; asked to retry after 60 s"
+    );
+    assert_eq!(calls(&upstream).await, 1);
+}
+
+#[actix_web::test]
+async fn connect_errors_are_retried() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.fetch_allow_hosts = vec![closed.to_string()];
+        s.fetch_max_attempts = 3;
+    })
+    .await
+    .unwrap();
+    let result = fetch_one(&app, format!("http://{closed}/x")).await;
+    assert_eq!(result["success"], false);
+    assert_eq!(result["attempts"], 3);
+    assert_eq!(result["error"], "connect error after 3 attempts");
+}

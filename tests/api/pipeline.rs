@@ -240,7 +240,7 @@ async fn a_read_in_flight_when_the_database_ends_its_sessions_is_answered() {
 }
 
 /// The process ids a query of `pg_stat_activity` selects.
-async fn sql_pids(conn: &mut AsyncPgConnection, query: &str) -> Vec<i32> {
+pub async fn sql_pids(conn: &mut AsyncPgConnection, query: &str) -> Vec<i32> {
     let pids = format!("ARRAY({query})");
     diesel::select(sql::<Array<Integer>>(&pids))
         .get_result(conn)

@@ -538,3 +538,43 @@ fn pretty_logs_carry_no_colour_codes_into_a_pipe() {
         "no ANSI escape codes when stdout is not a terminal: {seen:?}"
     );
 }
+
+/// With its limiter failing (a Redis that is not there), every request is
+/// let through, and each worker warns at most once a second, whatever the
+/// traffic: a broken dependency must not flood the log.
+#[actix_web::test]
+async fn a_failing_limiter_lets_requests_through_and_warns_at_most_once_a_second() {
+    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let nothing = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let app = ProcessApp::start(
+        &db.url(),
+        &[
+            ("SWITCHBOARD_RATE_LIMIT_BACKEND", "redis"),
+            ("SWITCHBOARD_REDIS_URL", &format!("redis://{nothing}")),
+            ("SWITCHBOARD_RATE_LIMIT_BURST", "1"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        let statuses =
+            futures_util::future::join_all((0..10).map(|_| client.get(app.url("/hello")).send()))
+                .await;
+        for status in statuses {
+            assert_eq!(status.unwrap().status(), 200, "let through");
+        }
+        sent += 10;
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil() as usize;
+    let warnings = app.logged("rate limiter unavailable: letting requests through");
+    assert!(!warnings.is_empty(), "the failure is logged");
+    assert!(
+        warnings.len() <= 2 * (seconds + 1),
+        "{} warnings for {sent} requests in {seconds} s from 2 workers",
+        warnings.len()
+    );
+}

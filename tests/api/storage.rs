@@ -362,3 +362,58 @@ async fn postgres_stopped_and_started_under_load_answers_503_and_loses_nothing()
         count(503)
     );
 }
+
+/// A write waiting in its PostgreSQL session when the server ends that
+/// session (an administrator's `pg_terminate_backend`, a failover) is a
+/// 503 with `Retry-After`: it may not have been written, and the client
+/// may retry; the next write is served on a fresh connection.
+#[actix_web::test]
+async fn a_write_whose_postgres_session_ends_is_a_503() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+
+    let Some(app) = crate::helpers::spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let TestDatabase::Postgres { name } = app.database() else {
+        unreachable!()
+    };
+    let mut locker = AsyncPgConnection::establish(&app.database().url())
+        .await
+        .unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut admin = AsyncPgConnection::establish(crate::helpers::POSTGRES_ADMIN_URL)
+        .await
+        .unwrap();
+    let waiting = format!(
+        "SELECT pid FROM pg_stat_activity WHERE datname = '{name}' AND wait_event_type = 'Lock'"
+    );
+    let end_it = async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let waiting = loop {
+            let pids = crate::pipeline::sql_pids(&mut admin, &waiting).await;
+            if !pids.is_empty() {
+                break pids;
+            }
+            assert!(Instant::now() < deadline, "the write waits for the lock");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        for pid in &waiting {
+            admin
+                .batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
+                .await
+                .unwrap();
+        }
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        waiting
+    };
+    let body = json!({"name": "Cut off", "email": "cut@example.com"});
+    let (response, ended) = tokio::join!(app.post_json("/users", &body), end_it);
+    assert!(!ended.is_empty());
+    assert!(response.headers().contains_key("retry-after"));
+    assert_problem(response, 503).await;
+    let again = json!({"name": "Again", "email": "again@example.com"});
+    assert_eq!(app.post_json("/users", &again).await.status(), 201);
+}
