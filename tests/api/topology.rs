@@ -198,20 +198,32 @@ async fn one_clients_rate_limit_is_exact_across_three_instances() {
     let [a, b, ..] = *id.as_bytes();
     let client = client_from(IpAddr::from([127, 1, a, b.max(1)]));
     let mut statuses = Vec::new();
+    let started = Instant::now();
+    let mut first_answered = None;
+    let mut last_sent = Duration::ZERO;
     for _ in 0..20 {
+        last_sent = started.elapsed();
         let response = client
             .get(format!("{}/hello", topology.front))
             .send()
             .await
             .unwrap();
+        first_answered.get_or_insert(started.elapsed());
         statuses.push(response.status().as_u16());
     }
+    let last_answered = started.elapsed();
+    // The burst, and one more for each second that passed between the
+    // first decision and the last (bounded by when those requests were
+    // sent and answered: a busy machine widens the bounds, not the count).
+    let least = 10 + last_sent.saturating_sub(first_answered.unwrap()).as_secs_f64().floor() as usize;
+    let most = 10 + last_answered.as_secs_f64().ceil() as usize;
     let allowed = statuses.iter().filter(|s| **s == 200).count();
-    assert_eq!(
-        allowed, 10,
-        "the burst, however the three share it: {statuses:?}"
+    assert!(
+        (least..=most).contains(&allowed),
+        "{allowed} allowed, {least} to {most} expected, however the three share it: {statuses:?}"
     );
-    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(statuses[..10].iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
 }
 
 /// What a steady load through the balancer saw.
