@@ -29,8 +29,12 @@ impl From<UserRow> for User {
     }
 }
 
-#[derive(Debug, Insertable)]
-#[diesel(table_name = users)]
+/// A new user's row. Inserted as a tuple of `column = value`
+/// ([`users::create_on`](super::users::create_on)), not through
+/// `#[derive(Insertable)]`: the derive offers every value as one that could
+/// be `DEFAULT`, and diesel never keeps such an `INSERT` as a prepared
+/// statement, so PostgreSQL would parse and plan every create anew.
+#[derive(Debug)]
 pub struct NewUserRow<'a> {
     pub name: &'a str,
     pub email: &'a str,

@@ -67,7 +67,13 @@ pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError
     let row = NewUserRow::new(user);
     let created: UserRow = on_conn!(conn, conn => {
         diesel::insert_into(users::table)
-            .values(&row)
+            .values((
+                users::name.eq(row.name),
+                users::email.eq(row.email),
+                users::email_key.eq(&row.email_key),
+                users::created_at.eq(row.created_at),
+                users::updated_at.eq(row.updated_at),
+            ))
             .returning(UserRow::as_returning())
             .get_result(conn)
             .await

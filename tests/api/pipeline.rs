@@ -6,13 +6,13 @@ use std::pin::pin;
 use std::time::Duration;
 
 use diesel::dsl::sql;
-use diesel::sql_types::{Array, Integer};
+use diesel::sql_types::{Array, Integer, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 use switchboard::config::DatabaseUrl;
 use switchboard::db::{
-    migrate, users, Checkout, Connections, DbError, PageCache, PoolSpec, QueryCost,
+    migrate, users, Checkout, Connections, DbConn, DbError, PageCache, PoolSpec, QueryCost,
 };
 use switchboard::domain::{Expected, NewUser, User, UserId, UserPatch};
 
@@ -263,4 +263,38 @@ async fn a_closed_pipeline_answers_unavailable() {
     conns.close();
     let after = users::get(&conns, UserId::parse("1").unwrap()).await;
     assert!(matches!(after, Err(DbError::Unavailable(_))), "{after:?}");
+}
+
+/// The statements a connection keeps prepared, as PostgreSQL lists them.
+async fn kept_prepared(conns: &Connections) -> Vec<String> {
+    use switchboard::db::conn::Lease;
+
+    let mut lease = conns.get(QueryCost::Row).await.unwrap();
+    let DbConn::Postgres(mut conn) = lease.conn() else {
+        unreachable!("a PostgreSQL pipeline")
+    };
+    diesel::select(sql::<Array<Text>>(
+        "ARRAY(SELECT statement FROM pg_prepared_statements)",
+    ))
+    .get_result(&mut conn)
+    .await
+    .unwrap()
+}
+
+/// A create is prepared once per connection and kept, as reads are: not
+/// parsed and planned again for every new user.
+#[actix_web::test]
+async fn creates_reuse_their_prepared_statement() {
+    let Some((_db, conns)) = pipeline(1).await else {
+        return;
+    };
+    for n in 0..3 {
+        users::create(&conns, &new_user(n)).await.unwrap();
+    }
+    let kept = kept_prepared(&conns).await;
+    let inserts = kept
+        .iter()
+        .filter(|s| s.starts_with("INSERT INTO \"users\""))
+        .count();
+    assert_eq!(inserts, 1, "{kept:#?}");
 }

@@ -215,7 +215,11 @@ async fn one_clients_rate_limit_is_exact_across_three_instances() {
     // The burst, and one more for each second that passed between the
     // first decision and the last (bounded by when those requests were
     // sent and answered: a busy machine widens the bounds, not the count).
-    let least = 10 + last_sent.saturating_sub(first_answered.unwrap()).as_secs_f64().floor() as usize;
+    let least = 10
+        + last_sent
+            .saturating_sub(first_answered.unwrap())
+            .as_secs_f64()
+            .floor() as usize;
     let most = 10 + last_answered.as_secs_f64().ceil() as usize;
     let allowed = statuses.iter().filter(|s| **s == 200).count();
     assert!(
@@ -223,7 +227,10 @@ async fn one_clients_rate_limit_is_exact_across_three_instances() {
         "{allowed} allowed, {least} to {most} expected, however the three share it: {statuses:?}"
     );
     assert!(statuses[..10].iter().all(|s| *s == 200), "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
 }
 
 /// What a steady load through the balancer saw.
