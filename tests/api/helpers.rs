@@ -142,6 +142,22 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// A PostgreSQL session holding every row of `users` locked (in an
+    /// open transaction) until it runs `ROLLBACK` or is dropped: whatever
+    /// touches a user meanwhile waits, in flight.
+    pub async fn lock_users(&self) -> AsyncPgConnection {
+        let mut locker = AsyncPgConnection::establish(&self.url())
+            .await
+            .expect("connect");
+        locker
+            .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock users");
+        locker
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let Self::Postgres { name } = self else {

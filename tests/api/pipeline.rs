@@ -198,13 +198,7 @@ async fn a_read_in_flight_when_the_database_ends_its_sessions_is_answered() {
     let user = app.create_user("Ada", "ada@example.com").await;
     // The read waits for this lock, so it is in flight when the sessions
     // end.
-    let mut locker = AsyncPgConnection::establish(&app.database().url())
-        .await
-        .unwrap();
-    locker
-        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let locker = app.database().lock_users().await;
     let read = actix_web::rt::spawn(
         app.client
             .get(app.url(&format!("/users/{}", user["id"])))

@@ -377,13 +377,7 @@ async fn a_write_whose_postgres_session_ends_is_a_503() {
     let TestDatabase::Postgres { name } = app.database() else {
         unreachable!()
     };
-    let mut locker = AsyncPgConnection::establish(&app.database().url())
-        .await
-        .unwrap();
-    locker
-        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let mut locker = app.database().lock_users().await;
     let mut admin = AsyncPgConnection::establish(crate::helpers::POSTGRES_ADMIN_URL)
         .await
         .unwrap();
