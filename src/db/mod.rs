@@ -13,6 +13,7 @@ pub mod connections;
 pub mod group_commit;
 pub mod migrate;
 pub mod models;
+pub mod patch;
 pub mod pipeline;
 pub mod pool;
 pub mod schema;

@@ -1,6 +1,7 @@
 //! The users queries, written once in diesel's DSL and run on either backend
-//! through `on_conn!`, and the two readiness probes. Each is one statement,
-//! so each is atomic on its own.
+//! through `on_conn!` (but a patch on PostgreSQL, which is written by hand
+//! so that the server keeps it prepared: see [`super::patch`]), and the two
+//! readiness probes. Each is one statement, so each is atomic on its own.
 //!
 //! The writes come twice: on a connection ([`create_on`], [`update_on`],
 //! [`delete_on`]), which SQLite's writer uses to run a batch of them in one
@@ -22,6 +23,7 @@ use diesel_async::RunQueryDsl;
 
 use super::conn::{on_conn, Checkout, DbConn, Lease, QueryCost};
 use super::models::{NewUserRow, UserChanges, UserRow};
+use super::patch::PatchUser;
 use super::schema::users;
 use super::DbError;
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
@@ -157,23 +159,34 @@ pub async fn update_on(
     }
     let changes = UserChanges::new(patch);
     let versions = expected_versions(expected);
-    let updated: Option<UserRow> = on_conn!(conn.reborrow(), conn => {
-        let target = users::table.find(id.get());
-        match &versions {
-            None => diesel::update(target)
-                .set(&changes)
-                .returning(UserRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional(),
-            Some(versions) => diesel::update(target.filter(users::updated_at.eq_any(versions)))
-                .set(&changes)
-                .returning(UserRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional(),
+    let updated: Option<UserRow> = match conn.reborrow() {
+        // One SQL text, kept prepared (see `patch`).
+        DbConn::Postgres(mut shared) => PatchUser {
+            id: id.get(),
+            changes: &changes,
+            versions: versions.as_deref(),
         }
-    })?;
+        .get_result(&mut shared)
+        .await
+        .optional(),
+        DbConn::Sqlite(conn) => {
+            let target = users::table.find(id.get());
+            match &versions {
+                None => diesel::update(target)
+                    .set(&changes)
+                    .returning(UserRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional(),
+                Some(versions) => diesel::update(target.filter(users::updated_at.eq_any(versions)))
+                    .set(&changes)
+                    .returning(UserRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional(),
+            }
+        }
+    }?;
     match updated {
         Some(row) => Ok(row.into()),
         None => Err(why_untouched(conn, id, &versions).await),
