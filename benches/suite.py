@@ -10,6 +10,14 @@ scenario with wrk on loopback against three servers sharing that database:
   baseline            benches/baseline.rs: bare actix-web, the same queries
                       on a plain pool (no actors, cache, limiter, metrics)
 
+and a hand-written yardstick, as an actix-web user would write the route:
+
+  tokio-postgres      benches/bare_postgres.rs (PostgreSQL only): the users
+                      routes on tokio-postgres + deadpool-postgres, every
+                      statement prepared once per connection
+  actix-governor      benches/governed.rs: GET /hello behind actix-governor,
+                      keyed by the same client address at the same allowance
+
 and, on PostgreSQL, pgbench -M prepared running the same statements: the
 database's own ceiling. Scenarios, connection counts and servers alternate
 within each pass, so a noisy machine hits them all alike; each figure is
@@ -56,13 +64,15 @@ class Scenario:
     """One row group of the table: what wrk asks, of which switchboard, and
     what it is compared with (the baseline's row, a pgbench script)."""
 
-    def __init__(self, name, script, server="switchboard", baseline=None, pgbench=None):
+    def __init__(self, name, script, server="switchboard", baseline=None, pgbench=None,
+                 yardstick="tokio-postgres"):
         self.name, self.script, self.server, self.pgbench = name, script, server, pgbench
         self.baseline = baseline or name
+        self.yardstick = yardstick
 
 
 SCENARIOS = [
-    Scenario("GET /hello", "hello"),
+    Scenario("GET /hello", "hello", yardstick="actix-governor"),
     Scenario("GET /health", "health"),
     Scenario("GET /users/{id} cached", "get", baseline="GET /users/{id}", pgbench="get"),
     Scenario("GET /users/{id} no cache", "get", server="switchboard, no cache",
@@ -130,7 +140,7 @@ def build():
     """Release binaries of switchboard and the baseline; their paths."""
     output = subprocess.run(
         ["cargo", "build", "--release", "--locked", "--bin", "switchboard", "--bench", "baseline",
-         "--message-format=json-render-diagnostics"],
+         "--bench", "bare_postgres", "--bench", "governed", "--message-format=json-render-diagnostics"],
         cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
     paths = {}
     for line in output.splitlines():
@@ -198,11 +208,15 @@ class Bench:
         self.start("switchboard, no cache", self.binaries["switchboard"],
                    dict(env, SWITCHBOARD_CACHE_MAX_ENTRIES="0"), 18411)
         self.start("baseline", self.binaries["baseline"], env, 18412)
+        self.start("actix-governor", self.binaries["governed"], env, 18413)
+        if self.backend == "postgres":
+            self.start("tokio-postgres", self.binaries["bare_postgres"], env, 18414)
         # Warm every server up (pools filled, buffers grown) before its idle
         # RSS is taken: what is compared a minute after the load is that.
         lua = os.path.join(BENCHES, "load.lua")
-        for server in self.servers.values():
-            wrk(load_env("mixed"), max(self.args.connections), 2, lua,
+        for name, server in self.servers.items():
+            script = "hello" if name == "actix-governor" else "mixed"
+            wrk(load_env(script), max(self.args.connections), 2, lua,
                 f"http://127.0.0.1:{server.port}")
         time.sleep(2)
         self.rss_before = {name: s.memory_kib("VmRSS") for name, s in self.servers.items()}
@@ -226,9 +240,11 @@ class Bench:
             for scenario in selected(self.args):
                 for connections in self.args.connections:
                     self.measure(scenario.server, scenario.name, scenario.script, connections)
-                    if (scenario.baseline, connections) not in measured:
-                        measured.add((scenario.baseline, connections))
-                        self.measure("baseline", scenario.baseline, scenario.script, connections)
+                    for other in ("baseline", scenario.yardstick):
+                        if other in self.servers and (other, scenario.baseline, connections) \
+                                not in measured:
+                            measured.add((other, scenario.baseline, connections))
+                            self.measure(other, scenario.baseline, scenario.script, connections)
                 if scenario.pgbench and self.backend == "postgres":
                     self.measure_pgbench(scenario.baseline, scenario.pgbench)
         return self.rows()
@@ -271,7 +287,7 @@ class Bench:
         time.sleep(self.args.settle)
         checks = []
         for name, server in self.servers.items():
-            if name == "baseline":
+            if not name.startswith("switchboard"):
                 continue
             checks.append({
                 "backend": self.backend, "server": name,
@@ -382,32 +398,39 @@ def print_report(rows, checks, args):
     print(f"\n{args.passes} passes of {args.duration} s after {args.warmup} s of warm-up, "
           f"{' '.join(LOAD_GENERATOR[-2:])}{pinned}, "
           f"pgbench -M prepared -c{args.pgbench_clients} -j2; req/s: median (min-max) of passes; "
-          "p50/p99 in ms: medians; RSS: peak (VmHWM) over the passes\n")
+          "p50/p99 in ms: medians; RSS: peak (VmHWM) over the passes; x hand-written: against "
+          "tokio-postgres (the users routes) or actix-governor (GET /hello)\n")
     header = ["backend", "scenario", "server", "conns", "req/s (min-max)", "p50", "p99", "errors",
-              "peak RSS", "x baseline", "x pgbench", "p99 x baseline"]
+              "peak RSS", "x baseline", "x hand-written", "x pgbench", "p99 x baseline",
+              "p99 x hand-written"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join(" --- " for _ in header) + "|")
     index = {(r["backend"], r["server"], r["scenario"], r["connections"]): r for r in rows}
+    ratio = lambda mine, theirs, key: f"{mine[key] / theirs[key]:.2f}" if theirs else ""
     for backend in args.backends:
         printed = set()
         for scenario in selected(args):
+            others = ("baseline", scenario.yardstick, "pgbench")
             ours = [r for r in rows if (r["backend"], r["server"], r["scenario"])
                     == (backend, scenario.server, scenario.name)]
-            theirs = [r for r in rows if r["backend"] == backend and scenario.baseline not in printed
-                      and r["server"] in ("baseline", "pgbench") and r["scenario"] == scenario.baseline]
-            printed.add(scenario.baseline)
+            theirs = [r for r in rows if r["backend"] == backend and r["server"] in others
+                      and r["scenario"] == scenario.baseline
+                      and (r["server"], r["scenario"]) not in printed]
+            printed.update((r["server"], r["scenario"]) for r in theirs)
             for row in sorted(ours, key=lambda r: r["connections"]) + theirs:
                 base = index.get((backend, "baseline", scenario.baseline, row["connections"]))
+                hand = index.get((backend, scenario.yardstick, scenario.baseline,
+                                  row["connections"]))
                 pg = index.get((backend, "pgbench", scenario.baseline, args.pgbench_clients))
-                mine = row["server"].startswith("switchboard")
+                if not row["server"].startswith("switchboard"):
+                    base = hand = pg = None
                 print("| " + " | ".join([
                     backend, row["scenario"], row["server"], str(row["connections"]),
                     f"{row['rps']:,.0f} ({row['rps_min']:,.0f}-{row['rps_max']:,.0f})",
                     f"{row['p50']:.2f}", f"{row['p99']:.2f}", str(row["errors"]),
                     f"{row['peak_rss_kib'] / 1024:.1f} MiB" if row["peak_rss_kib"] else "-",
-                    f"{row['rps'] / base['rps']:.2f}" if mine and base else "",
-                    f"{row['rps'] / pg['rps']:.2f}" if mine and pg else "",
-                    f"{row['p99'] / base['p99']:.2f}" if mine and base else "",
+                    ratio(row, base, "rps"), ratio(row, hand, "rps"), ratio(row, pg, "rps"),
+                    ratio(row, base, "p99"), ratio(row, hand, "p99"),
                 ]) + " |")
     print(f"\nRSS idle after a warm-up (before), at its peak, and {args.settle} s after the "
           "load stopped (after):\n")
