@@ -152,7 +152,12 @@ async fn create(pool: web::Data<Pool>, body: web::Json<Value>) -> HttpResponse {
         "INSERT INTO users (name, email, email_key, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $4) RETURNING {COLUMNS}"
     );
-    let (name, email, key, at) = (new.name.as_str(), new.email.as_str(), new.email.key(), Utc::now().naive_utc());
+    let (name, email, key, at) = (
+        new.name.as_str(),
+        new.email.as_str(),
+        new.email.key(),
+        Utc::now().naive_utc(),
+    );
     one(
         query(&pool, &sql, &[&name, &email, &key, &at]).await,
         actix_web::http::StatusCode::CREATED,
@@ -175,7 +180,12 @@ async fn update(
     let email = patch.email.as_ref().map(|e| e.as_str());
     let key = patch.email.as_ref().map(|e| e.key());
     one(
-        query(&pool, &sql, &[&id.get(), &name, &email, &key, &Utc::now().naive_utc()]).await,
+        query(
+            &pool,
+            &sql,
+            &[&id.get(), &name, &email, &key, &Utc::now().naive_utc()],
+        )
+        .await,
         actix_web::http::StatusCode::OK,
     )
 }

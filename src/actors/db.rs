@@ -28,6 +28,9 @@
 //! writer commits the writes that queue meanwhile together, one transaction
 //! per batch ([`crate::db::group_commit`]), so its rate is not capped at one
 //! fsync per write.
+//!
+//! On PostgreSQL a worker's creates that arrive while one of its inserts is
+//! in flight go together as one statement ([`crate::db::create_batch`]).
 
 use std::cell::RefCell;
 use std::future::{ready, Future};
@@ -42,6 +45,7 @@ use tracing::Instrument;
 use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
 use super::ActorUnavailable;
 use crate::config::DatabaseUrl;
+use crate::db::create_batch::CreateBatches;
 use crate::db::group_commit::{GroupCommit, Reply, Write};
 use crate::db::{users, Connections, DbError, DbPool, PageCache, PoolSpec, PoolStatus};
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
@@ -64,6 +68,8 @@ pub struct DbActor {
     writable: Rc<RefCell<Option<Probed>>>,
     /// SQLite's writer: the queue its writes are committed from in batches.
     batches: Option<GroupCommit>,
+    /// A PostgreSQL worker's: the creates waiting for its next insert.
+    creates: Option<CreateBatches>,
     /// The recorder of its thread, which its query futures share.
     metrics: Recorder,
     supervision: Supervision,
@@ -98,11 +104,13 @@ impl DbActor {
             (DbPool::Sqlite(sqlite), true) => Some(GroupCommit::new(sqlite.clone())),
             _ => None,
         };
+        let creates = matches!(built, DbPool::Postgres(_)).then(CreateBatches::default);
         Self {
             pool,
             conns: Connections::new(built),
             writable: Rc::default(),
             batches,
+            creates,
             metrics: supervision.metrics().clone(),
             supervision,
         }
@@ -263,6 +271,11 @@ impl Handler<CreateUser> for DbActor {
     type Result = ResponseFuture<Result<User, DbFailure>>;
 
     fn handle(&mut self, CreateUser(user): CreateUser, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(creates) = self.creates.clone() {
+            return self.query(ctx, "create", |conns| async move {
+                creates.create(&conns, user).await
+            });
+        }
         self.write(
             ctx,
             "create",

@@ -156,6 +156,7 @@ impl GroupCommit {
             return None;
         }
         let take = queue.pending.len().min(MAX_BATCH);
+        tracing::debug!(writes = take, "a batch of writes");
         let batch = queue.pending.drain(..take).collect();
         Some((batch, queue.pool.clone()))
     }

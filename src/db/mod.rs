@@ -10,10 +10,11 @@
 
 pub mod conn;
 pub mod connections;
+pub mod create_batch;
 pub mod group_commit;
 pub mod migrate;
 pub mod models;
-pub mod patch;
+pub mod pg_writes;
 pub mod pipeline;
 pub mod pool;
 pub mod schema;

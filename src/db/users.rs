@@ -1,7 +1,8 @@
 //! The users queries, written once in diesel's DSL and run on either backend
-//! through `on_conn!` (but a patch on PostgreSQL, which is written by hand
-//! so that the server keeps it prepared: see [`super::patch`]), and the two
-//! readiness probes. Each is one statement, so each is atomic on its own.
+//! through `on_conn!` (but a patch and a batch of creates on PostgreSQL,
+//! which are written by hand so that the server keeps them prepared: see
+//! [`super::pg_writes`]), and the two readiness probes. Each is one
+//! statement, so each is atomic on its own.
 //!
 //! The writes come twice: on a connection ([`create_on`], [`update_on`],
 //! [`delete_on`]), which SQLite's writer uses to run a batch of them in one
@@ -16,14 +17,16 @@
 //! the loss. A write is not, as it may have been applied before the
 //! connection broke; its client gets 503 and decides.
 
+use std::collections::HashMap;
 use std::future::Future;
 
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::conn::{on_conn, Checkout, DbConn, Lease, QueryCost};
 use super::models::{NewUserRow, UserChanges, UserRow};
-use super::patch::PatchUser;
+use super::pg_writes::{InsertUsers, PatchUser};
 use super::schema::users;
 use super::DbError;
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
@@ -81,6 +84,43 @@ pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError
             .await
     })?;
     Ok(created.into())
+}
+
+/// Creates several users in one statement on PostgreSQL ([`InsertUsers`]):
+/// for each of `new`, in order, its user, or [`DbError::EmailTaken`] if its
+/// email was taken already or by an earlier one of `new`. The statement
+/// commits on its own; if it fails, it fails as a whole.
+pub async fn create_many(
+    conns: &impl Checkout,
+    new: &[NewUser],
+) -> Result<Vec<Result<User, DbError>>, DbError> {
+    let rows: Vec<NewUserRow> = new.iter().map(NewUserRow::new).collect();
+    let insert = InsertUsers::new(&rows);
+    let created: Vec<(i64, String, String, NaiveDateTime, NaiveDateTime, String)> =
+        run(conns.get(QueryCost::Page), async |conn| match conn {
+            DbConn::Postgres(mut shared) => Ok(insert.load(&mut shared).await?),
+            DbConn::Sqlite(_) => Err(DbError::Internal(
+                "creates are batched on PostgreSQL only".into(),
+            )),
+        })
+        .await?;
+    let mut by_key: HashMap<String, User> = created
+        .into_iter()
+        .map(|(id, name, email, created_at, updated_at, key)| {
+            let row = UserRow {
+                id,
+                name,
+                email,
+                created_at,
+                updated_at,
+            };
+            (key, row.into())
+        })
+        .collect();
+    Ok(rows
+        .iter()
+        .map(|row| by_key.remove(&row.email_key).ok_or(DbError::EmailTaken))
+        .collect())
 }
 
 pub async fn get(conns: &impl Checkout, id: UserId) -> Result<User, DbError> {
@@ -160,7 +200,7 @@ pub async fn update_on(
     let changes = UserChanges::new(patch);
     let versions = expected_versions(expected);
     let updated: Option<UserRow> = match conn.reborrow() {
-        // One SQL text, kept prepared (see `patch`).
+        // One SQL text, kept prepared (see `pg_writes`).
         DbConn::Postgres(mut shared) => PatchUser {
             id: id.get(),
             changes: &changes,

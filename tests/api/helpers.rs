@@ -233,7 +233,14 @@ pub async fn spawn_app_on(db: TestDatabase, tweak: impl FnOnce(&mut Settings)) -
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        // Idle connections are dropped before the server's keep-alive (5 s)
+        // would close them: a request never goes out on a connection the
+        // server is closing at that moment (on a busy machine, a POST sent
+        // so fails instead of being answered).
+        client: reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build()
+            .expect("HTTP client"),
         state,
         _db: db,
     }

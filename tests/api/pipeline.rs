@@ -11,6 +11,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 use switchboard::config::DatabaseUrl;
+use switchboard::db::create_batch::CreateBatches;
 use switchboard::db::{
     migrate, users, Checkout, Connections, DbConn, DbError, PageCache, PoolSpec, QueryCost,
 };
@@ -335,4 +336,79 @@ async fn patches_and_deletes_reuse_their_prepared_statements() {
     let kept = kept_prepared(&conns).await;
     assert_eq!(count_kept(&kept, "UPDATE users"), 2, "{kept:#?}");
     assert_eq!(count_kept(&kept, "DELETE FROM \"users\""), 2, "{kept:#?}");
+}
+
+fn new_user_named(name: &str, email: &str) -> NewUser {
+    NewUser::from_json(&serde_json::json!({"name": name, "email": email})).unwrap()
+}
+
+/// Creates that arrive together go to PostgreSQL as one statement, and
+/// each is answered as it would be alone: its row, or 409 for an email
+/// taken before or by an earlier create of the same batch.
+#[actix_web::test]
+async fn creates_arriving_together_go_as_one_statement_each_answered_on_its_own() {
+    let Some((_db, conns)) = pipeline(1).await else {
+        return;
+    };
+    users::create(&conns, &new_user_named("Before", "taken@example.com"))
+        .await
+        .unwrap();
+    let unique: Vec<_> = (0..30)
+        .map(|n| new_user_named("Batched", &format!("u{n}@example.com")))
+        .collect();
+    let again: Vec<_> = (0..10)
+        .map(|n| new_user_named("Again", &format!("U{n}@Example.com")))
+        .collect();
+    let taken = new_user_named("Late", "Taken@Example.com");
+    let batches = CreateBatches::default();
+    let all: Vec<_> = unique.iter().chain(&again).chain([&taken]).collect();
+    let answers = join_all(
+        all.iter()
+            .map(|user| batches.create(&conns, (*user).clone())),
+    )
+    .await;
+
+    for (user, answer) in unique.iter().zip(&answers) {
+        let created = answer.as_ref().unwrap();
+        assert_eq!(created.email, user.email.as_str());
+        assert_eq!(users::get(&conns, id_of(created)).await.unwrap(), *created);
+    }
+    for answer in &answers[unique.len()..] {
+        assert!(matches!(answer, Err(DbError::EmailTaken)), "{answer:?}");
+    }
+    let stored = users::list(&conns, 0, 100, None).await.unwrap();
+    assert_eq!(stored.len(), 1 + unique.len());
+    let kept = kept_prepared(&conns).await;
+    assert_eq!(count_kept(&kept, "INSERT INTO users (name"), 1, "{kept:#?}");
+}
+
+/// A batch the database refuses as a whole (one row breaks a constraint)
+/// fails no create that would have succeeded alone: each runs again alone.
+#[actix_web::test]
+async fn a_batch_the_database_refuses_runs_each_create_alone() {
+    let Some((db, conns)) = pipeline(1).await else {
+        return;
+    };
+    db.execute_unnoticed("ALTER TABLE users ADD CONSTRAINT not_refused CHECK (name <> 'Refused')")
+        .await;
+    let batch: Vec<_> = (0..10)
+        .map(|n| {
+            let name = if n == 5 { "Refused" } else { "Accepted" };
+            new_user_named(name, &format!("r{n}@example.com"))
+        })
+        .collect();
+    let batches = CreateBatches::default();
+    let answers = join_all(
+        batch
+            .iter()
+            .map(|user| batches.create(&conns, user.clone())),
+    )
+    .await;
+    for (n, answer) in answers.iter().enumerate() {
+        match n {
+            5 => assert!(matches!(answer, Err(DbError::Rejected(_))), "{answer:?}"),
+            _ => assert_eq!(answer.as_ref().unwrap().name, "Accepted"),
+        }
+    }
+    assert_eq!(users::list(&conns, 0, 100, None).await.unwrap().len(), 9);
 }

@@ -61,6 +61,72 @@ async fn acknowledged_writes_survive_a_kill(db: TestDatabase) {
     );
 }
 
+/// Many clients creating users at once: their creates go in batches
+/// (SQLite's group commit, PostgreSQL's multi-row inserts), and a kill in the
+/// middle of them loses none that was acknowledged.
+async fn acknowledged_batched_creates_survive_a_kill(db: TestDatabase) {
+    const CLIENTS: usize = 32;
+    let (batch_line, batched) = match db {
+        TestDatabase::Sqlite(_) => ("a batch of writes", "writes"),
+        TestDatabase::Postgres { .. } => ("a batch of creates", "creates"),
+    };
+    let unlimited = [
+        ("SWITCHBOARD_RATE_LIMIT_PER_SECOND", "0"),
+        ("RUST_LOG", "info,switchboard::db=debug"),
+    ];
+    let app = ProcessApp::start(&db.url(), &unlimited);
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (url, acknowledged) = (app.url("/users"), acknowledged.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for n in 0.. {
+                    let body =
+                        json!({"name": "Batched", "email": format!("b{client}-{n}@example.com")});
+                    let Ok(response) = http.post(&url).json(&body).send().await else {
+                        break;
+                    };
+                    if response.status() != 201 {
+                        break;
+                    }
+                    match response.json::<Value>().await {
+                        Ok(user) => acknowledged.lock().unwrap().push(user),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    let in_batches = || {
+        app.logged(batch_line)
+            .iter()
+            .filter(|e| e[batched].as_u64() > Some(1))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            acknowledged.lock().unwrap().len() >= 500 && in_batches() >= 5
+        })
+        .await,
+        "creates went in batches"
+    );
+
+    app.signal(Signal::SIGKILL);
+    drop(app);
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let app = ProcessApp::start(&db.url(), &unlimited);
+    let client = reqwest::Client::new();
+    for user in &acknowledged {
+        let read: Value = json_of(client.get(app.url(&format!("/users/{}", user["id"])))).await;
+        assert_eq!(&read, user);
+    }
+}
+
 /// Requests in flight on the server, as its `/metrics` says.
 async fn in_flight(app: &ProcessApp) -> f64 {
     crate::helpers::scrape(&app.url("/metrics"), "http_requests_in_flight ")
@@ -124,6 +190,7 @@ async fn sigterm_drains_requests_in_flight_then_exits_zero(db: TestDatabase) {
 
 on_both_backends!(
     databases: acknowledged_writes_survive_a_kill,
+    acknowledged_batched_creates_survive_a_kill,
     sigterm_drains_requests_in_flight_then_exits_zero
 );
 

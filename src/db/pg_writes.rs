@@ -1,0 +1,118 @@
+//! The users writes PostgreSQL runs as hand-written SQL rather than
+//! diesel's DSL, so that each keeps one SQL text whatever it carries and
+//! the server keeps it prepared on each connection (diesel's statement
+//! cache keys such a query by its text).
+//!
+//! [`PatchUser`]: diesel marks every `UPDATE` built with its DSL unsafe to
+//! cache (its `SET` list varies with the fields given), and PostgreSQL
+//! would parse and plan each `PATCH` anew. Here a field the patch leaves
+//! out keeps its value through `COALESCE`, and the text varies only with
+//! whether the update is conditional.
+//!
+//! [`InsertUsers`]: a batch of creates ([`super::create_batch`]) as one
+//! statement. A `VALUES` list would be a new text for every batch size;
+//! the rows go as one array per column through `unnest`, one text for any
+//! size. `ON CONFLICT DO NOTHING` skips a row whose email is taken (before,
+//! or by an earlier row of the batch) instead of failing the whole batch.
+
+use chrono::NaiveDateTime;
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamp};
+
+use super::models::NewUserRow;
+use diesel::QueryResult;
+
+use super::models::UserChanges;
+
+/// `UPDATE users ... WHERE id = $id [AND updated_at = ANY($versions)]
+/// RETURNING` the user's columns, as [`super::models::UserRow`] reads them.
+pub struct PatchUser<'a> {
+    pub id: i64,
+    pub changes: &'a UserChanges<'a>,
+    /// The versions a conditional update expects; `None` for any.
+    pub versions: Option<&'a [NaiveDateTime]>,
+}
+
+impl QueryFragment<Pg> for PatchUser<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE users SET name = COALESCE(");
+        out.push_bind_param::<Nullable<Text>, _>(&self.changes.name)?;
+        out.push_sql(", name), email = COALESCE(");
+        out.push_bind_param::<Nullable<Text>, _>(&self.changes.email)?;
+        out.push_sql(", email), email_key = COALESCE(");
+        out.push_bind_param::<Nullable<Text>, _>(&self.changes.email_key)?;
+        out.push_sql(", email_key), updated_at = ");
+        out.push_bind_param::<Timestamp, _>(&self.changes.updated_at)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<BigInt, _>(&self.id)?;
+        if let Some(versions) = &self.versions {
+            out.push_sql(" AND updated_at = ANY(");
+            out.push_bind_param::<Array<Timestamp>, _>(versions)?;
+            out.push_sql(")");
+        }
+        out.push_sql(" RETURNING id, name, email, created_at, updated_at");
+        Ok(())
+    }
+}
+
+/// Cached by its SQL text (two texts in all), not by type.
+impl QueryId for PatchUser<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for PatchUser<'_> {
+    type SqlType = (BigInt, Text, Text, Timestamp, Timestamp);
+}
+
+/// `INSERT INTO users ... ON CONFLICT DO NOTHING RETURNING` the user's
+/// columns and its email key, for the rows it inserted, in order.
+pub struct InsertUsers<'a> {
+    names: Vec<&'a str>,
+    emails: Vec<&'a str>,
+    email_keys: Vec<&'a str>,
+    created_at: Vec<NaiveDateTime>,
+}
+
+impl<'a> InsertUsers<'a> {
+    pub fn new(rows: &'a [NewUserRow<'a>]) -> Self {
+        Self {
+            names: rows.iter().map(|row| row.name).collect(),
+            emails: rows.iter().map(|row| row.email).collect(),
+            email_keys: rows.iter().map(|row| row.email_key.as_str()).collect(),
+            created_at: rows.iter().map(|row| row.created_at).collect(),
+        }
+    }
+}
+
+impl QueryFragment<Pg> for InsertUsers<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO users (name, email, email_key, created_at, updated_at) \
+             SELECT name, email, email_key, at, at FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.names)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.emails)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.email_keys)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamp>, _>(&self.created_at)?;
+        out.push_sql(
+            ") AS batch (name, email, email_key, at) ON CONFLICT DO NOTHING \
+             RETURNING id, name, email, created_at, updated_at, email_key",
+        );
+        Ok(())
+    }
+}
+
+/// Cached by its SQL text (one text for any batch size), not by type.
+impl QueryId for InsertUsers<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for InsertUsers<'_> {
+    type SqlType = (BigInt, Text, Text, Timestamp, Timestamp, Text);
+}
