@@ -11,11 +11,13 @@
 //! PostgreSQL, `SWITCHBOARD_BIND`, `SWITCHBOARD_WORKERS`,
 //! `SWITCHBOARD_DB_POOL_SIZE`) and expects the schema switchboard migrated.
 
+mod common;
+
 use actix_web::{web, App, HttpResponse, HttpServer};
-use chrono::{NaiveDateTime, SecondsFormat, Utc};
+use chrono::{NaiveDateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use switchboard::config::{DatabaseUrl, Settings};
 use switchboard::domain::{NewUser, User, UserId, UserPatch};
 use tokio_postgres::error::SqlState;
@@ -46,8 +48,8 @@ fn main() -> std::io::Result<()> {
             App::new()
                 .app_data(web::Data::new(pool.clone()))
                 .app_data(started.clone())
-                .route("/hello", web::get().to(hello))
-                .route("/health", web::get().to(health))
+                .route("/hello", web::get().to(common::hello))
+                .route("/health", web::get().to(common::health))
                 .route("/users", web::get().to(list))
                 .route("/users", web::post().to(create))
                 .route("/users/{id}", web::get().to(get))
@@ -57,20 +59,6 @@ fn main() -> std::io::Result<()> {
         .bind(settings.bind)?
         .run(),
     )
-}
-
-async fn hello() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body("Hello, Anonymous!")
-}
-
-async fn health(started: web::Data<std::time::Instant>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "status": "healthy",
-        "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        "uptime_seconds": started.elapsed().as_secs(),
-    }))
 }
 
 /// Runs one prepared statement on a pooled connection: its rows, or the

@@ -9,11 +9,12 @@
 //!
 //! `target/release/deps/baseline-*` (the suite builds and finds it).
 
+mod common;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use chrono::{SecondsFormat, Utc};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use switchboard::config::Settings;
 use switchboard::db::{migrate, users, DbError, DbPool, PageCache, PoolSpec};
 use switchboard::domain::{Expected, NewUser, UserId, UserPatch};
@@ -35,8 +36,8 @@ fn main() -> std::io::Result<()> {
             App::new()
                 .app_data(web::Data::new(pool.clone()))
                 .app_data(started.clone())
-                .route("/hello", web::get().to(hello))
-                .route("/health", web::get().to(health))
+                .route("/hello", web::get().to(common::hello))
+                .route("/health", web::get().to(common::health))
                 .route("/users", web::get().to(list))
                 .route("/users", web::post().to(create))
                 .route("/users/{id}", web::get().to(get))
@@ -47,20 +48,6 @@ fn main() -> std::io::Result<()> {
         .run()
         .await
     })
-}
-
-async fn hello() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body("Hello, Anonymous!")
-}
-
-async fn health(started: web::Data<std::time::Instant>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "status": "healthy",
-        "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        "uptime_seconds": started.elapsed().as_secs(),
-    }))
 }
 
 async fn get(pool: web::Data<DbPool>, id: web::Path<String>) -> HttpResponse {

@@ -6,11 +6,13 @@
 //! `SWITCHBOARD_RATE_LIMIT_BURST`), and it answers with the rate-limit
 //! headers as switchboard does, so the two do the same work per request.
 
+mod common;
+
 use std::net::IpAddr;
 
 use actix_governor::{Governor, GovernorConfigBuilder, KeyExtractor, SimpleKeyExtractionError};
 use actix_web::dev::ServiceRequest;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpServer};
 use switchboard::config::Settings;
 
 /// The client address a trusted proxy appended, or the peer's own.
@@ -44,24 +46,20 @@ fn main() -> std::io::Result<()> {
         .use_headers()
         .finish()
         .ok_or_else(|| std::io::Error::other("rate and burst must not be zero"))?;
+    let started = web::Data::new(std::time::Instant::now());
     actix_web::rt::System::new().block_on(
         HttpServer::new(move || {
             App::new()
-                .route("/health", web::get().to(HttpResponse::Ok))
+                .app_data(started.clone())
+                .route("/health", web::get().to(common::health))
                 .service(
                     web::resource("/hello")
                         .wrap(Governor::new(&limits))
-                        .route(web::get().to(hello)),
+                        .route(web::get().to(common::hello)),
                 )
         })
         .workers(settings.workers)
         .bind(settings.bind)?
         .run(),
     )
-}
-
-async fn hello() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body("Hello, Anonymous!")
 }

@@ -3,12 +3,11 @@
 //! together, as one statement ([`super::pg_writes::InsertUsers`]).
 //!
 //! Each create on its own is a statement, a commit and a WAL flush; under
-//! load the database spends more on those than on the rows, and a create
-//! took longer than the same insert written by hand. A batch pays them
-//! once. A quiet worker's create finds nothing in flight and goes at once,
-//! alone, as the same prepared single-row insert as before: batching adds
-//! no wait, only the creates that would have queued for a connection
-//! anyway ride together, up to [`MAX_BATCH`].
+//! load the database spends more on those than on the rows. A batch pays
+//! them once. A quiet worker's create finds nothing in flight and goes at
+//! once, alone, as the prepared single-row insert; one that arrives while a
+//! batch is in flight waits for that one statement and goes in the next,
+//! with every create that came meanwhile, up to [`MAX_BATCH`].
 //!
 //! Each create is answered on its own: its row (201), or `EmailTaken`
 //! (409) if its email was taken before or by an earlier create of the same

@@ -353,31 +353,37 @@ async fn creates_arriving_together_go_as_one_statement_each_answered_on_its_own(
     users::create(&conns, &new_user_named("Before", "taken@example.com"))
         .await
         .unwrap();
-    let unique: Vec<_> = (0..30)
-        .map(|n| new_user_named("Batched", &format!("u{n}@example.com")))
-        .collect();
-    let again: Vec<_> = (0..10)
-        .map(|n| new_user_named("Again", &format!("U{n}@Example.com")))
-        .collect();
-    let taken = new_user_named("Late", "Taken@Example.com");
+    // Each of the first ten emails comes again (another case) right after
+    // its first create, and the last create's email was taken before.
+    let mut all = Vec::new();
+    for n in 0..30 {
+        all.push((
+            new_user_named("Batched", &format!("u{n}@example.com")),
+            true,
+        ));
+        if n < 10 {
+            all.push((new_user_named("Again", &format!("U{n}@Example.com")), false));
+        }
+    }
+    all.push((new_user_named("Late", "Taken@Example.com"), false));
     let batches = CreateBatches::default();
-    let all: Vec<_> = unique.iter().chain(&again).chain([&taken]).collect();
     let answers = join_all(
         all.iter()
-            .map(|user| batches.create(&conns, (*user).clone())),
+            .map(|(user, _)| batches.create(&conns, user.clone())),
     )
     .await;
 
-    for (user, answer) in unique.iter().zip(&answers) {
-        let created = answer.as_ref().unwrap();
-        assert_eq!(created.email, user.email.as_str());
-        assert_eq!(users::get(&conns, id_of(created)).await.unwrap(), *created);
-    }
-    for answer in &answers[unique.len()..] {
-        assert!(matches!(answer, Err(DbError::EmailTaken)), "{answer:?}");
+    for ((user, first), answer) in all.iter().zip(&answers) {
+        if *first {
+            let created = answer.as_ref().unwrap();
+            assert_eq!(created.email, user.email.as_str());
+            assert_eq!(users::get(&conns, id_of(created)).await.unwrap(), *created);
+        } else {
+            assert!(matches!(answer, Err(DbError::EmailTaken)), "{answer:?}");
+        }
     }
     let stored = users::list(&conns, 0, 100, None).await.unwrap();
-    assert_eq!(stored.len(), 1 + unique.len());
+    assert_eq!(stored.len(), 1 + 30);
     let kept = kept_prepared(&conns).await;
     assert_eq!(count_kept(&kept, "INSERT INTO users (name"), 1, "{kept:#?}");
 }
