@@ -30,7 +30,8 @@
 //! fsync per write.
 //!
 //! On PostgreSQL a worker's creates that arrive while one of its inserts is
-//! in flight go together as one statement ([`crate::db::create_batch`]).
+//! in flight go together as one statement, and so do its unconditional
+//! patches ([`crate::db::write_batch`]).
 
 use std::cell::RefCell;
 use std::future::{ready, Future};
@@ -45,8 +46,8 @@ use tracing::Instrument;
 use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
 use super::ActorUnavailable;
 use crate::config::DatabaseUrl;
-use crate::db::create_batch::CreateBatches;
 use crate::db::group_commit::{GroupCommit, Reply, Write};
+use crate::db::write_batch::{Create, Patch, PgBatches};
 use crate::db::{users, Connections, DbError, DbPool, PageCache, PoolSpec, PoolStatus};
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
 use crate::metrics::{Event, Recorder};
@@ -68,8 +69,9 @@ pub struct DbActor {
     writable: Rc<RefCell<Option<Probed>>>,
     /// SQLite's writer: the queue its writes are committed from in batches.
     batches: Option<GroupCommit>,
-    /// A PostgreSQL worker's: the creates waiting for its next insert.
-    creates: Option<CreateBatches>,
+    /// A PostgreSQL worker's: the creates and patches waiting for their
+    /// next batch.
+    pg_batches: Option<PgBatches>,
     /// The recorder of its thread, which its query futures share.
     metrics: Recorder,
     supervision: Supervision,
@@ -104,13 +106,13 @@ impl DbActor {
             (DbPool::Sqlite(sqlite), true) => Some(GroupCommit::new(sqlite.clone())),
             _ => None,
         };
-        let creates = matches!(built, DbPool::Postgres(_)).then(CreateBatches::default);
+        let pg_batches = matches!(built, DbPool::Postgres(_)).then(PgBatches::default);
         Self {
             pool,
             conns: Connections::new(built),
             writable: Rc::default(),
             batches,
-            creates,
+            pg_batches,
             metrics: supervision.metrics().clone(),
             supervision,
         }
@@ -271,9 +273,9 @@ impl Handler<CreateUser> for DbActor {
     type Result = ResponseFuture<Result<User, DbFailure>>;
 
     fn handle(&mut self, CreateUser(user): CreateUser, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(creates) = self.creates.clone() {
+        if let Some(batches) = self.pg_batches.clone() {
             return self.query(ctx, "create", |conns| async move {
-                creates.create(&conns, user).await
+                batches.creates.run(&conns, Create(user)).await
             });
         }
         self.write(
@@ -312,6 +314,12 @@ impl Handler<UpdateUser> for DbActor {
     type Result = ResponseFuture<Result<User, DbFailure>>;
 
     fn handle(&mut self, msg: UpdateUser, ctx: &mut Context<Self>) -> Self::Result {
+        let batched = msg.expected == Expected::Any && !msg.patch.is_empty();
+        if let Some(batches) = self.pg_batches.clone().filter(|_| batched) {
+            return self.query(ctx, "update", |conns| async move {
+                batches.patches.run(&conns, Patch(msg.id, msg.patch)).await
+            });
+        }
         self.write(
             ctx,
             "update",

@@ -10,7 +10,6 @@
 
 pub mod conn;
 pub mod connections;
-pub mod create_batch;
 pub mod group_commit;
 pub mod migrate;
 pub mod models;
@@ -19,6 +18,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod schema;
 pub mod users;
+pub mod write_batch;
 
 pub use conn::{Checkout, DbConn, PoolStatus, QueryCost};
 pub use connections::Connections;

@@ -9,11 +9,13 @@
 //! out keeps its value through `COALESCE`, and the text varies only with
 //! whether the update is conditional.
 //!
-//! [`InsertUsers`]: a batch of creates ([`super::create_batch`]) as one
-//! statement. A `VALUES` list would be a new text for every batch size;
+//! [`InsertUsers`] and [`PatchUsers`]: a batch of creates or of patches
+//! ([`super::write_batch`]) as one statement. A `VALUES` list would be a new text for every batch size;
 //! the rows go as one array per column through `unnest`, one text for any
 //! size. `ON CONFLICT DO NOTHING` skips a row whose email is taken (before,
-//! or by an earlier row of the batch) instead of failing the whole batch.
+//! or by an earlier row of the batch) instead of failing the whole batch; an
+//! `UPDATE` has no such clause, so an email conflict fails a batch of
+//! patches as a whole.
 
 use chrono::NaiveDateTime;
 use diesel::pg::Pg;
@@ -115,4 +117,61 @@ impl QueryId for InsertUsers<'_> {
 
 impl Query for InsertUsers<'_> {
     type SqlType = (BigInt, Text, Text, Timestamp, Timestamp, Text);
+}
+
+/// `UPDATE users ... FROM unnest(...)`: each row of the batch patches the
+/// user with its id (at most one per user), a field it leaves out keeping
+/// its value; `RETURNING` the patched users' columns.
+pub struct PatchUsers<'a> {
+    ids: Vec<i64>,
+    names: Vec<Option<&'a str>>,
+    emails: Vec<Option<&'a str>>,
+    email_keys: Vec<Option<&'a str>>,
+    updated_at: NaiveDateTime,
+}
+
+impl<'a> PatchUsers<'a> {
+    pub fn new(ids: Vec<i64>, changes: &'a [UserChanges<'a>], updated_at: NaiveDateTime) -> Self {
+        Self {
+            ids,
+            names: changes.iter().map(|c| c.name).collect(),
+            emails: changes.iter().map(|c| c.email).collect(),
+            email_keys: changes.iter().map(|c| c.email_key.as_deref()).collect(),
+            updated_at,
+        }
+    }
+}
+
+impl QueryFragment<Pg> for PatchUsers<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "UPDATE users AS u SET name = COALESCE(b.name, u.name), \
+             email = COALESCE(b.email, u.email), \
+             email_key = COALESCE(b.email_key, u.email_key), updated_at = ",
+        );
+        out.push_bind_param::<Timestamp, _>(&self.updated_at)?;
+        out.push_sql(" FROM unnest(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.names)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.emails)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.email_keys)?;
+        out.push_sql(
+            ") AS b (id, name, email, email_key) WHERE u.id = b.id \
+             RETURNING u.id, u.name, u.email, u.created_at, u.updated_at",
+        );
+        Ok(())
+    }
+}
+
+/// Cached by its SQL text (one text for any batch size), not by type.
+impl QueryId for PatchUsers<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for PatchUsers<'_> {
+    type SqlType = (BigInt, Text, Text, Timestamp, Timestamp);
 }

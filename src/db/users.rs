@@ -1,6 +1,6 @@
 //! The users queries, written once in diesel's DSL and run on either backend
-//! through `on_conn!` (but a patch and a batch of creates on PostgreSQL,
-//! which are written by hand so that the server keeps them prepared: see
+//! through `on_conn!` (but a patch and batches of creates and patches on
+//! PostgreSQL, which are written by hand so that the server keeps them prepared: see
 //! [`super::pg_writes`]), and the two readiness probes. Each is one
 //! statement, so each is atomic on its own.
 //!
@@ -26,7 +26,7 @@ use diesel_async::RunQueryDsl;
 
 use super::conn::{on_conn, Checkout, DbConn, Lease, QueryCost};
 use super::models::{NewUserRow, UserChanges, UserRow};
-use super::pg_writes::{InsertUsers, PatchUser};
+use super::pg_writes::{InsertUsers, PatchUser, PatchUsers};
 use super::schema::users;
 use super::DbError;
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
@@ -92,16 +92,14 @@ pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError
 /// commits on its own; if it fails, it fails as a whole.
 pub async fn create_many(
     conns: &impl Checkout,
-    new: &[NewUser],
+    new: &[&NewUser],
 ) -> Result<Vec<Result<User, DbError>>, DbError> {
-    let rows: Vec<NewUserRow> = new.iter().map(NewUserRow::new).collect();
+    let rows: Vec<NewUserRow> = new.iter().map(|user| NewUserRow::new(user)).collect();
     let insert = InsertUsers::new(&rows);
     let created: Vec<(i64, String, String, NaiveDateTime, NaiveDateTime, String)> =
         run(conns.get(QueryCost::Page), async |conn| match conn {
             DbConn::Postgres(mut shared) => Ok(insert.load(&mut shared).await?),
-            DbConn::Sqlite(_) => Err(DbError::Internal(
-                "creates are batched on PostgreSQL only".into(),
-            )),
+            DbConn::Sqlite(_) => Err(on_postgres_only()),
         })
         .await?;
     let mut by_key: HashMap<String, User> = created
@@ -121,6 +119,39 @@ pub async fn create_many(
         .iter()
         .map(|row| by_key.remove(&row.email_key).ok_or(DbError::EmailTaken))
         .collect())
+}
+
+/// Applies several unconditional, non-empty patches, to distinct users, in
+/// one statement on PostgreSQL ([`PatchUsers`]): for each, in order, the
+/// patched user, or [`DbError::NotFound`]. The statement commits on its
+/// own; if it fails (an email taken), it fails as a whole.
+pub async fn update_many(
+    conns: &impl Checkout,
+    patches: &[(UserId, &UserPatch)],
+) -> Result<Vec<Result<User, DbError>>, DbError> {
+    let changes: Vec<UserChanges> = patches.iter().map(|(_, p)| UserChanges::new(p)).collect();
+    let ids = patches.iter().map(|(id, _)| id.get()).collect();
+    let at = changes
+        .iter()
+        .map(|c| c.updated_at)
+        .max()
+        .unwrap_or_default();
+    let update = PatchUsers::new(ids, &changes, at);
+    let updated: Vec<UserRow> = run(conns.get(QueryCost::Page), async |conn| match conn {
+        DbConn::Postgres(mut shared) => Ok(update.load(&mut shared).await?),
+        DbConn::Sqlite(_) => Err(on_postgres_only()),
+    })
+    .await?;
+    let mut by_id: HashMap<i64, User> = updated.into_iter().map(|r| (r.id, r.into())).collect();
+    Ok(patches
+        .iter()
+        .map(|(id, _)| by_id.remove(&id.get()).ok_or(DbError::NotFound))
+        .collect())
+}
+
+/// What a batch of writes answers on SQLite, whose writer batches its own.
+fn on_postgres_only() -> DbError {
+    DbError::Internal("writes are batched this way on PostgreSQL only".into())
 }
 
 pub async fn get(conns: &impl Checkout, id: UserId) -> Result<User, DbError> {

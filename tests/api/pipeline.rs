@@ -11,7 +11,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 use switchboard::config::DatabaseUrl;
-use switchboard::db::create_batch::CreateBatches;
+use switchboard::db::write_batch::{Create, CreateBatches, Patch, PatchBatches};
 use switchboard::db::{
     migrate, users, Checkout, Connections, DbConn, DbError, PageCache, PoolSpec, QueryCost,
 };
@@ -369,7 +369,7 @@ async fn creates_arriving_together_go_as_one_statement_each_answered_on_its_own(
     let batches = CreateBatches::default();
     let answers = join_all(
         all.iter()
-            .map(|(user, _)| batches.create(&conns, user.clone())),
+            .map(|(user, _)| batches.run(&conns, Create(user.clone()))),
     )
     .await;
 
@@ -407,7 +407,7 @@ async fn a_batch_the_database_refuses_runs_each_create_alone() {
     let answers = join_all(
         batch
             .iter()
-            .map(|user| batches.create(&conns, user.clone())),
+            .map(|user| batches.run(&conns, Create(user.clone()))),
     )
     .await;
     for (n, answer) in answers.iter().enumerate() {
@@ -417,4 +417,98 @@ async fn a_batch_the_database_refuses_runs_each_create_alone() {
         }
     }
     assert_eq!(users::list(&conns, 0, 100, None).await.unwrap().len(), 9);
+}
+
+fn patch_of(body: serde_json::Value) -> UserPatch {
+    UserPatch::from_json(&body).unwrap()
+}
+
+/// Patches that arrive together go to PostgreSQL as one statement, each
+/// answered on its own; a second patch of one user waits for the next
+/// batch, so the later one wins.
+#[actix_web::test]
+async fn patches_arriving_together_go_as_one_statement_each_answered_on_its_own() {
+    let Some((_db, conns)) = pipeline(1).await else {
+        return;
+    };
+    let mut created = Vec::new();
+    for n in 0..20 {
+        created.push(users::create(&conns, &new_user(n)).await.unwrap());
+    }
+    let mut all: Vec<(UserId, UserPatch)> = created
+        .iter()
+        .enumerate()
+        .map(|(n, user)| {
+            let body = match n % 3 {
+                0 => serde_json::json!({"name": format!("Renamed {n}")}),
+                1 => serde_json::json!({"email": format!("moved{n}@example.com")}),
+                _ => serde_json::json!({"name": format!("Both {n}"), "email": format!("both{n}@example.com")}),
+            };
+            (id_of(user), patch_of(body))
+        })
+        .collect();
+    all.push((
+        UserId::parse("999999").unwrap(),
+        patch_of(serde_json::json!({"name": "Nobody"})),
+    ));
+    all.push((
+        id_of(&created[0]),
+        patch_of(serde_json::json!({"name": "Later"})),
+    ));
+    let batches = PatchBatches::default();
+    let answers = join_all(
+        all.iter()
+            .map(|(id, patch)| batches.run(&conns, Patch(*id, patch.clone()))),
+    )
+    .await;
+
+    for (n, (user, answer)) in created.iter().zip(&answers).enumerate() {
+        let patched = answer.as_ref().unwrap();
+        assert_eq!(patched.id, user.id);
+        let (name, email) = match n % 3 {
+            0 => (format!("Renamed {n}"), user.email.clone()),
+            1 => (user.name.clone(), format!("moved{n}@example.com")),
+            _ => (format!("Both {n}"), format!("both{n}@example.com")),
+        };
+        assert_eq!((&patched.name, &patched.email), (&name, &email), "user {n}");
+        assert!(patched.updated_at > user.updated_at);
+    }
+    assert!(
+        matches!(answers[20], Err(DbError::NotFound)),
+        "{:?}",
+        answers[20]
+    );
+    assert_eq!(answers[21].as_ref().unwrap().name, "Later");
+    let first = users::get(&conns, id_of(&created[0])).await.unwrap();
+    assert_eq!(first.name, "Later");
+    let kept = kept_prepared(&conns).await;
+    assert_eq!(count_kept(&kept, "UPDATE users AS u"), 1, "{kept:#?}");
+}
+
+/// A batch of patches that fails as a whole (one takes another user's
+/// email) fails no patch that would have succeeded alone.
+#[actix_web::test]
+async fn a_batch_of_patches_with_a_taken_email_runs_each_alone() {
+    let Some((_db, conns)) = pipeline(1).await else {
+        return;
+    };
+    let mut created = Vec::new();
+    for n in 0..6 {
+        created.push(users::create(&conns, &new_user(n)).await.unwrap());
+    }
+    let batches = PatchBatches::default();
+    let answers = join_all(created.iter().enumerate().map(|(n, user)| {
+        let body = match n {
+            3 => serde_json::json!({"email": "USER0@example.com"}),
+            _ => serde_json::json!({"name": format!("Renamed {n}")}),
+        };
+        batches.run(&conns, Patch(id_of(user), patch_of(body)))
+    }))
+    .await;
+    for (n, answer) in answers.iter().enumerate() {
+        match n {
+            3 => assert!(matches!(answer, Err(DbError::EmailTaken)), "{answer:?}"),
+            _ => assert_eq!(answer.as_ref().unwrap().name, format!("Renamed {n}")),
+        }
+    }
 }
