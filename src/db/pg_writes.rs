@@ -121,7 +121,8 @@ impl Query for InsertUsers<'_> {
 
 /// `UPDATE users ... FROM unnest(...)`: each row of the batch patches the
 /// user with its id (at most one per user), a field it leaves out keeping
-/// its value; `RETURNING` the patched users' columns.
+/// its value; `RETURNING` the patched users' columns. The users are locked
+/// in id order before any is changed.
 pub struct PatchUsers<'a> {
     ids: Vec<i64>,
     names: Vec<Option<&'a str>>,
@@ -144,8 +145,15 @@ impl<'a> PatchUsers<'a> {
 
 impl QueryFragment<Pg> for PatchUsers<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        // Rows are locked in id order first: two batches in flight (one per
+        // worker) touching the same users would otherwise lock them in the
+        // order each join met them, and deadlock until PostgreSQL's
+        // deadlock_timeout (1 s) aborted one.
+        out.push_sql("WITH locked AS (SELECT id FROM users WHERE id = ANY(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.ids)?;
         out.push_sql(
-            "UPDATE users AS u SET name = COALESCE(b.name, u.name), \
+            ") ORDER BY id FOR UPDATE) \
+             UPDATE users AS u SET name = COALESCE(b.name, u.name), \
              email = COALESCE(b.email, u.email), \
              email_key = COALESCE(b.email_key, u.email_key), updated_at = ",
         );
@@ -159,7 +167,8 @@ impl QueryFragment<Pg> for PatchUsers<'_> {
         out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.email_keys)?;
         out.push_sql(
-            ") AS b (id, name, email, email_key) WHERE u.id = b.id \
+            ") AS b (id, name, email, email_key), locked \
+             WHERE u.id = b.id AND u.id = locked.id \
              RETURNING u.id, u.name, u.email, u.created_at, u.updated_at",
         );
         Ok(())

@@ -482,7 +482,7 @@ async fn patches_arriving_together_go_as_one_statement_each_answered_on_its_own(
     let first = users::get(&conns, id_of(&created[0])).await.unwrap();
     assert_eq!(first.name, "Later");
     let kept = kept_prepared(&conns).await;
-    assert_eq!(count_kept(&kept, "UPDATE users AS u"), 1, "{kept:#?}");
+    assert_eq!(count_kept(&kept, "WITH locked AS"), 1, "{kept:#?}");
 }
 
 /// A batch of patches that fails as a whole (one takes another user's
@@ -511,4 +511,92 @@ async fn a_batch_of_patches_with_a_taken_email_runs_each_alone() {
             _ => assert_eq!(answer.as_ref().unwrap().name, format!("Renamed {n}")),
         }
     }
+}
+
+/// Two workers' batches patching the same five users in opposite orders
+/// do not deadlock: rows are locked in id order. A session holds the middle
+/// user locked until both batches wait, so both are in flight together;
+/// with deadlock_timeout at 10 s for the database, a deadlock holds them
+/// that long before PostgreSQL breaks it (as it did when each batch locked
+/// its users in the order it listed them), where they otherwise finish at
+/// once when the lock goes.
+#[actix_web::test]
+async fn two_batches_of_patches_over_the_same_users_do_not_deadlock() {
+    let Some((db, _conns)) = pipeline(1).await else {
+        return;
+    };
+    let url = db.url();
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = AsyncPgConnection::establish(&url).await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET deadlock_timeout = '10s'; \
+             INSERT INTO users (name, email, email_key, created_at, updated_at) \
+             SELECT 'User ' || n, 'user' || n || '@example.com', 'user' || n || '@example.com', \
+             now(), now() FROM generate_series(1, 10000) AS n; ANALYZE users"
+        ))
+        .await
+        .unwrap();
+    // Each worker has connections of its own, opened after the setting.
+    let spec = || PoolSpec {
+        url: DatabaseUrl::parse(&url).unwrap(),
+        size: 1,
+        page_cache: PageCache::Default,
+    };
+    let (conns, other_conns) = (
+        Connections::new(spec().build()),
+        Connections::new(spec().build()),
+    );
+    let ids: Vec<UserId> = (1..=10_000)
+        .step_by(2000)
+        .map(|n| UserId::parse(&n.to_string()).unwrap())
+        .collect();
+    let middle = ids[ids.len() / 2].get();
+    let mut locker = AsyncPgConnection::establish(&url).await.unwrap();
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM users WHERE id = {middle} FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+
+    let patch = |id: &UserId, worker: &str| {
+        Patch(
+            *id,
+            patch_of(serde_json::json!({ "name": format!("By {worker}") })),
+        )
+    };
+    let (worker_a, worker_b) = (PatchBatches::default(), PatchBatches::default());
+    let forward = join_all(ids.iter().map(|id| worker_a.run(&conns, patch(id, "a"))));
+    let backward = join_all(
+        ids.iter()
+            .rev()
+            .map(|id| worker_b.run(&other_conns, patch(id, "b"))),
+    );
+    let release = async {
+        let waiting = "SELECT count(*)::int FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        while sql_count(&mut admin, waiting).await < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        locker.batch_execute("COMMIT").await.unwrap();
+        std::time::Instant::now()
+    };
+    let (a, b, released) = futures_util::join!(forward, backward, release);
+    let took = released.elapsed();
+    for answer in a.iter().chain(&b) {
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    assert!(
+        took < Duration::from_secs(5),
+        "the batches took {took:?} after the lock went"
+    );
+    drop(conns);
+}
+
+async fn sql_count(conn: &mut AsyncPgConnection, query: &str) -> i32 {
+    diesel::select(sql::<Integer>(&format!("({query})")))
+        .get_result(conn)
+        .await
+        .unwrap()
 }
