@@ -10,9 +10,9 @@
 //! whether the update is conditional.
 //!
 //! [`InsertUsers`] and [`PatchUsers`]: a batch of creates or of patches
-//! ([`super::write_batch`]) as one statement. A `VALUES` list would be a new text for every batch size;
-//! the rows go as one array per column through `unnest`, one text for any
-//! size. `ON CONFLICT DO NOTHING` skips a row whose email is taken (before,
+//! ([`super::write_batch`]) as one statement. A `VALUES` list would be a
+//! new text for every batch size; the rows go as one array per column
+//! through `unnest`, one text for any size. `ON CONFLICT DO NOTHING` skips a row whose email is taken (before,
 //! or by an earlier row of the batch) instead of failing the whole batch; an
 //! `UPDATE` has no such clause, so an email conflict fails a batch of
 //! patches as a whole.
@@ -21,11 +21,9 @@ use chrono::NaiveDateTime;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamp};
-
-use super::models::NewUserRow;
 use diesel::QueryResult;
 
-use super::models::UserChanges;
+use super::models::{NewUserRow, UserChanges};
 
 /// `UPDATE users ... WHERE id = $id [AND updated_at = ANY($versions)]
 /// RETURNING` the user's columns, as [`super::models::UserRow`] reads them.

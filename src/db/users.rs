@@ -1,8 +1,8 @@
 //! The users queries, written once in diesel's DSL and run on either backend
 //! through `on_conn!` (but a patch and batches of creates and patches on
-//! PostgreSQL, which are written by hand so that the server keeps them prepared: see
-//! [`super::pg_writes`]), and the two readiness probes. Each is one
-//! statement, so each is atomic on its own.
+//! PostgreSQL, which are written by hand so that the server keeps them
+//! prepared: see [`super::pg_writes`]), and the two readiness probes. Each
+//! is one statement, so each is atomic on its own.
 //!
 //! The writes come twice: on a connection ([`create_on`], [`update_on`],
 //! [`delete_on`]), which SQLite's writer uses to run a batch of them in one

@@ -140,9 +140,7 @@ impl TestDatabase {
             }
         }
     }
-}
 
-impl TestDatabase {
     /// A PostgreSQL session holding every row of `users` locked (in an
     /// open transaction) until it runs `ROLLBACK` or is dropped: whatever
     /// touches a user meanwhile waits, in flight.

@@ -591,7 +591,6 @@ async fn two_batches_of_patches_over_the_same_users_do_not_deadlock() {
         took < Duration::from_secs(5),
         "the batches took {took:?} after the lock went"
     );
-    drop(conns);
 }
 
 async fn sql_count(conn: &mut AsyncPgConnection, query: &str) -> i32 {
