@@ -42,6 +42,7 @@ fn main() -> std::io::Result<()> {
                 .route("/users", web::post().to(create))
                 .route("/users/{id}", web::get().to(get))
                 .route("/users/{id}", web::patch().to(update))
+                .route("/users/{id}", web::delete().to(delete))
         })
         .workers(settings.workers)
         .bind(settings.bind)?
@@ -90,6 +91,16 @@ async fn update(
             users::update(pool.get_ref(), id, &patch, &Expected::Any).await,
         ),
         _ => HttpResponse::BadRequest().finish(),
+    }
+}
+
+async fn delete(pool: web::Data<DbPool>, id: web::Path<String>) -> HttpResponse {
+    match UserId::parse(&id) {
+        Ok(id) => match users::delete(pool.get_ref(), id, &Expected::Any).await {
+            Ok(()) => HttpResponse::NoContent().finish(),
+            Err(err) => answer::<()>(StatusCode::NO_CONTENT, Err(err)),
+        },
+        Err(reason) => HttpResponse::BadRequest().body(reason),
     }
 }
 

@@ -14,10 +14,18 @@ baseline's.
 
 A build is any executable: a script that sets a variable and then runs a
 binary measures a setting. Scenarios are `benches/load.lua`'s (hello, health,
-get, list, create, update, mixed). Exits non-zero if any request fails.
+get, list, create, update, mixed, delete). Exits non-zero if any request
+fails.
+
+`delete` (PostgreSQL only) deletes users that exist: each run, warm-ups
+included, gets a block of `--block` users of its own, inserted by SQL
+before the first run, and a run that reaches the end of its block fails.
+
+  python3 benches/compare.py --scenario delete --passes 3 --duration 5 before after
 """
 
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -44,6 +52,12 @@ def main():
                 env, SWITCHBOARD_BIND=f"127.0.0.1:{port}"), port, os.path.join(work, f"{number}.log")))
             if number == 0:
                 suite.seed(port)
+                if args.scenario == "delete":
+                    blocks = (len(args.builds) + 1) * (args.passes + 1)
+                    suite.psql(url, "INSERT INTO users (name, email, email_key, created_at, "
+                               "updated_at) SELECT 'Doomed', 'doomed' || n || '@example.com', "
+                               "'doomed' || n || '@example.com', now(), now() "
+                               f"FROM generate_series(1, {blocks * args.block}) AS n")
         port = FIRST_PORT + len(args.builds)
         servers.append(suite.Server("baseline", [baseline], dict(
             env, SWITCHBOARD_BIND=f"127.0.0.1:{port}"), port, os.path.join(work, "baseline.log")))
@@ -62,9 +76,12 @@ def measure(servers, args):
     """Each server's runs, the servers taken in turn, the order reversed
     every pass."""
     lua = os.path.join(suite.BENCHES, "load.lua")
-    run = lambda server, seconds: suite.wrk(
-        suite.load_env(args.scenario, f"compare{server.port}"), args.connections, seconds, lua,
-        f"http://127.0.0.1:{server.port}")
+    # Ids above the seeded users, a block per run (used by `delete` only).
+    blocks = itertools.count(suite.USERS + 1, args.block)
+
+    def run(server, seconds):
+        env = dict(suite.load_env(args.scenario, f"compare{server.port}"), FIRST=str(next(blocks)))
+        return suite.wrk(env, args.connections, seconds, lua, f"http://127.0.0.1:{server.port}")
     for server in servers:
         run(server, args.warmup)
     results = {server.name: [] for server in servers}
@@ -102,7 +119,11 @@ def parse_args():
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of load per server first")
     parser.add_argument("--pause", type=float, default=2, help="seconds between runs")
+    parser.add_argument("--block", type=int, default=250_000,
+                        help="users each run of `delete` may delete")
     args = parser.parse_args()
+    if args.scenario == "delete" and args.backend != "postgres":
+        sys.exit("the delete scenario runs on PostgreSQL only")
     args.builds = [os.path.abspath(build) for build in args.builds]
     for tool in ["wrk"] + (["psql"] if args.backend == "postgres" else []):
         if shutil.which(tool) is None:

@@ -5,6 +5,8 @@
 --   create          POST /users, every email unique (TAG names the run)
 --   update          PATCH /users/{random id}, a new name
 --   mixed           90% get, 10% update
+--   delete          DELETE /users/{id}, each id once: FIRST, FIRST+1, ...
+--                   shared out among wrk's THREADS (default 2) threads
 -- ACCEPT_ENCODING, if set, is sent as Accept-Encoding (compressed answers).
 -- Every request claims a random client address (X-Forwarded-For; the suite
 -- runs switchboard with SWITCHBOARD_TRUST_PROXY=true), so the rate limiter
@@ -56,6 +58,13 @@ local builders = {
     return get_user()
   end,
 }
+local first = tonumber(os.getenv("FIRST") or "1")
+local threads_total = tonumber(os.getenv("THREADS") or "2")
+builders.delete = function()
+  counter = counter + 1
+  local id = first + (thread_number - 1) + threads_total * (counter - 1)
+  return wrk.format("DELETE", "/users/" .. id)
+end
 local build = builders[scenario] or error("unknown SCENARIO " .. scenario)
 
 wrk.headers["Content-Type"] = "application/json"

@@ -47,7 +47,7 @@ use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
 use super::ActorUnavailable;
 use crate::config::DatabaseUrl;
 use crate::db::group_commit::{GroupCommit, Reply, Write};
-use crate::db::write_batch::{Create, Patch, PgBatches};
+use crate::db::write_batch::{Create, Delete, Patch, PgBatches};
 use crate::db::{users, Connections, DbError, DbPool, PageCache, PoolSpec, PoolStatus};
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
 use crate::metrics::{Event, Recorder};
@@ -336,6 +336,12 @@ impl Handler<DeleteUser> for DbActor {
     type Result = ResponseFuture<Result<(), DbFailure>>;
 
     fn handle(&mut self, msg: DeleteUser, ctx: &mut Context<Self>) -> Self::Result {
+        let batched = msg.expected == Expected::Any;
+        if let Some(batches) = self.pg_batches.clone().filter(|_| batched) {
+            return self.query(ctx, "delete", |conns| async move {
+                batches.deletes.run(&conns, Delete(msg.id)).await
+            });
+        }
         self.write(
             ctx,
             "delete",

@@ -15,7 +15,7 @@
 //! through `unnest`, one text for any size. `ON CONFLICT DO NOTHING` skips a row whose email is taken (before,
 //! or by an earlier row of the batch) instead of failing the whole batch; an
 //! `UPDATE` has no such clause, so an email conflict fails a batch of
-//! patches as a whole.
+//! patches as a whole. [`DeleteUsers`] is a batch of deletes.
 
 use chrono::NaiveDateTime;
 use diesel::pg::Pg;
@@ -181,4 +181,36 @@ impl QueryId for PatchUsers<'_> {
 
 impl Query for PatchUsers<'_> {
     type SqlType = (BigInt, Text, Text, Timestamp, Timestamp);
+}
+
+/// `DELETE FROM users` the users with these ids (at most one each),
+/// `RETURNING` the ids it deleted. Like [`PatchUsers`], it locks its users
+/// in id order before deleting any, so that two batches in flight (or a
+/// batch of deletes and one of patches) over the same users cannot
+/// deadlock.
+pub struct DeleteUsers {
+    pub ids: Vec<i64>,
+}
+
+impl QueryFragment<Pg> for DeleteUsers {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH locked AS (SELECT id FROM users WHERE id = ANY(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.ids)?;
+        out.push_sql(
+            ") ORDER BY id FOR UPDATE) \
+             DELETE FROM users USING locked WHERE users.id = locked.id \
+             RETURNING users.id",
+        );
+        Ok(())
+    }
+}
+
+/// Cached by its SQL text (one text for any batch size), not by type.
+impl QueryId for DeleteUsers {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for DeleteUsers {
+    type SqlType = BigInt;
 }

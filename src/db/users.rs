@@ -1,6 +1,6 @@
 //! The users queries, written once in diesel's DSL and run on either backend
-//! through `on_conn!` (but a patch and batches of creates and patches on
-//! PostgreSQL, which are written by hand so that the server keeps them
+//! through `on_conn!` (but a patch and batches of creates, patches and
+//! deletes on PostgreSQL, which are written by hand so that the server keeps them
 //! prepared: see [`super::pg_writes`]), and the two readiness probes. Each
 //! is one statement, so each is atomic on its own.
 //!
@@ -17,7 +17,7 @@
 //! the loss. A write is not, as it may have been applied before the
 //! connection broke; its client gets 503 and decides.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
 use chrono::NaiveDateTime;
@@ -26,7 +26,7 @@ use diesel_async::RunQueryDsl;
 
 use super::conn::{on_conn, Checkout, DbConn, Lease, QueryCost};
 use super::models::{NewUserRow, UserChanges, UserRow};
-use super::pg_writes::{InsertUsers, PatchUser, PatchUsers};
+use super::pg_writes::{DeleteUsers, InsertUsers, PatchUser, PatchUsers};
 use super::schema::users;
 use super::DbError;
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
@@ -146,6 +146,34 @@ pub async fn update_many(
     Ok(patches
         .iter()
         .map(|(id, _)| by_id.remove(&id.get()).ok_or(DbError::NotFound))
+        .collect())
+}
+
+/// Deletes the users with these ids (each at most once), on PostgreSQL in
+/// one statement: for each, in order, nothing, or `NotFound` if there was
+/// no such user.
+pub async fn delete_many(
+    conns: &impl Checkout,
+    ids: &[UserId],
+) -> Result<Vec<Result<(), DbError>>, DbError> {
+    let delete = DeleteUsers {
+        ids: ids.iter().map(|id| id.get()).collect(),
+    };
+    let deleted: Vec<i64> = run(conns.get(QueryCost::Page), async |conn| match conn {
+        DbConn::Postgres(mut shared) => Ok(delete.load(&mut shared).await?),
+        DbConn::Sqlite(_) => Err(on_postgres_only()),
+    })
+    .await?;
+    let mut deleted: HashSet<i64> = deleted.into_iter().collect();
+    Ok(ids
+        .iter()
+        .map(|id| {
+            if deleted.remove(&id.get()) {
+                Ok(())
+            } else {
+                Err(DbError::NotFound)
+            }
+        })
         .collect())
 }
 

@@ -1,12 +1,13 @@
-//! Writes on PostgreSQL in batches: the creates (or the patches) a worker's
-//! database actor receives while one of its batches of them is in flight go
-//! to the database together, as one statement
-//! ([`super::pg_writes::InsertUsers`], [`super::pg_writes::PatchUsers`]).
+//! Writes on PostgreSQL in batches: the creates (or the patches, or the
+//! deletes) a worker's database actor receives while one of its batches of
+//! them is in flight go to the database together, as one statement
+//! ([`super::pg_writes::InsertUsers`], [`super::pg_writes::PatchUsers`],
+//! [`super::pg_writes::DeleteUsers`]).
 //!
 //! Each write on its own is a statement and a commit; under load the
-//! database spends more on those than on the rows, and a patch's commit
-//! also sends the cache-invalidation trigger's `NOTIFY`, which PostgreSQL
-//! serializes across sessions. A batch pays them once. A quiet worker's
+//! database spends more on those than on the rows, and the commit of a
+//! patch or a delete also sends the cache-invalidation trigger's `NOTIFY`,
+//! which PostgreSQL serializes across sessions. A batch pays them once. A quiet worker's
 //! write finds nothing in flight and goes at once, alone, as the prepared
 //! single-row statement; one that arrives while a batch is in flight waits
 //! for that one statement and goes in the next, with every write of its
@@ -15,7 +16,7 @@
 //! Each write is answered on its own, as it would have been alone: a
 //! create its row (201), or `EmailTaken` (409) if its email was taken before
 //! or by an earlier create of the same batch; a patch its user, or
-//! `NotFound`. No answer goes before the statement has returned, and the
+//! `NotFound`; a delete nothing, or `NotFound`. No answer goes before the statement has returned, and the
 //! statement commits by itself (no transaction spans it), so an
 //! acknowledged write is committed. If the statement fails as a whole, for a
 //! reason one write alone need not meet (a value the database refuses, two
@@ -24,9 +25,10 @@
 //! could be had, the batch may or may not have committed, and each write is
 //! answered as one alone would be then (503), not run twice.
 //!
-//! Only unconditional, non-empty patches are batched, and one patch per
-//! user in a batch (the next waits for the next batch, so patches of one
-//! user apply in the order they came); the others run alone.
+//! Only unconditional, non-empty patches and unconditional deletes are
+//! batched, and one write per user in a batch (the next waits for the next
+//! batch, so writes to one user apply in the order they came); conditional
+//! ones (`If-Match`) run alone.
 //!
 //! The queue lives on the actor's thread (`Rc`, no lock) and its batches run
 //! as the thread's local tasks, so a request that gives up waiting (its
@@ -54,36 +56,37 @@ pub trait BatchedWrite: Sized + 'static {
     /// What a batch of them is called in the log.
     const NAME: &'static str;
 
+    /// What one of them answers when it succeeds.
+    type Output: 'static;
+
     /// Whether this write may go in a batch that already holds `batch`.
     fn joins(&self, _batch: &[Self]) -> bool {
         true
     }
 
     /// Runs one write alone.
-    async fn alone(&self, conns: &Connections) -> Result<User, DbError>;
+    async fn alone(&self, conns: &Connections) -> Result<Self::Output, DbError>;
 
     /// Runs several in one statement: an answer for each, in order, or the
     /// statement's failure.
-    async fn together(
-        batch: &[Self],
-        conns: &Connections,
-    ) -> Result<Vec<Result<User, DbError>>, DbError>;
+    async fn together(batch: &[Self], conns: &Connections) -> Answers<Self>;
 }
+
+/// A batch's answers, one per write in order, or the statement's failure.
+pub type Answers<W> = Result<Vec<Result<<W as BatchedWrite>::Output, DbError>>, DbError>;
 
 /// A create, batched as one `INSERT`.
 pub struct Create(pub NewUser);
 
 impl BatchedWrite for Create {
     const NAME: &'static str = "a batch of creates";
+    type Output = User;
 
     async fn alone(&self, conns: &Connections) -> Result<User, DbError> {
         users::create(conns, &self.0).await
     }
 
-    async fn together(
-        batch: &[Self],
-        conns: &Connections,
-    ) -> Result<Vec<Result<User, DbError>>, DbError> {
+    async fn together(batch: &[Self], conns: &Connections) -> Answers<Self> {
         let new: Vec<&NewUser> = batch.iter().map(|create| &create.0).collect();
         users::create_many(conns, &new).await
     }
@@ -94,6 +97,7 @@ pub struct Patch(pub UserId, pub UserPatch);
 
 impl BatchedWrite for Patch {
     const NAME: &'static str = "a batch of patches";
+    type Output = User;
 
     fn joins(&self, batch: &[Self]) -> bool {
         batch.iter().all(|other| other.0 != self.0)
@@ -103,40 +107,61 @@ impl BatchedWrite for Patch {
         users::update(conns, self.0, &self.1, &Expected::Any).await
     }
 
-    async fn together(
-        batch: &[Self],
-        conns: &Connections,
-    ) -> Result<Vec<Result<User, DbError>>, DbError> {
+    async fn together(batch: &[Self], conns: &Connections) -> Answers<Self> {
         let patches: Vec<(UserId, &UserPatch)> =
             batch.iter().map(|patch| (patch.0, &patch.1)).collect();
         users::update_many(conns, &patches).await
     }
 }
 
-type Reply = oneshot::Sender<Result<User, DbError>>;
+/// An unconditional delete, batched as one `DELETE`.
+pub struct Delete(pub UserId);
+
+impl BatchedWrite for Delete {
+    const NAME: &'static str = "a batch of deletes";
+    type Output = ();
+
+    fn joins(&self, batch: &[Self]) -> bool {
+        batch.iter().all(|other| other.0 != self.0)
+    }
+
+    async fn alone(&self, conns: &Connections) -> Result<(), DbError> {
+        users::delete(conns, self.0, &Expected::Any).await
+    }
+
+    async fn together(batch: &[Self], conns: &Connections) -> Answers<Self> {
+        let ids: Vec<UserId> = batch.iter().map(|delete| delete.0).collect();
+        users::delete_many(conns, &ids).await
+    }
+}
+
+type Reply<W> = oneshot::Sender<Result<<W as BatchedWrite>::Output, DbError>>;
 
 /// A worker's queue of writes of one kind; cloning shares it.
-pub struct WriteBatches<W>(Rc<RefCell<Queue<W>>>);
+pub struct WriteBatches<W: BatchedWrite>(Rc<RefCell<Queue<W>>>);
 
 /// A worker's creates.
 pub type CreateBatches = WriteBatches<Create>;
 /// A worker's unconditional patches.
 pub type PatchBatches = WriteBatches<Patch>;
+/// A worker's unconditional deletes.
+pub type DeleteBatches = WriteBatches<Delete>;
 
 /// A PostgreSQL worker's queues.
 #[derive(Clone, Default)]
 pub struct PgBatches {
     pub creates: CreateBatches,
     pub patches: PatchBatches,
+    pub deletes: DeleteBatches,
 }
 
-impl<W> Clone for WriteBatches<W> {
+impl<W: BatchedWrite> Clone for WriteBatches<W> {
     fn clone(&self) -> Self {
         Self(Rc::clone(&self.0))
     }
 }
 
-impl<W> Default for WriteBatches<W> {
+impl<W: BatchedWrite> Default for WriteBatches<W> {
     fn default() -> Self {
         Self(Rc::new(RefCell::new(Queue {
             pending: Vec::new(),
@@ -146,8 +171,8 @@ impl<W> Default for WriteBatches<W> {
     }
 }
 
-struct Queue<W> {
-    pending: Vec<(W, Reply)>,
+struct Queue<W: BatchedWrite> {
+    pending: Vec<(W, Reply<W>)>,
     /// The connections the next batch runs on: the actor's latest.
     conns: Option<Connections>,
     /// A task is sending batches; it takes whatever is pending next.
@@ -158,7 +183,7 @@ impl<W: BatchedWrite> WriteBatches<W> {
     /// Runs `write` on `conns` (the actor's connections now), with whatever
     /// other writes are waiting when its turn comes. Must be called on the
     /// actor's thread.
-    pub async fn run(&self, conns: &Connections, write: W) -> Result<User, DbError> {
+    pub async fn run(&self, conns: &Connections, write: W) -> Result<W::Output, DbError> {
         let (reply, answer) = oneshot::channel();
         {
             let mut queue = self.0.borrow_mut();
@@ -180,7 +205,7 @@ impl<W: BatchedWrite> WriteBatches<W> {
     /// connections to send it on; `None` once the queue is empty, and then
     /// sending stops. A write that may not join the batch stays first in
     /// line for the next.
-    fn next_batch(&self) -> Option<(Vec<W>, Vec<Reply>, Connections)> {
+    fn next_batch(&self) -> Option<(Vec<W>, Vec<Reply<W>>, Connections)> {
         let mut queue = self.0.borrow_mut();
         let conns = queue.conns.clone().filter(|_| !queue.pending.is_empty());
         let Some(conns) = conns else {
@@ -217,9 +242,9 @@ async fn send<W: BatchedWrite>(queue: WriteBatches<W>) {
 /// when the task is dropped midway (a panic, or the thread stopping), the
 /// writes still queued are answered with an error rather than left
 /// waiting, and the next write starts a new task.
-struct Sending<W>(WriteBatches<W>);
+struct Sending<W: BatchedWrite>(WriteBatches<W>);
 
-impl<W> Drop for Sending<W> {
+impl<W: BatchedWrite> Drop for Sending<W> {
     fn drop(&mut self) {
         let pending = {
             let mut queue = (self.0).0.borrow_mut();
@@ -238,14 +263,14 @@ impl<W> Drop for Sending<W> {
 async fn run_batch<W: BatchedWrite>(
     conns: &Connections,
     writes: &[W],
-) -> Vec<Result<User, DbError>> {
+) -> Vec<Result<W::Output, DbError>> {
     if let [write] = writes {
         return vec![write.alone(conns).await];
     }
     match W::together(writes, conns).await {
         Ok(answers) => answers,
         Err(err @ (DbError::ConnectionLost(_) | DbError::Unavailable(_))) => {
-            vec![Err(err); writes.len()]
+            writes.iter().map(|_| Err(err.clone())).collect()
         }
         Err(err) => {
             tracing::warn!(%err, writes = writes.len(), "{} failed; running each alone", W::NAME);

@@ -11,7 +11,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 use switchboard::config::DatabaseUrl;
-use switchboard::db::write_batch::{Create, CreateBatches, Patch, PatchBatches};
+use switchboard::db::write_batch::{
+    Create, CreateBatches, Delete, DeleteBatches, Patch, PatchBatches,
+};
 use switchboard::db::{
     migrate, users, Checkout, Connections, DbConn, DbError, PageCache, PoolSpec, QueryCost,
 };
@@ -44,6 +46,15 @@ fn new_user(n: usize) -> NewUser {
 /// Creates users `0..count` with all their queries in flight together.
 async fn create_at_once(conns: &Connections, count: usize) -> Vec<Result<User, DbError>> {
     join_all((0..count).map(|n| async move { users::create(conns, &new_user(n)).await })).await
+}
+
+/// Creates users `0..count`, each after the one before.
+async fn create_one_by_one(conns: &Connections, count: usize) -> Vec<User> {
+    let mut created = Vec::new();
+    for n in 0..count {
+        created.push(users::create(conns, &new_user(n)).await.unwrap());
+    }
+    created
 }
 
 fn id_of(user: &User) -> UserId {
@@ -303,10 +314,7 @@ async fn patches_and_deletes_reuse_their_prepared_statements() {
     let Some((_db, conns)) = pipeline(1).await else {
         return;
     };
-    let mut created = Vec::new();
-    for n in 0..4 {
-        created.push(users::create(&conns, &new_user(n)).await.unwrap());
-    }
+    let created = create_one_by_one(&conns, 4).await;
     let patches = [
         serde_json::json!({"name": "Renamed"}),
         serde_json::json!({"email": "moved@example.com"}),
@@ -431,10 +439,7 @@ async fn patches_arriving_together_go_as_one_statement_each_answered_on_its_own(
     let Some((_db, conns)) = pipeline(1).await else {
         return;
     };
-    let mut created = Vec::new();
-    for n in 0..20 {
-        created.push(users::create(&conns, &new_user(n)).await.unwrap());
-    }
+    let created = create_one_by_one(&conns, 20).await;
     let mut all: Vec<(UserId, UserPatch)> = created
         .iter()
         .enumerate()
@@ -485,6 +490,47 @@ async fn patches_arriving_together_go_as_one_statement_each_answered_on_its_own(
     assert_eq!(count_kept(&kept, "WITH locked AS"), 1, "{kept:#?}");
 }
 
+/// Deletes that arrive together go to PostgreSQL as one statement, each
+/// answered on its own: its user gone, or `NotFound` for a user that was
+/// not there; a second delete of one user waits for the next batch and
+/// finds it gone.
+#[actix_web::test]
+async fn deletes_arriving_together_go_as_one_statement_each_answered_on_its_own() {
+    let Some((_db, conns)) = pipeline(1).await else {
+        return;
+    };
+    let created = create_one_by_one(&conns, 12).await;
+    let kept = &created[6..];
+    let mut ids: Vec<UserId> = created[..6].iter().map(id_of).collect();
+    ids.insert(2, UserId::parse("999999").unwrap());
+    ids.push(id_of(&created[0]));
+    let batches = DeleteBatches::default();
+    let answers = join_all(ids.iter().map(|id| batches.run(&conns, Delete(*id)))).await;
+
+    let failed: Vec<usize> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, answer)| answer.is_err())
+        .map(|(place, _)| place)
+        .collect();
+    assert_eq!(failed, [2, 7], "{answers:?}");
+    assert!(matches!(answers[2], Err(DbError::NotFound)), "{answers:?}");
+    assert!(matches!(answers[7], Err(DbError::NotFound)), "{answers:?}");
+    for user in &created[..6] {
+        let read = users::get(&conns, id_of(user)).await;
+        assert!(matches!(read, Err(DbError::NotFound)), "{read:?}");
+    }
+    for user in kept {
+        assert_eq!(&users::get(&conns, id_of(user)).await.unwrap(), user);
+    }
+    let kept = kept_prepared(&conns).await;
+    let batched = kept
+        .iter()
+        .filter(|s| s.starts_with("WITH locked AS") && s.contains("DELETE FROM users"))
+        .count();
+    assert_eq!(batched, 1, "{kept:#?}");
+}
+
 /// A batch of patches that fails as a whole (one takes another user's
 /// email) fails no patch that would have succeeded alone.
 #[actix_web::test]
@@ -492,10 +538,7 @@ async fn a_batch_of_patches_with_a_taken_email_runs_each_alone() {
     let Some((_db, conns)) = pipeline(1).await else {
         return;
     };
-    let mut created = Vec::new();
-    for n in 0..6 {
-        created.push(users::create(&conns, &new_user(n)).await.unwrap());
-    }
+    let created = create_one_by_one(&conns, 6).await;
     let batches = PatchBatches::default();
     let answers = join_all(created.iter().enumerate().map(|(n, user)| {
         let body = match n {

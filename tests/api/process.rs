@@ -61,23 +61,29 @@ async fn acknowledged_writes_survive_a_kill(db: TestDatabase) {
     );
 }
 
-/// A user one client created, as last acknowledged, and the name of a
-/// patch of it that was sent and not answered (it may or may not have
-/// been applied when the process died).
+/// A user one client created, as last acknowledged; the name of a patch
+/// of it that was sent and not answered (it may or may not have been
+/// applied when the process died); and whether a delete of it was sent
+/// (`Some`) and answered (`Some(true)`).
 struct Written {
     user: Value,
     unanswered: Option<String>,
+    deleted: Option<bool>,
 }
 
-/// Many clients creating and patching users at once: their writes go in
-/// batches (SQLite's group commit; PostgreSQL's multi-row inserts and
-/// updates), and a kill in the middle of them loses none that was
-/// acknowledged.
+/// Many clients creating, patching and deleting users at once: their writes
+/// go in batches (SQLite's group commit; PostgreSQL's multi-row inserts,
+/// updates and deletes), and a kill in the middle of them loses none that
+/// was acknowledged.
 async fn acknowledged_batched_writes_survive_a_kill(db: TestDatabase) {
     const CLIENTS: usize = 32;
     let batch_lines: &[&str] = match db {
         TestDatabase::Sqlite(_) => &["a batch of writes"],
-        TestDatabase::Postgres { .. } => &["a batch of creates", "a batch of patches"],
+        TestDatabase::Postgres { .. } => &[
+            "a batch of creates",
+            "a batch of patches",
+            "a batch of deletes",
+        ],
     };
     let unlimited = [
         ("SWITCHBOARD_RATE_LIMIT_PER_SECOND", "0"),
@@ -108,7 +114,12 @@ async fn acknowledged_batched_writes_survive_a_kill(db: TestDatabase) {
                     let index = {
                         let mut written = written.lock().unwrap();
                         let unanswered = Some(name.clone());
-                        written.push(Written { user, unanswered });
+                        let deleted = None;
+                        written.push(Written {
+                            user,
+                            unanswered,
+                            deleted,
+                        });
                         written.len() - 1
                     };
                     let patched = http
@@ -126,7 +137,19 @@ async fn acknowledged_batched_writes_survive_a_kill(db: TestDatabase) {
                     written.lock().unwrap()[index] = Written {
                         user: patched,
                         unanswered: None,
+                        deleted: None,
                     };
+                    if n % 2 == 1 {
+                        continue;
+                    }
+                    written.lock().unwrap()[index].deleted = Some(false);
+                    let deleted = http.delete(format!("{base}/users/{id}")).send().await;
+                    match deleted {
+                        Ok(deleted) if deleted.status() == 204 => {
+                            written.lock().unwrap()[index].deleted = Some(true);
+                        }
+                        _ => break,
+                    }
                 }
             })
         })
@@ -155,8 +178,23 @@ async fn acknowledged_batched_writes_survive_a_kill(db: TestDatabase) {
     let written = std::mem::take(&mut *written.lock().unwrap());
     let app = ProcessApp::start(&db.url(), &unlimited);
     let client = reqwest::Client::new();
-    for Written { user, unanswered } in &written {
-        let read: Value = json_of(client.get(app.url(&format!("/users/{}", user["id"])))).await;
+    for Written {
+        user,
+        unanswered,
+        deleted,
+    } in &written
+    {
+        let response = client
+            .get(app.url(&format!("/users/{}", user["id"])))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 404 {
+            assert!(deleted.is_some(), "{user} is gone, and no delete was sent");
+            continue;
+        }
+        assert_ne!(deleted, &Some(true), "{user} was deleted, and is back");
+        let read: Value = response.json().await.unwrap();
         let patched_unanswered = unanswered
             .as_ref()
             .is_some_and(|name| read["name"] == *name);
