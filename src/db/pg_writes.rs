@@ -12,10 +12,11 @@
 //! [`InsertUsers`] and [`PatchUsers`]: a batch of creates or of patches
 //! ([`super::write_batch`]) as one statement. A `VALUES` list would be a
 //! new text for every batch size; the rows go as one array per column
-//! through `unnest`, one text for any size. `ON CONFLICT DO NOTHING` skips a row whose email is taken (before,
-//! or by an earlier row of the batch) instead of failing the whole batch; an
-//! `UPDATE` has no such clause, so an email conflict fails a batch of
-//! patches as a whole. [`DeleteUsers`] is a batch of deletes.
+//! through `unnest`, one text for any size. `ON CONFLICT DO NOTHING` skips
+//! a row whose email is taken (before, or by an earlier row of the batch)
+//! instead of failing the whole batch; an `UPDATE` has no such clause, so
+//! an email conflict fails a batch of patches as a whole. [`DeleteUsers`]
+//! is a batch of deletes, its ids as one array.
 
 use chrono::NaiveDateTime;
 use diesel::pg::Pg;
@@ -24,6 +25,28 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamp};
 use diesel::QueryResult;
 
 use super::models::{NewUserRow, UserChanges};
+
+/// Each statement is cached by its SQL text, not by its type (the text is
+/// fixed for any batch size; a patch has two, with and without `If-Match`).
+macro_rules! cached_by_text {
+    ($($statement:ty => $sql_type:ty;)*) => {$(
+        impl QueryId for $statement {
+            type QueryId = ();
+            const HAS_STATIC_QUERY_ID: bool = false;
+        }
+
+        impl Query for $statement {
+            type SqlType = $sql_type;
+        }
+    )*};
+}
+
+cached_by_text! {
+    PatchUser<'_> => (BigInt, Text, Text, Timestamp, Timestamp);
+    InsertUsers<'_> => (BigInt, Text, Text, Timestamp, Timestamp, Text);
+    PatchUsers<'_> => (BigInt, Text, Text, Timestamp, Timestamp);
+    DeleteUsers => BigInt;
+}
 
 /// `UPDATE users ... WHERE id = $id [AND updated_at = ANY($versions)]
 /// RETURNING` the user's columns, as [`super::models::UserRow`] reads them.
@@ -54,16 +77,6 @@ impl QueryFragment<Pg> for PatchUser<'_> {
         out.push_sql(" RETURNING id, name, email, created_at, updated_at");
         Ok(())
     }
-}
-
-/// Cached by its SQL text (two texts in all), not by type.
-impl QueryId for PatchUser<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for PatchUser<'_> {
-    type SqlType = (BigInt, Text, Text, Timestamp, Timestamp);
 }
 
 /// `INSERT INTO users ... ON CONFLICT DO NOTHING RETURNING` the user's
@@ -105,16 +118,6 @@ impl QueryFragment<Pg> for InsertUsers<'_> {
         );
         Ok(())
     }
-}
-
-/// Cached by its SQL text (one text for any batch size), not by type.
-impl QueryId for InsertUsers<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for InsertUsers<'_> {
-    type SqlType = (BigInt, Text, Text, Timestamp, Timestamp, Text);
 }
 
 /// `UPDATE users ... FROM unnest(...)`: each row of the batch patches the
@@ -173,16 +176,6 @@ impl QueryFragment<Pg> for PatchUsers<'_> {
     }
 }
 
-/// Cached by its SQL text (one text for any batch size), not by type.
-impl QueryId for PatchUsers<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for PatchUsers<'_> {
-    type SqlType = (BigInt, Text, Text, Timestamp, Timestamp);
-}
-
 /// `DELETE FROM users` the users with these ids (at most one each),
 /// `RETURNING` the ids it deleted. Like [`PatchUsers`], it locks its users
 /// in id order before deleting any, so that two batches in flight (or a
@@ -203,14 +196,4 @@ impl QueryFragment<Pg> for DeleteUsers {
         );
         Ok(())
     }
-}
-
-/// Cached by its SQL text (one text for any batch size), not by type.
-impl QueryId for DeleteUsers {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for DeleteUsers {
-    type SqlType = BigInt;
 }

@@ -7,18 +7,18 @@
 //! Each write on its own is a statement and a commit; under load the
 //! database spends more on those than on the rows, and the commit of a
 //! patch or a delete also sends the cache-invalidation trigger's `NOTIFY`,
-//! which PostgreSQL serializes across sessions. A batch pays them once. A quiet worker's
-//! write finds nothing in flight and goes at once, alone, as the prepared
-//! single-row statement; one that arrives while a batch is in flight waits
-//! for that one statement and goes in the next, with every write of its
-//! kind that came meanwhile, up to [`MAX_BATCH`].
+//! which PostgreSQL serializes across sessions. A batch pays them once. A
+//! quiet worker's write finds nothing in flight and goes at once, alone, as
+//! the prepared single-row statement; one that arrives while a batch is in
+//! flight waits for that one statement and goes in the next, with every
+//! write of its kind that came meanwhile, up to [`MAX_BATCH`].
 //!
 //! Each write is answered on its own, as it would have been alone: a
 //! create its row (201), or `EmailTaken` (409) if its email was taken before
 //! or by an earlier create of the same batch; a patch its user, or
-//! `NotFound`; a delete nothing, or `NotFound`. No answer goes before the statement has returned, and the
-//! statement commits by itself (no transaction spans it), so an
-//! acknowledged write is committed. If the statement fails as a whole, for a
+//! `NotFound`; a delete nothing, or `NotFound`. No answer goes before the
+//! statement has returned, and the statement commits by itself (no
+//! transaction spans it), so an acknowledged write is committed. If the statement fails as a whole, for a
 //! reason one write alone need not meet (a value the database refuses, two
 //! patches giving users one email), the batch's writes run again, each
 //! alone, and each gets its own answer; if its connection was lost or none
