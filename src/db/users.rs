@@ -1,8 +1,8 @@
 //! The users queries, written once in diesel's DSL and run on either backend
 //! through `on_conn!` (but a patch and batches of creates, patches and
-//! deletes on PostgreSQL, which are written by hand so that the server keeps them
-//! prepared: see [`super::pg_writes`]), and the two readiness probes. Each
-//! is one statement, so each is atomic on its own.
+//! deletes on PostgreSQL, which are written by hand so that the server
+//! keeps them prepared: see [`super::pg_writes`]), and the two readiness
+//! probes. Each is one statement, so each is atomic on its own.
 //!
 //! The writes come twice: on a connection ([`create_on`], [`update_on`],
 //! [`delete_on`]), which SQLite's writer uses to run a batch of them in one
@@ -168,11 +168,10 @@ pub async fn delete_many(
     Ok(ids
         .iter()
         .map(|id| {
-            if deleted.remove(&id.get()) {
-                Ok(())
-            } else {
-                Err(DbError::NotFound)
-            }
+            deleted
+                .remove(&id.get())
+                .then_some(())
+                .ok_or(DbError::NotFound)
         })
         .collect())
 }

@@ -18,12 +18,13 @@
 //! or by an earlier create of the same batch; a patch its user, or
 //! `NotFound`; a delete nothing, or `NotFound`. No answer goes before the
 //! statement has returned, and the statement commits by itself (no
-//! transaction spans it), so an acknowledged write is committed. If the statement fails as a whole, for a
-//! reason one write alone need not meet (a value the database refuses, two
-//! patches giving users one email), the batch's writes run again, each
-//! alone, and each gets its own answer; if its connection was lost or none
-//! could be had, the batch may or may not have committed, and each write is
-//! answered as one alone would be then (503), not run twice.
+//! transaction spans it), so an acknowledged write is committed. If the
+//! statement fails as a whole, for a reason one write alone need not meet
+//! (a value the database refuses, two patches giving users one email), the
+//! batch's writes run again, each alone, and each gets its own answer; if
+//! its connection was lost or none could be had, the batch may or may not
+//! have committed, and each write is answered as one alone would be then
+//! (503), not run twice.
 //!
 //! Only unconditional, non-empty patches and unconditional deletes are
 //! batched, and one write per user in a batch (the next waits for the next
