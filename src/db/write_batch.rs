@@ -36,6 +36,7 @@
 //! deadline, a client gone) takes no other write down with it.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use futures_util::future::join_all;
@@ -60,9 +61,10 @@ pub trait BatchedWrite: Sized + 'static {
     /// What one of them answers when it succeeds.
     type Output: 'static;
 
-    /// Whether this write may go in a batch that already holds `batch`.
-    fn joins(&self, _batch: &[Self]) -> bool {
-        true
+    /// The user this write changes, if it is one that exists already: a
+    /// batch holds at most one write per user.
+    fn user(&self) -> Option<UserId> {
+        None
     }
 
     /// Runs one write alone.
@@ -100,8 +102,8 @@ impl BatchedWrite for Patch {
     const NAME: &'static str = "a batch of patches";
     type Output = User;
 
-    fn joins(&self, batch: &[Self]) -> bool {
-        batch.iter().all(|other| other.0 != self.0)
+    fn user(&self) -> Option<UserId> {
+        Some(self.0)
     }
 
     async fn alone(&self, conns: &Connections) -> Result<User, DbError> {
@@ -122,8 +124,8 @@ impl BatchedWrite for Delete {
     const NAME: &'static str = "a batch of deletes";
     type Output = ();
 
-    fn joins(&self, batch: &[Self]) -> bool {
-        batch.iter().all(|other| other.0 != self.0)
+    fn user(&self) -> Option<UserId> {
+        Some(self.0)
     }
 
     async fn alone(&self, conns: &Connections) -> Result<(), DbError> {
@@ -214,8 +216,11 @@ impl<W: BatchedWrite> WriteBatches<W> {
             return None;
         };
         let (mut writes, mut replies, mut waiting) = (Vec::new(), Vec::new(), Vec::new());
+        let mut users = HashSet::new();
         for (write, reply) in std::mem::take(&mut queue.pending) {
-            if writes.len() < MAX_BATCH && write.joins(&writes) {
+            let user_free = write.user().is_none_or(|user| !users.contains(&user));
+            if writes.len() < MAX_BATCH && user_free {
+                users.extend(write.user());
                 writes.push(write);
                 replies.push(reply);
             } else {

@@ -500,7 +500,7 @@ async fn deletes_arriving_together_go_as_one_statement_each_answered_on_its_own(
         return;
     };
     let created = create_one_by_one(&conns, 12).await;
-    let kept = &created[6..];
+    let untouched = &created[6..];
     let mut ids: Vec<UserId> = created[..6].iter().map(id_of).collect();
     ids.insert(2, UserId::parse("999999").unwrap());
     ids.push(id_of(&created[0]));
@@ -520,7 +520,7 @@ async fn deletes_arriving_together_go_as_one_statement_each_answered_on_its_own(
         let read = users::get(&conns, id_of(user)).await;
         assert!(matches!(read, Err(DbError::NotFound)), "{read:?}");
     }
-    for user in kept {
+    for user in untouched {
         assert_eq!(&users::get(&conns, id_of(user)).await.unwrap(), user);
     }
     let kept = kept_prepared(&conns).await;

@@ -63,12 +63,19 @@ async fn acknowledged_writes_survive_a_kill(db: TestDatabase) {
 
 /// A user one client created, as last acknowledged; the name of a patch
 /// of it that was sent and not answered (it may or may not have been
-/// applied when the process died); and whether a delete of it was sent
-/// (`Some`) and answered (`Some(true)`).
+/// applied when the process died); and how far a delete of it went.
 struct Written {
     user: Value,
     unanswered: Option<String>,
-    deleted: Option<bool>,
+    deleted: Deletion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deletion {
+    NotSent,
+    /// Sent and not answered: the user may or may not be gone.
+    Unanswered,
+    Acknowledged,
 }
 
 /// Many clients creating, patching and deleting users at once: their writes
@@ -114,11 +121,10 @@ async fn acknowledged_batched_writes_survive_a_kill(db: TestDatabase) {
                     let index = {
                         let mut written = written.lock().unwrap();
                         let unanswered = Some(name.clone());
-                        let deleted = None;
                         written.push(Written {
                             user,
                             unanswered,
-                            deleted,
+                            deleted: Deletion::NotSent,
                         });
                         written.len() - 1
                     };
@@ -137,16 +143,16 @@ async fn acknowledged_batched_writes_survive_a_kill(db: TestDatabase) {
                     written.lock().unwrap()[index] = Written {
                         user: patched,
                         unanswered: None,
-                        deleted: None,
+                        deleted: Deletion::NotSent,
                     };
                     if n % 2 == 1 {
                         continue;
                     }
-                    written.lock().unwrap()[index].deleted = Some(false);
+                    written.lock().unwrap()[index].deleted = Deletion::Unanswered;
                     let deleted = http.delete(format!("{base}/users/{id}")).send().await;
                     match deleted {
                         Ok(deleted) if deleted.status() == 204 => {
-                            written.lock().unwrap()[index].deleted = Some(true);
+                            written.lock().unwrap()[index].deleted = Deletion::Acknowledged;
                         }
                         _ => break,
                     }
@@ -190,10 +196,18 @@ async fn acknowledged_batched_writes_survive_a_kill(db: TestDatabase) {
             .await
             .unwrap();
         if response.status() == 404 {
-            assert!(deleted.is_some(), "{user} is gone, and no delete was sent");
+            assert_ne!(
+                *deleted,
+                Deletion::NotSent,
+                "{user} is gone, and no delete was sent"
+            );
             continue;
         }
-        assert_ne!(deleted, &Some(true), "{user} was deleted, and is back");
+        assert_ne!(
+            *deleted,
+            Deletion::Acknowledged,
+            "{user} was deleted, and is back"
+        );
         let read: Value = response.json().await.unwrap();
         let patched_unanswered = unanswered
             .as_ref()
