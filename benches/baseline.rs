@@ -97,7 +97,7 @@ async fn update(
 async fn delete(pool: web::Data<DbPool>, id: web::Path<String>) -> HttpResponse {
     match UserId::parse(&id) {
         Ok(id) => match users::delete(pool.get_ref(), id, &Expected::Any).await {
-            Ok(()) => HttpResponse::NoContent().finish(),
+            Ok(_) => HttpResponse::NoContent().finish(),
             Err(err) => answer::<()>(StatusCode::NO_CONTENT, Err(err)),
         },
         Err(reason) => HttpResponse::BadRequest().body(reason),

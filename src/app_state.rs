@@ -1,7 +1,7 @@
 //! What every handler shares: the actors' handles, the roster, the request
 //! limits and the start time. No pools, maps or locks: state lives inside
 //! the actors. Besides, each worker hands its handlers its own database
-//! actors ([`LocalDb`]).
+//! actor ([`LocalDb`]).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -17,34 +17,8 @@ use crate::lifecycle::Lifecycle;
 use crate::rate_limit::client::ClientPolicy;
 use crate::rate_limit::headers::PolicyHeaders;
 
-/// The database actors of the worker serving the request.
-pub type LocalDb = actix_web::web::Data<WorkerDb>;
-
-/// Whom a worker's handlers ask: reads go to the worker's own database
-/// actor; writes too on PostgreSQL, and to SQLite's one writer on SQLite
-/// (see [`crate::actors::db`]).
-pub struct WorkerDb {
-    reads: ActorRef<DbActor>,
-    writes: ActorRef<DbActor>,
-}
-
-impl WorkerDb {
-    /// `writer`: SQLite's writer, if there is one.
-    pub fn new(own: ActorRef<DbActor>, writer: Option<&ActorRef<DbActor>>) -> Self {
-        Self {
-            writes: writer.unwrap_or(&own).clone(),
-            reads: own,
-        }
-    }
-
-    pub fn reads(&self) -> &ActorRef<DbActor> {
-        &self.reads
-    }
-
-    pub fn writes(&self) -> &ActorRef<DbActor> {
-        &self.writes
-    }
-}
+/// The database actor of the worker serving the request.
+pub type LocalDb = actix_web::web::Data<ActorRef<DbActor>>;
 
 /// The per-request limits the guards enforce.
 #[derive(Debug, Clone, Copy)]

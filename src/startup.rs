@@ -33,7 +33,7 @@ use crate::actors::rate_limiter::{LimiterBackend, RateLimiterActor, RateLimiterS
 use crate::actors::roster::{Member, Roster, Started, Starter};
 use crate::actors::supervision::Escalation;
 use crate::actors::{ActorId, ActorKind, ActorRef};
-use crate::app_state::{AppState, RateLimiting, RequestLimits, WorkerDb};
+use crate::app_state::{AppState, RateLimiting, RequestLimits};
 use crate::config::{CacheInvalidation, DatabaseUrl, RateLimitBackend, Settings};
 use crate::db::migrate;
 use crate::fetch::allow_list::AllowList;
@@ -362,16 +362,20 @@ impl WorkerSpec {
 
     /// Starts this worker's actors on the calling (worker) thread; returns
     /// what its handlers are given.
-    fn start_worker(&self) -> (WorkerDb, Rc<WorkerGuards>, Recorder) {
+    fn start_worker(&self) -> (ActorRef<DbActor>, Rc<WorkerGuards>, Recorder) {
         let worker = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let metrics = Recorder::start(self.sink.clone());
         let id = |kind| ActorId {
             kind,
             shard: worker,
         };
-        let (url, size) = (self.database_url.clone(), self.pool_share);
+        let (url, size, writer) = (
+            self.database_url.clone(),
+            self.pool_share,
+            self.db_writer.clone(),
+        );
         let db = self.starter.here(id(ActorKind::Db), &metrics, |s| {
-            DbActor::worker(url, size, s)
+            DbActor::worker(url, size, writer, s)
         });
         let limiter = self.limiter.clone().map(|(policy, backend)| {
             self.starter
@@ -379,7 +383,7 @@ impl WorkerSpec {
                     RateLimiterActor::new(policy, backend, s)
                 })
         });
-        let local_db = WorkerDb::new(db.actor, self.db_writer.as_ref());
+        let local_db = db.actor;
         let mut members = vec![db.member];
         members.extend(limiter.as_ref().map(|limiter| limiter.member.clone()));
         let _ = self.started.send(WorkerActors {

@@ -1,37 +1,28 @@
 //! `DbActor`: owns a database pool. Its messages are the users operations
-//! and a readiness ping.
+//! and the readiness probes.
 //!
 //! Queries never run one after another in the mailbox: each handler clones
 //! the connections' handle ([`Connections`]) and answers with a future
 //! (`ResponseFuture`) that actix runs as its own task, so concurrency is
-//! bounded by the connections, not by the actor's thread. On PostgreSQL a
-//! connection carries several queries at once ([`crate::db::pipeline`]); on
-//! SQLite one. A panic inside such a future fails only that request; a panic
-//! in a handler itself restarts the actor with a fresh pool, built from its
-//! [`PoolSpec`].
+//! bounded by the connections, not by the actor's thread. A panic inside
+//! such a future fails only that request; a panic in a handler itself
+//! restarts the actor with a fresh pool, built from its [`PoolSpec`].
 //!
-//! One actor's thread would be the ceiling: it would encode and decode every
-//! query of every worker, each query paying two thread hops. So each HTTP
-//! worker starts its own `DbActor` on its own thread, with its share of
-//! `SWITCHBOARD_DB_POOL_SIZE`, and its handlers ask that one: no hop, and
-//! the connections' I/O runs on the thread that serves the request.
+//! One actor's thread would be the ceiling, so each HTTP worker starts its
+//! own `DbActor` on its own thread, with its share of
+//! `SWITCHBOARD_DB_POOL_SIZE`: no hop, and the connections' I/O runs on the
+//! thread that serves the request.
 //!
-//! SQLite lets one connection write at a time. With every connection of
+//! An actor is given its write path when it is built ([`WritePath`]), and
+//! every write takes it. On PostgreSQL a worker queues its own writes, a
+//! batch per statement. SQLite lets one connection write at a time: with
 //! every worker writing, the ones that found the file locked would sleep in
-//! SQLite's busy handler while others took the lock, and a write's tail
-//! latency would be many times its median. So on SQLite the workers' actors
-//! only read, and every write goes to one more `DbActor`, the writer, on an
-//! arbiter of its own, whose pool holds one connection: writes wait their
-//! turn in its queue, first come first served, and the lock is never
-//! contended within the process (WAL readers never block it).
-//! [`crate::app_state::WorkerDb`] tells a handler which actor to ask. The
-//! writer commits the writes that queue meanwhile together, one transaction
-//! per batch ([`crate::db::group_commit`]), so its rate is not capped at one
-//! fsync per write.
-//!
-//! On PostgreSQL a worker's creates that arrive while one of its inserts is
-//! in flight go together as one statement, and so do its unconditional
-//! patches ([`crate::db::write_batch`]).
+//! SQLite's busy handler while others took the lock. So SQLite's workers
+//! send their writes on to one more `DbActor`, the writer, on an arbiter of
+//! its own with a pool of one connection, which commits what queued
+//! meanwhile as one transaction; the lock is never contended within the
+//! process (WAL readers never block it). Both queues are one mechanism
+//! ([`crate::db::batch`]).
 
 use std::cell::RefCell;
 use std::future::{ready, Future};
@@ -40,15 +31,16 @@ use std::time::{Duration, Instant};
 
 use actix::dev::ResponseFuture;
 use actix::{Context, Handler, Message};
-use tokio::sync::oneshot;
+use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
-use super::ActorUnavailable;
+use super::{ActorRef, ActorUnavailable};
 use crate::config::DatabaseUrl;
-use crate::db::group_commit::{GroupCommit, Reply, Write};
-use crate::db::write_batch::{Create, Delete, Patch, PgBatches};
-use crate::db::{users, Connections, DbError, DbPool, PageCache, PoolSpec, PoolStatus};
+use crate::db::batch::Batching;
+use crate::db::postgres::Statements;
+use crate::db::sqlite::Transactions;
+use crate::db::{users, Connections, DbError, PageCache, PoolSpec, PoolStatus, Write, WriteQueue};
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
 use crate::metrics::{Event, Recorder};
 
@@ -61,17 +53,54 @@ pub enum DbFailure {
     Actor(#[from] ActorUnavailable),
 }
 
+/// Where a database actor's writes go.
+#[derive(Clone)]
+enum WritePath {
+    /// A PostgreSQL worker's own queue: one statement per batch.
+    Statements(WriteQueue<Statements>),
+    /// SQLite's writer's queue: one transaction per batch.
+    Transactions(WriteQueue<Transactions>),
+    /// A SQLite worker's: on to the writer.
+    Writer(ActorRef<DbActor>),
+}
+
+impl WritePath {
+    /// The path for an actor on `conns`; `writer` is SQLite's writer for
+    /// the workers' actors, `None` for the writer itself.
+    fn new(conns: &Connections, writer: Option<ActorRef<DbActor>>) -> Self {
+        match (conns, writer) {
+            (Connections::Postgres(pipeline), _) => {
+                Self::Statements(WriteQueue::new(Statements(Rc::clone(pipeline))))
+            }
+            (Connections::Sqlite(_), Some(writer)) => Self::Writer(writer),
+            (Connections::Sqlite(pool), None) => {
+                Self::Transactions(WriteQueue::new(Transactions(pool.clone())))
+            }
+        }
+    }
+
+    /// The queue's next batches run on the actor's fresh connections.
+    fn renew(&self, conns: &Connections) {
+        match (self, conns) {
+            (Self::Statements(queue), Connections::Postgres(pipeline)) => {
+                queue.renew(Statements(Rc::clone(pipeline)))
+            }
+            (Self::Transactions(queue), Connections::Sqlite(pool)) => {
+                queue.renew(Transactions(pool.clone()))
+            }
+            // The writer's connections are its own; a pool keeps its backend.
+            _ => {}
+        }
+    }
+}
+
 pub struct DbActor {
     /// What its pool is built from, again after a restart.
     pool: PoolSpec,
     conns: Connections,
+    writes: WritePath,
     /// The last write probe's answer and when it came.
     writable: Rc<RefCell<Option<Probed>>>,
-    /// SQLite's writer: the queue its writes are committed from in batches.
-    batches: Option<GroupCommit>,
-    /// A PostgreSQL worker's: the creates and patches waiting for their
-    /// next batch.
-    pg_batches: Option<PgBatches>,
     /// The recorder of its thread, which its query futures share.
     metrics: Recorder,
     supervision: Supervision,
@@ -79,14 +108,20 @@ pub struct DbActor {
 
 impl DbActor {
     /// A worker's actor, with `size` connections, the worker's share of the
-    /// pool. On SQLite they only read, so they keep a small page cache.
-    pub fn worker(url: DatabaseUrl, size: usize, supervision: Supervision) -> Self {
+    /// pool. On SQLite they only read, so they keep a small page cache, and
+    /// the writes go to `writer`.
+    pub fn worker(
+        url: DatabaseUrl,
+        size: usize,
+        writer: Option<ActorRef<DbActor>>,
+        supervision: Supervision,
+    ) -> Self {
         let pool = PoolSpec {
             url,
             size,
             page_cache: PageCache::Small,
         };
-        Self::new(pool, false, supervision)
+        Self::new(pool, writer, supervision)
     }
 
     /// SQLite's one writer: a pool of the one connection SQLite lets write,
@@ -97,22 +132,16 @@ impl DbActor {
             size: 1,
             page_cache: PageCache::Default,
         };
-        Self::new(pool, true, supervision)
+        Self::new(pool, None, supervision)
     }
 
-    fn new(pool: PoolSpec, in_batches: bool, supervision: Supervision) -> Self {
-        let built = pool.build();
-        let batches = match (&built, in_batches) {
-            (DbPool::Sqlite(sqlite), true) => Some(GroupCommit::new(sqlite.clone())),
-            _ => None,
-        };
-        let pg_batches = matches!(built, DbPool::Postgres(_)).then(PgBatches::default);
+    fn new(pool: PoolSpec, writer: Option<ActorRef<DbActor>>, supervision: Supervision) -> Self {
+        let conns = Connections::new(pool.build());
         Self {
+            writes: WritePath::new(&conns, writer),
             pool,
-            conns: Connections::new(built),
+            conns,
             writable: Rc::default(),
-            batches,
-            pg_batches,
             metrics: supervision.metrics().clone(),
             supervision,
         }
@@ -146,35 +175,31 @@ impl DbActor {
         })
     }
 
-    /// Runs a write of `input`: queued for the writer's next batch if this
-    /// actor commits in batches, else on its own, as [`Self::query`] runs it.
-    fn write<V, T, F, Fut>(
+    /// Sends `write` down the actor's write path.
+    fn write(
         &mut self,
         ctx: &mut Context<Self>,
-        op: &'static str,
-        input: V,
-        queued: impl FnOnce(V, Reply<T>) -> Write,
-        alone: F,
-    ) -> ResponseFuture<Result<T, DbFailure>>
-    where
-        T: 'static,
-        F: FnOnce(Connections, V) -> Fut,
-        Fut: Future<Output = Result<T, DbError>> + 'static,
-    {
-        let Some(batches) = self.batches.clone() else {
-            return self.query(ctx, op, |conns| alone(conns, input));
+        write: Write,
+    ) -> ResponseFuture<Result<User, DbFailure>> {
+        match self.writes.clone() {
+            WritePath::Statements(queue) => self.queue(ctx, queue, write),
+            WritePath::Transactions(queue) => self.queue(ctx, queue, write),
+            WritePath::Writer(writer) => Box::pin(async move { writer.call(Queued(write)).await }),
+        }
+    }
+
+    fn queue<B: Batching>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        queue: WriteQueue<B>,
+        write: Write,
+    ) -> ResponseFuture<Result<User, DbFailure>> {
+        let op = match write {
+            Write::Create(_) => "create",
+            Write::Patch { .. } => "update",
+            Write::Delete { .. } => "delete",
         };
-        self.query(ctx, op, move |_| {
-            let (reply, answer) = oneshot::channel();
-            batches.push(queued(input, reply));
-            async move {
-                answer.await.unwrap_or_else(|_| {
-                    Err(DbError::Unavailable(
-                        "the writer stopped before answering".into(),
-                    ))
-                })
-            }
-        })
+        self.query(ctx, op, |_| async move { queue.submit(write).await })
     }
 }
 
@@ -186,11 +211,9 @@ impl Supervise for DbActor {
     /// A fresh pool: connections the failed actor held are closed as they
     /// come back.
     fn reset(&mut self) {
-        let pool = self.pool.build();
-        if let (Some(batches), DbPool::Sqlite(pool)) = (&self.batches, &pool) {
-            batches.replace_pool(pool.clone());
-        }
-        std::mem::replace(&mut self.conns, Connections::new(pool)).close();
+        let conns = Connections::new(self.pool.build());
+        self.writes.renew(&conns);
+        std::mem::replace(&mut self.conns, conns).close();
     }
 
     fn report(&mut self) {
@@ -213,6 +236,7 @@ supervised_actor!(
     ListUsers,
     UpdateUser,
     DeleteUser,
+    Queued,
     CheckWritable,
     Ping
 );
@@ -252,6 +276,11 @@ pub struct DeleteUser {
     pub expected: Expected,
 }
 
+/// A SQLite worker's write, sent on to the writer.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<User, DbFailure>")]
+pub struct Queued(Write);
+
 /// Does the database take writes? Answered from a write at most
 /// [`PROBE_EVERY`] old.
 #[derive(Debug, Message)]
@@ -273,18 +302,7 @@ impl Handler<CreateUser> for DbActor {
     type Result = ResponseFuture<Result<User, DbFailure>>;
 
     fn handle(&mut self, CreateUser(user): CreateUser, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(batches) = self.pg_batches.clone() {
-            return self.query(ctx, "create", |conns| async move {
-                batches.creates.run(&conns, Create(user)).await
-            });
-        }
-        self.write(
-            ctx,
-            "create",
-            user,
-            Write::Create,
-            |conns, user| async move { users::create(&conns, &user).await },
-        )
+        self.write(ctx, Write::Create(user))
     }
 }
 
@@ -314,19 +332,17 @@ impl Handler<UpdateUser> for DbActor {
     type Result = ResponseFuture<Result<User, DbFailure>>;
 
     fn handle(&mut self, msg: UpdateUser, ctx: &mut Context<Self>) -> Self::Result {
-        let batched = msg.expected == Expected::Any && !msg.patch.is_empty();
-        if let Some(batches) = self.pg_batches.clone().filter(|_| batched) {
-            return self.query(ctx, "update", |conns| async move {
-                batches.patches.run(&conns, Patch(msg.id, msg.patch)).await
-            });
-        }
+        let UpdateUser {
+            id,
+            patch,
+            expected,
+        } = msg;
         self.write(
             ctx,
-            "update",
-            (msg.id, msg.patch, msg.expected),
-            |(id, patch, expected), reply| Write::Update(id, patch, expected, reply),
-            |conns, (id, patch, expected)| async move {
-                users::update(&conns, id, &patch, &expected).await
+            Write::Patch {
+                id,
+                patch,
+                expected,
             },
         )
     }
@@ -335,20 +351,21 @@ impl Handler<UpdateUser> for DbActor {
 impl Handler<DeleteUser> for DbActor {
     type Result = ResponseFuture<Result<(), DbFailure>>;
 
-    fn handle(&mut self, msg: DeleteUser, ctx: &mut Context<Self>) -> Self::Result {
-        let batched = msg.expected == Expected::Any;
-        if let Some(batches) = self.pg_batches.clone().filter(|_| batched) {
-            return self.query(ctx, "delete", |conns| async move {
-                batches.deletes.run(&conns, Delete(msg.id)).await
-            });
-        }
-        self.write(
-            ctx,
-            "delete",
-            (msg.id, msg.expected),
-            |(id, expected), reply| Write::Delete(id, expected, reply),
-            |conns, (id, expected)| async move { users::delete(&conns, id, &expected).await },
-        )
+    fn handle(
+        &mut self,
+        DeleteUser { id, expected }: DeleteUser,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let deleted = self.write(ctx, Write::Delete { id, expected });
+        Box::pin(deleted.map(|deleted| deleted.map(drop)))
+    }
+}
+
+impl Handler<Queued> for DbActor {
+    type Result = ResponseFuture<Result<User, DbFailure>>;
+
+    fn handle(&mut self, Queued(write): Queued, ctx: &mut Context<Self>) -> Self::Result {
+        self.write(ctx, write)
     }
 }
 
@@ -356,6 +373,9 @@ impl Handler<CheckWritable> for DbActor {
     type Result = ResponseFuture<Result<(), DbFailure>>;
 
     fn handle(&mut self, _: CheckWritable, ctx: &mut Context<Self>) -> Self::Result {
+        if let WritePath::Writer(writer) = self.writes.clone() {
+            return Box::pin(async move { writer.call(CheckWritable).await });
+        }
         let fresh = self
             .writable
             .borrow()

@@ -1,9 +1,10 @@
 //! What a users query runs on, whichever backend and however its connection
 //! was had: a borrowed connection of either backend ([`DbConn`], and
-//! `on_conn!` to run the same diesel code on either), and the two traits
-//! that lend one for a query ([`Checkout`], [`Lease`]). The pool
+//! `on_conn!` to run the same diesel code on either), the two traits that
+//! lend one for a query ([`Checkout`], [`Lease`]), and [`run`], which
+//! retires a connection that let its query down. The pool
 //! ([`super::pool`]), PostgreSQL's shared connections
-//! ([`super::pipeline`]) and a database actor's connections
+//! ([`super::postgres::Pipeline`]) and a database actor's connections
 //! ([`super::connections`]) each implement them; the queries
 //! ([`super::users`]) are written against them alone.
 
@@ -25,7 +26,7 @@ pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A borrowed connection of either backend: what the users queries run on.
 /// A PostgreSQL query needs only a shared reference: diesel-async sends the
 /// queries of several futures on one connection without waiting for each
-/// answer (pipelining), and [`super::pipeline`] relies on that.
+/// answer (pipelining), and [`super::postgres::Pipeline`] relies on that.
 pub enum DbConn<'a> {
     Postgres(&'a AsyncPgConnection),
     Sqlite(&'a mut SqliteAsyncConnection),
@@ -58,7 +59,7 @@ macro_rules! on_conn {
 pub(crate) use on_conn;
 
 /// What a query costs the database server, for sharing a connection among
-/// queries in flight ([`super::pipeline`]); a pool's connection serves one
+/// queries in flight ([`super::postgres::Pipeline`]); a pool's connection serves one
 /// query whatever it costs.
 #[derive(Debug, Clone, Copy)]
 pub enum QueryCost {
@@ -97,4 +98,18 @@ pub trait Checkout {
     fn get_new(&self, cost: QueryCost) -> impl Future<Output = Result<Self::Lease, DbError>> {
         self.get(cost)
     }
+}
+
+/// Runs `query` on the connection `checkout` lends, and retires the
+/// connection if the query failed in a way that spoils it.
+pub async fn run<T, L: Lease>(
+    checkout: impl Future<Output = Result<L, DbError>>,
+    query: impl AsyncFnOnce(&mut L) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let mut lease = checkout.await?;
+    let result = query(&mut lease).await;
+    if result.as_ref().is_err_and(DbError::spoils_connection) {
+        lease.retire();
+    }
+    result
 }

@@ -5,44 +5,46 @@
 
 use std::rc::Rc;
 
-use super::conn::{Checkout, DbConn, Lease, PoolStatus, QueryCost};
-use super::pipeline::{PgShare, Pipeline};
-use super::pool::{DbPool, PooledConn};
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+
+use super::conn::{Checkout, DbConn, Lease, PoolStatus, QueryCost, SqliteAsyncConnection};
+use super::pool::DbPool;
+use super::postgres::{PgShare, Pipeline};
 use super::DbError;
 
 #[derive(Clone)]
 pub enum Connections {
-    Pipelined(Rc<Pipeline>),
-    Pooled(DbPool),
+    Postgres(Rc<Pipeline>),
+    Sqlite(Pool<SqliteAsyncConnection>),
 }
 
-/// A connection lent by [`Connections`]. Like [`PooledConn`], it lives for
-/// one query, in the query's future, so it is not boxed.
+/// A connection lent by [`Connections`]. It lives for one query, in the
+/// query's future, so it is not boxed.
 #[allow(clippy::large_enum_variant)]
 pub enum ConnectionLease {
-    Pipelined(PgShare),
-    Pooled(PooledConn),
+    Postgres(PgShare),
+    Sqlite(Object<SqliteAsyncConnection>),
 }
 
 impl Connections {
     pub fn new(pool: DbPool) -> Self {
         match pool {
-            DbPool::Postgres(pool) => Self::Pipelined(Rc::new(Pipeline::new(pool))),
-            sqlite => Self::Pooled(sqlite),
+            DbPool::Postgres(pool) => Self::Postgres(Rc::new(Pipeline::new(pool))),
+            DbPool::Sqlite(pool) => Self::Sqlite(pool),
         }
     }
 
     pub fn status(&self) -> PoolStatus {
         match self {
-            Self::Pipelined(pipeline) => pipeline.status(),
-            Self::Pooled(pool) => pool.status(),
+            Self::Postgres(pipeline) => pipeline.status(),
+            Self::Sqlite(pool) => PoolStatus::of(pool),
         }
     }
 
     pub fn close(&self) {
         match self {
-            Self::Pipelined(pipeline) => pipeline.close(),
-            Self::Pooled(pool) => pool.close(),
+            Self::Postgres(pipeline) => pipeline.close(),
+            Self::Sqlite(pool) => pool.close(),
         }
     }
 }
@@ -50,15 +52,15 @@ impl Connections {
 impl Lease for ConnectionLease {
     fn conn(&mut self) -> DbConn<'_> {
         match self {
-            Self::Pipelined(share) => share.conn(),
-            Self::Pooled(conn) => conn.conn(),
+            Self::Postgres(share) => share.conn(),
+            Self::Sqlite(conn) => conn.conn(),
         }
     }
 
     fn retire(self) {
         match self {
-            Self::Pipelined(share) => share.retire(),
-            Self::Pooled(conn) => conn.retire(),
+            Self::Postgres(share) => share.retire(),
+            Self::Sqlite(conn) => conn.retire(),
         }
     }
 }
@@ -68,15 +70,15 @@ impl Checkout for Connections {
 
     async fn get(&self, cost: QueryCost) -> Result<ConnectionLease, DbError> {
         Ok(match self {
-            Self::Pipelined(pipeline) => ConnectionLease::Pipelined(pipeline.get(cost).await?),
-            Self::Pooled(pool) => ConnectionLease::Pooled(pool.get(cost).await?),
+            Self::Postgres(pipeline) => ConnectionLease::Postgres(pipeline.get(cost).await?),
+            Self::Sqlite(pool) => ConnectionLease::Sqlite(Checkout::get(pool, cost).await?),
         })
     }
 
     async fn get_new(&self, cost: QueryCost) -> Result<ConnectionLease, DbError> {
         Ok(match self {
-            Self::Pipelined(pipeline) => ConnectionLease::Pipelined(pipeline.get_new(cost).await?),
-            Self::Pooled(pool) => ConnectionLease::Pooled(pool.get_new(cost).await?),
+            Self::Postgres(pipeline) => ConnectionLease::Postgres(pipeline.get_new(cost).await?),
+            Self::Sqlite(pool) => ConnectionLease::Sqlite(Checkout::get_new(pool, cost).await?),
         })
     }
 }

@@ -1,29 +1,32 @@
-//! Storage: the diesel schema and rows, the two pool backends (PostgreSQL and
-//! embedded SQLite) behind one enum, PostgreSQL's shared connections,
-//! SQLite's batched writes, migrations, and the users queries. The database
+//! Storage: the schema and rows, the pools, the users queries on either
+//! backend, writes in batches, migrations; and beside them what only
+//! PostgreSQL ([`postgres`]) or only SQLite ([`sqlite`]) does. The database
 //! actors ([`crate::actors::db`]) and the benchmark suite's baseline call
 //! into it; it knows nothing of actors or HTTP.
 //!
 //! Inside, dependencies point one way: `conn` (what a query runs on) is at
-//! the bottom; `pool` and `pipeline` lend connections; `connections` picks
-//! one of them for an actor; `users` and `group_commit` run queries.
+//! the bottom; `pool` and `postgres::Pipeline` lend connections;
+//! `connections` picks one of them for an actor; `users` runs queries;
+//! `write` and `batch` queue writes, which the backends' strategies run.
 
+pub mod batch;
 pub mod conn;
 pub mod connections;
-pub mod group_commit;
 pub mod migrate;
 pub mod models;
-pub mod pg_writes;
-pub mod pipeline;
 pub mod pool;
+pub mod postgres;
 pub mod schema;
+pub mod sqlite;
 pub mod users;
-pub mod write_batch;
+pub mod write;
 
+pub use batch::WriteQueue;
 pub use conn::{Checkout, DbConn, PoolStatus, QueryCost};
 pub use connections::Connections;
 pub use migrate::migrate;
 pub use pool::{DbPool, PageCache, PoolSpec};
+pub use write::{Write, Written};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 

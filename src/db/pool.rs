@@ -144,7 +144,7 @@ impl Lease for PooledConn {
     fn conn(&mut self) -> DbConn<'_> {
         match self {
             Self::Postgres(object) => DbConn::Postgres(object),
-            Self::Sqlite(object) => DbConn::Sqlite(object),
+            Self::Sqlite(object) => object.conn(),
         }
     }
 
@@ -153,22 +153,47 @@ impl Lease for PooledConn {
     fn retire(self) {
         match self {
             Self::Postgres(object) => drop(Object::take(object)),
-            Self::Sqlite(object) => drop(Object::take(object)),
+            Self::Sqlite(object) => object.retire(),
+        }
+    }
+}
+
+impl Lease for Object<SqliteAsyncConnection> {
+    fn conn(&mut self) -> DbConn<'_> {
+        DbConn::Sqlite(self)
+    }
+
+    fn retire(self) {
+        drop(Object::take(self));
+    }
+}
+
+/// SQLite's writer checks its connection out of its own pool.
+impl Checkout for Pool<SqliteAsyncConnection> {
+    type Lease = Object<SqliteAsyncConnection>;
+
+    async fn get(&self, _: QueryCost) -> Result<Self::Lease, DbError> {
+        Ok(Pool::get(self).await?)
+    }
+}
+
+impl PoolStatus {
+    pub fn of<M: Manager>(pool: &deadpool::managed::Pool<M>) -> Self {
+        let status = pool.status();
+        Self {
+            max_size: status.max_size,
+            size: status.size,
+            idle: status.available,
+            waiting: status.waiting,
         }
     }
 }
 
 impl DbPool {
     pub fn status(&self) -> PoolStatus {
-        let status = match self {
-            Self::Postgres(pool) => pool.status(),
-            Self::Sqlite(pool) => pool.status(),
-        };
-        PoolStatus {
-            max_size: status.max_size,
-            size: status.size,
-            idle: status.available,
-            waiting: status.waiting,
+        match self {
+            Self::Postgres(pool) => PoolStatus::of(pool),
+            Self::Sqlite(pool) => PoolStatus::of(pool),
         }
     }
 
@@ -189,7 +214,7 @@ impl Checkout for DbPool {
     async fn get(&self, _: QueryCost) -> Result<PooledConn, DbError> {
         Ok(match self {
             Self::Postgres(pool) => PooledConn::Postgres(pool.get().await?),
-            Self::Sqlite(pool) => PooledConn::Sqlite(pool.get().await?),
+            Self::Sqlite(pool) => PooledConn::Sqlite(Pool::get(pool).await?),
         })
     }
 }

@@ -1,49 +1,29 @@
-//! The users queries, written once in diesel's DSL and run on either backend
-//! through `on_conn!` (but a patch and batches of creates, patches and
-//! deletes on PostgreSQL, which are written by hand so that the server
-//! keeps them prepared: see [`super::pg_writes`]), and the two readiness
-//! probes. Each is one statement, so each is atomic on its own.
+//! The users queries on either backend, written once in diesel's DSL and
+//! run through `on_conn!` (a patch on PostgreSQL is hand-written, so that
+//! the server keeps it prepared: [`super::postgres::statements`]), and the
+//! two readiness probes. Each is one statement, atomic on its own.
 //!
 //! The writes come twice: on a connection ([`create_on`], [`update_on`],
-//! [`delete_on`]), which SQLite's writer uses to run a batch of them in one
-//! transaction (see [`super::group_commit`]), and on a [`Checkout`]
-//! (a database actor's connections, or the baseline's plain pool), which
-//! lends a connection for that one statement.
+//! [`delete_on`]), inside whatever transaction is open there (SQLite's
+//! batches, [`super::sqlite`]), and on a [`Checkout`], which lends a
+//! connection for that one statement.
 //!
-//! A query on a [`Checkout`] whose connection lets it down (the server
-//! ended the session, say on a restart) retires that connection
-//! ([`Lease::retire`]). A read is then sent once more, on another
-//! connection: reading twice changes nothing, so the client need not see
-//! the loss. A write is not, as it may have been applied before the
-//! connection broke; its client gets 503 and decides.
-
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
+//! A query whose connection lets it down (the server ended the session,
+//! say on a restart) retires that connection ([`run`]). A read is then sent
+//! once more, on another connection: reading twice changes nothing, so the
+//! client need not see the loss. A write is not, as it may have been
+//! applied before the connection broke; its caller gets the error.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::conn::{on_conn, Checkout, DbConn, Lease, QueryCost};
+use super::conn::{on_conn, run, Checkout, DbConn, Lease, QueryCost};
 use super::models::{NewUserRow, UserChanges, UserRow};
-use super::pg_writes::{DeleteUsers, InsertUsers, PatchUser, PatchUsers};
+use super::postgres::statements::PatchUser;
 use super::schema::users;
 use super::DbError;
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
-
-/// Runs `query` on the connection `checkout` gives, and retires the
-/// connection if the query failed in a way that spoils it.
-async fn run<T, L: Lease>(
-    checkout: impl Future<Output = Result<L, DbError>>,
-    query: impl AsyncFnOnce(DbConn<'_>) -> Result<T, DbError>,
-) -> Result<T, DbError> {
-    let mut conn = checkout.await?;
-    let result = query(conn.conn()).await;
-    if result.as_ref().is_err_and(DbError::spoils_connection) {
-        conn.retire();
-    }
-    result
-}
 
 /// [`run`], and once more, on a new connection where the pool allows it,
 /// if the connection let the read down.
@@ -52,18 +32,18 @@ async fn read<T>(
     cost: QueryCost,
     query: impl AsyncFn(DbConn<'_>) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
-    match run(conns.get(cost), &query).await {
+    match run(conns.get(cost), async |lease| query(lease.conn()).await).await {
         Err(err) if err.spoils_connection() => {
             tracing::warn!(%err, "a read failed; sending it once more on another connection");
-            run(conns.get_new(cost), &query).await
+            run(conns.get_new(cost), async |lease| query(lease.conn()).await).await
         }
         answered => answered,
     }
 }
 
 pub async fn create(conns: &impl Checkout, user: &NewUser) -> Result<User, DbError> {
-    run(conns.get(QueryCost::Row), async |conn| {
-        create_on(conn, user).await
+    run(conns.get(QueryCost::Row), async |lease| {
+        create_on(lease.conn(), user).await
     })
     .await
 }
@@ -84,101 +64,6 @@ pub async fn create_on(conn: DbConn<'_>, user: &NewUser) -> Result<User, DbError
             .await
     })?;
     Ok(created.into())
-}
-
-/// Creates several users in one statement on PostgreSQL ([`InsertUsers`]):
-/// for each of `new`, in order, its user, or [`DbError::EmailTaken`] if its
-/// email was taken already or by an earlier one of `new`. The statement
-/// commits on its own; if it fails, it fails as a whole.
-pub async fn create_many(
-    conns: &impl Checkout,
-    new: &[&NewUser],
-) -> Result<Vec<Result<User, DbError>>, DbError> {
-    let rows: Vec<NewUserRow> = new.iter().map(|user| NewUserRow::new(user)).collect();
-    let insert = InsertUsers::new(&rows);
-    let created: Vec<(i64, String, String, NaiveDateTime, NaiveDateTime, String)> =
-        run(conns.get(QueryCost::Page), async |conn| match conn {
-            DbConn::Postgres(mut shared) => Ok(insert.load(&mut shared).await?),
-            DbConn::Sqlite(_) => Err(on_postgres_only()),
-        })
-        .await?;
-    let mut by_key: HashMap<String, User> = created
-        .into_iter()
-        .map(|(id, name, email, created_at, updated_at, key)| {
-            let row = UserRow {
-                id,
-                name,
-                email,
-                created_at,
-                updated_at,
-            };
-            (key, row.into())
-        })
-        .collect();
-    Ok(rows
-        .iter()
-        .map(|row| by_key.remove(&row.email_key).ok_or(DbError::EmailTaken))
-        .collect())
-}
-
-/// Applies several unconditional, non-empty patches, to distinct users, in
-/// one statement on PostgreSQL ([`PatchUsers`]): for each, in order, the
-/// patched user, or [`DbError::NotFound`]. The statement commits on its
-/// own; if it fails (an email taken), it fails as a whole.
-pub async fn update_many(
-    conns: &impl Checkout,
-    patches: &[(UserId, &UserPatch)],
-) -> Result<Vec<Result<User, DbError>>, DbError> {
-    let changes: Vec<UserChanges> = patches.iter().map(|(_, p)| UserChanges::new(p)).collect();
-    let ids = patches.iter().map(|(id, _)| id.get()).collect();
-    let at = changes
-        .iter()
-        .map(|c| c.updated_at)
-        .max()
-        .unwrap_or_default();
-    let update = PatchUsers::new(ids, &changes, at);
-    let updated: Vec<UserRow> = run(conns.get(QueryCost::Page), async |conn| match conn {
-        DbConn::Postgres(mut shared) => Ok(update.load(&mut shared).await?),
-        DbConn::Sqlite(_) => Err(on_postgres_only()),
-    })
-    .await?;
-    let mut by_id: HashMap<i64, User> = updated.into_iter().map(|r| (r.id, r.into())).collect();
-    Ok(patches
-        .iter()
-        .map(|(id, _)| by_id.remove(&id.get()).ok_or(DbError::NotFound))
-        .collect())
-}
-
-/// Deletes the users with these ids (each at most once), on PostgreSQL in
-/// one statement: for each, in order, nothing, or `NotFound` if there was
-/// no such user.
-pub async fn delete_many(
-    conns: &impl Checkout,
-    ids: &[UserId],
-) -> Result<Vec<Result<(), DbError>>, DbError> {
-    let delete = DeleteUsers {
-        ids: ids.iter().map(|id| id.get()).collect(),
-    };
-    let deleted: Vec<i64> = run(conns.get(QueryCost::Page), async |conn| match conn {
-        DbConn::Postgres(mut shared) => Ok(delete.load(&mut shared).await?),
-        DbConn::Sqlite(_) => Err(on_postgres_only()),
-    })
-    .await?;
-    let mut deleted: HashSet<i64> = deleted.into_iter().collect();
-    Ok(ids
-        .iter()
-        .map(|id| {
-            deleted
-                .remove(&id.get())
-                .then_some(())
-                .ok_or(DbError::NotFound)
-        })
-        .collect())
-}
-
-/// What a batch of writes answers on SQLite, whose writer batches its own.
-fn on_postgres_only() -> DbError {
-    DbError::Internal("writes are batched this way on PostgreSQL only".into())
 }
 
 pub async fn get(conns: &impl Checkout, id: UserId) -> Result<User, DbError> {
@@ -237,8 +122,8 @@ pub async fn update(
     patch: &UserPatch,
     expected: &Expected,
 ) -> Result<User, DbError> {
-    run(conns.get(QueryCost::Row), async |conn| {
-        update_on(conn, id, patch, expected).await
+    run(conns.get(QueryCost::Row), async |lease| {
+        update_on(lease.conn(), id, patch, expected).await
     })
     .await
 }
@@ -263,6 +148,7 @@ pub async fn update_on(
             id: id.get(),
             changes: &changes,
             versions: versions.as_deref(),
+            columns: UserRow::as_select(),
         }
         .get_result(&mut shared)
         .await
@@ -291,40 +177,49 @@ pub async fn update_on(
     }
 }
 
-pub async fn delete(conns: &impl Checkout, id: UserId, expected: &Expected) -> Result<(), DbError> {
-    run(conns.get(QueryCost::Row), async |conn| {
-        delete_on(conn, id, expected).await
+pub async fn delete(
+    conns: &impl Checkout,
+    id: UserId,
+    expected: &Expected,
+) -> Result<User, DbError> {
+    run(conns.get(QueryCost::Row), async |lease| {
+        delete_on(lease.conn(), id, expected).await
     })
     .await
 }
 
-/// Deletes the user, if it is at one of the `expected` versions.
+/// Deletes the user, if it is at one of the `expected` versions; answers
+/// the user as it was.
 pub async fn delete_on(
     mut conn: DbConn<'_>,
     id: UserId,
     expected: &Expected,
-) -> Result<(), DbError> {
+) -> Result<User, DbError> {
     let versions = expected_versions(expected);
-    let deleted = on_conn!(conn.reborrow(), conn => {
+    let deleted: Option<UserRow> = on_conn!(conn.reborrow(), conn => {
         let target = users::table.find(id.get());
         match &versions {
-            None => diesel::delete(target).execute(conn).await,
-            Some(versions) => {
-                diesel::delete(target.filter(users::updated_at.eq_any(versions)))
-                    .execute(conn)
-                    .await
-            }
+            None => diesel::delete(target)
+                .returning(UserRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional(),
+            Some(versions) => diesel::delete(target.filter(users::updated_at.eq_any(versions)))
+                .returning(UserRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional(),
         }
     })?;
     match deleted {
-        0 => Err(why_untouched(conn, id, &versions).await),
-        _ => Ok(()),
+        Some(row) => Ok(row.into()),
+        None => Err(why_untouched(conn, id, &versions).await),
     }
 }
 
 /// The stored form of the versions a conditional write expects; `None`
 /// for an unconditional one.
-fn expected_versions(expected: &Expected) -> Option<Vec<chrono::NaiveDateTime>> {
+fn expected_versions(expected: &Expected) -> Option<Vec<NaiveDateTime>> {
     match expected {
         Expected::Any => None,
         Expected::OneOf(versions) => Some(versions.iter().map(|v| v.0.naive_utc()).collect()),
@@ -336,7 +231,7 @@ fn expected_versions(expected: &Expected) -> Option<Vec<chrono::NaiveDateTime>> 
 async fn why_untouched(
     conn: DbConn<'_>,
     id: UserId,
-    versions: &Option<Vec<chrono::NaiveDateTime>>,
+    versions: &Option<Vec<NaiveDateTime>>,
 ) -> DbError {
     match (get_on(conn, id).await, versions) {
         (Ok(_), Some(_)) => DbError::Changed,
@@ -355,7 +250,8 @@ fn unchanged_since(user: User, expected: &Expected) -> Result<User, DbError> {
 /// Rewrites the write probe's one row: whether the database takes writes
 /// now, for readiness.
 pub async fn probe_write(conns: &impl Checkout) -> Result<(), DbError> {
-    run(conns.get(QueryCost::Row), async |conn| {
+    run(conns.get(QueryCost::Row), async |lease| {
+        let conn = lease.conn();
         let probe = "INSERT INTO write_probe (id, written_at) VALUES (1, CURRENT_TIMESTAMP) \
                      ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at";
         on_conn!(conn, conn => diesel::sql_query(probe).execute(conn).await)?;
@@ -366,7 +262,8 @@ pub async fn probe_write(conns: &impl Checkout) -> Result<(), DbError> {
 
 /// A round trip to the database, for readiness.
 pub async fn ping(conns: &impl Checkout) -> Result<(), DbError> {
-    run(conns.get(QueryCost::Row), async |conn| {
+    run(conns.get(QueryCost::Row), async |lease| {
+        let conn = lease.conn();
         on_conn!(conn, conn => diesel::sql_query("SELECT 1").execute(conn).await)?;
         Ok(())
     })

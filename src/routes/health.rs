@@ -76,8 +76,8 @@ pub async fn ready(state: web::Data<AppState>, db: LocalDb) -> Result<HttpRespon
         Phase::Draining => "draining",
         Phase::Escalating => "escalating",
     };
-    let (database_up, database) = match db.reads().call(Ping).await {
-        Ok(pool) => match db.writes().call(CheckWritable).await {
+    let (database_up, database) = match db.call(Ping).await {
+        Ok(pool) => match db.call(CheckWritable).await {
             Ok(()) => (
                 true,
                 json!({"status": "up", "writable": true, "pool": pool}),

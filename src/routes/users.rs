@@ -39,7 +39,7 @@ pub const LIST_QUERY: &[&str] = &["limit", "after", "email"];
 )]
 pub async fn create(db: LocalDb, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     let user = NewUser::from_json(&body).map_err(ApiError::Validation)?;
-    let created = db.writes().call(CreateUser(user)).await?;
+    let created = db.call(CreateUser(user)).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/users/{}", created.id)))
         .insert_header((header::ETAG, created.version().etag()))
@@ -73,7 +73,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
     let load = || async {
-        let user = db.reads().call(GetUser(id)).await.map_err(about(id))?;
+        let user = db.call(GetUser(id)).await.map_err(about(id))?;
         let body = serde_json::to_vec(&user).map_err(|_| ApiError::Internal)?;
         Ok::<_, ApiError>(Cached {
             status: 200,
@@ -152,7 +152,6 @@ pub async fn list(db: LocalDb, query: web::Query<PageQuery>) -> Result<HttpRespo
     };
     // One more than asked for says whether another page exists.
     let mut users = db
-        .reads()
         .call(ListUsers {
             after,
             limit: limit + 1,
@@ -201,7 +200,6 @@ pub async fn update(
     let expected = expected(req.headers())?;
     let patch = UserPatch::from_json(&body).map_err(ApiError::Validation)?;
     let user = db
-        .writes()
         .call(UpdateUser {
             id,
             patch,
@@ -238,8 +236,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id).map_err(ApiError::BadRequest)?;
     let expected = expected(req.headers())?;
-    db.writes()
-        .call(DeleteUser { id, expected })
+    db.call(DeleteUser { id, expected })
         .await
         .map_err(about(id))?;
     state.cache.invalidate(cache_key(id));

@@ -8,6 +8,7 @@
 mod helpers;
 mod process_app;
 
+mod batches;
 mod cache;
 mod coherence;
 mod concurrency;
@@ -18,7 +19,9 @@ mod health;
 mod hostile;
 mod metrics;
 mod observability;
+mod pg;
 mod pipeline;
+mod prepared;
 mod process;
 mod storage;
 mod supervision;

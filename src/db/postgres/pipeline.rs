@@ -52,8 +52,8 @@ use diesel_async::AsyncPgConnection;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 
-use super::conn::{Checkout, DbConn, Lease, PoolStatus, QueryCost, CHECKOUT_TIMEOUT};
-use super::DbError;
+use crate::db::conn::{Checkout, DbConn, Lease, PoolStatus, QueryCost, CHECKOUT_TIMEOUT};
+use crate::db::DbError;
 
 /// Turns per connection: what its queries in flight may cost at most.
 const TURNS: usize = 8;
@@ -113,6 +113,13 @@ impl PgShare {
     fn new(conn: SharedPgConn, turns: OwnedSemaphorePermit) -> Self {
         conn.load.set(conn.load.get() + turns.num_permits());
         Self { conn, turns }
+    }
+}
+
+impl PgShare {
+    /// The connection, for a statement only PostgreSQL runs.
+    pub fn client(&self) -> &AsyncPgConnection {
+        self.conn.client()
     }
 }
 

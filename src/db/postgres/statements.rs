@@ -1,30 +1,51 @@
 //! The users writes PostgreSQL runs as hand-written SQL rather than
 //! diesel's DSL, so that each keeps one SQL text whatever it carries and
 //! the server keeps it prepared on each connection (diesel's statement
-//! cache keys such a query by its text).
+//! cache keys such a query by its text). What they return is read as
+//! [`UserRow`], whose columns they list through diesel, not by hand.
 //!
 //! [`PatchUser`]: diesel marks every `UPDATE` built with its DSL unsafe to
-//! cache (its `SET` list varies with the fields given), and PostgreSQL
-//! would parse and plan each `PATCH` anew. Here a field the patch leaves
-//! out keeps its value through `COALESCE`, and the text varies only with
-//! whether the update is conditional.
+//! cache (its `SET` list varies with the fields given). Here a field the
+//! patch leaves out keeps its value through `COALESCE`, and the text varies
+//! only with whether the update is conditional.
 //!
-//! [`InsertUsers`] and [`PatchUsers`]: a batch of creates or of patches
-//! ([`super::write_batch`]) as one statement. A `VALUES` list would be a
-//! new text for every batch size; the rows go as one array per column
-//! through `unnest`, one text for any size. `ON CONFLICT DO NOTHING` skips
-//! a row whose email is taken (before, or by an earlier row of the batch)
-//! instead of failing the whole batch; an `UPDATE` has no such clause, so
-//! an email conflict fails a batch of patches as a whole. [`DeleteUsers`]
-//! is a batch of deletes, its ids as one array.
+//! [`InsertUsers`], [`PatchUsers`], [`DeleteUsers`]: a batch of writes as
+//! one statement ([`super::batches`]). A `VALUES` list would be a new text
+//! for every batch size; the rows go as one array per column through
+//! `unnest`, one text for any size. `ON CONFLICT DO NOTHING` skips a row
+//! whose email is taken (before, or by an earlier row of the batch) instead
+//! of failing the whole batch; an `UPDATE` has no such clause, so an email
+//! conflict fails a batch of patches as a whole.
 
 use chrono::NaiveDateTime;
+use diesel::dsl::AsSelect;
 use diesel::pg::Pg;
+use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamp};
-use diesel::QueryResult;
+use diesel::SelectableHelper;
 
-use super::models::{NewUserRow, UserChanges};
+use crate::db::models::{NewUserRow, UserChanges, UserRow};
+
+/// The SQL types of a [`UserRow`], in its order.
+type UserColumns = (BigInt, Text, Text, Timestamp, Timestamp);
+
+/// `RETURNING` a [`UserRow`]'s columns of `users`.
+fn push_returning<'b>(
+    out: &mut AstPass<'_, 'b, Pg>,
+    columns: &'b AsSelect<UserRow, Pg>,
+) -> QueryResult<()> {
+    out.push_sql(" RETURNING ");
+    columns.walk_ast(out.reborrow())
+}
+
+/// What [`InsertUsers`] returns for each row it inserted.
+#[derive(Debug, Queryable)]
+pub struct InsertedRow {
+    pub user: UserRow,
+    /// Tells which of the batch's creates the row is.
+    pub email_key: String,
+}
 
 /// Each statement is cached by its SQL text, not by its type (the text is
 /// fixed for any batch size; a patch has two, with and without `If-Match`).
@@ -42,19 +63,20 @@ macro_rules! cached_by_text {
 }
 
 cached_by_text! {
-    PatchUser<'_> => (BigInt, Text, Text, Timestamp, Timestamp);
-    InsertUsers<'_> => (BigInt, Text, Text, Timestamp, Timestamp, Text);
-    PatchUsers<'_> => (BigInt, Text, Text, Timestamp, Timestamp);
-    DeleteUsers => BigInt;
+    PatchUser<'_> => UserColumns;
+    InsertUsers<'_> => (UserColumns, Text);
+    PatchUsers<'_> => UserColumns;
+    DeleteUsers => UserColumns;
 }
 
 /// `UPDATE users ... WHERE id = $id [AND updated_at = ANY($versions)]
-/// RETURNING` the user's columns, as [`super::models::UserRow`] reads them.
+/// RETURNING` the user.
 pub struct PatchUser<'a> {
     pub id: i64,
     pub changes: &'a UserChanges<'a>,
     /// The versions a conditional update expects; `None` for any.
     pub versions: Option<&'a [NaiveDateTime]>,
+    pub columns: AsSelect<UserRow, Pg>,
 }
 
 impl QueryFragment<Pg> for PatchUser<'_> {
@@ -74,18 +96,18 @@ impl QueryFragment<Pg> for PatchUser<'_> {
             out.push_bind_param::<Array<Timestamp>, _>(versions)?;
             out.push_sql(")");
         }
-        out.push_sql(" RETURNING id, name, email, created_at, updated_at");
-        Ok(())
+        push_returning(&mut out, &self.columns)
     }
 }
 
-/// `INSERT INTO users ... ON CONFLICT DO NOTHING RETURNING` the user's
-/// columns and its email key, for the rows it inserted, in order.
+/// `INSERT INTO users ... ON CONFLICT DO NOTHING RETURNING` the user and
+/// its email key, for the rows it inserted.
 pub struct InsertUsers<'a> {
     names: Vec<&'a str>,
     emails: Vec<&'a str>,
     email_keys: Vec<&'a str>,
     created_at: Vec<NaiveDateTime>,
+    columns: AsSelect<UserRow, Pg>,
 }
 
 impl<'a> InsertUsers<'a> {
@@ -95,6 +117,7 @@ impl<'a> InsertUsers<'a> {
             emails: rows.iter().map(|row| row.email).collect(),
             email_keys: rows.iter().map(|row| row.email_key.as_str()).collect(),
             created_at: rows.iter().map(|row| row.created_at).collect(),
+            columns: UserRow::as_select(),
         }
     }
 }
@@ -112,24 +135,24 @@ impl QueryFragment<Pg> for InsertUsers<'_> {
         out.push_bind_param::<Array<Text>, _>(&self.email_keys)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Timestamp>, _>(&self.created_at)?;
-        out.push_sql(
-            ") AS batch (name, email, email_key, at) ON CONFLICT DO NOTHING \
-             RETURNING id, name, email, created_at, updated_at, email_key",
-        );
+        out.push_sql(") AS batch (name, email, email_key, at) ON CONFLICT DO NOTHING");
+        push_returning(&mut out, &self.columns)?;
+        out.push_sql(", users.email_key");
         Ok(())
     }
 }
 
 /// `UPDATE users ... FROM unnest(...)`: each row of the batch patches the
 /// user with its id (at most one per user), a field it leaves out keeping
-/// its value; `RETURNING` the patched users' columns. The users are locked
-/// in id order before any is changed.
+/// its value; `RETURNING` the patched users. The users are locked in id
+/// order before any is changed.
 pub struct PatchUsers<'a> {
     ids: Vec<i64>,
     names: Vec<Option<&'a str>>,
     emails: Vec<Option<&'a str>>,
     email_keys: Vec<Option<&'a str>>,
     updated_at: NaiveDateTime,
+    columns: AsSelect<UserRow, Pg>,
 }
 
 impl<'a> PatchUsers<'a> {
@@ -140,23 +163,29 @@ impl<'a> PatchUsers<'a> {
             emails: changes.iter().map(|c| c.email).collect(),
             email_keys: changes.iter().map(|c| c.email_key.as_deref()).collect(),
             updated_at,
+            columns: UserRow::as_select(),
         }
     }
 }
 
+/// The start of a statement that locks the users with these ids in id
+/// order: two batches in flight (one per worker) touching the same users
+/// would otherwise lock them in the order each met them, and deadlock until
+/// PostgreSQL's deadlock_timeout aborted one.
+fn push_lock_in_id_order<'b>(out: &mut AstPass<'_, 'b, Pg>, ids: &'b Vec<i64>) -> QueryResult<()> {
+    out.push_sql("WITH locked AS (SELECT id FROM users WHERE id = ANY(");
+    out.push_bind_param::<Array<BigInt>, _>(ids)?;
+    out.push_sql(") ORDER BY id FOR UPDATE) ");
+    Ok(())
+}
+
 impl QueryFragment<Pg> for PatchUsers<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        // Rows are locked in id order first: two batches in flight (one per
-        // worker) touching the same users would otherwise lock them in the
-        // order each join met them, and deadlock until PostgreSQL's
-        // deadlock_timeout (1 s) aborted one.
-        out.push_sql("WITH locked AS (SELECT id FROM users WHERE id = ANY(");
-        out.push_bind_param::<Array<BigInt>, _>(&self.ids)?;
+        push_lock_in_id_order(&mut out, &self.ids)?;
         out.push_sql(
-            ") ORDER BY id FOR UPDATE) \
-             UPDATE users AS u SET name = COALESCE(b.name, u.name), \
-             email = COALESCE(b.email, u.email), \
-             email_key = COALESCE(b.email_key, u.email_key), updated_at = ",
+            "UPDATE users SET name = COALESCE(b.name, users.name), \
+             email = COALESCE(b.email, users.email), \
+             email_key = COALESCE(b.email_key, users.email_key), updated_at = ",
         );
         out.push_bind_param::<Timestamp, _>(&self.updated_at)?;
         out.push_sql(" FROM unnest(");
@@ -169,31 +198,34 @@ impl QueryFragment<Pg> for PatchUsers<'_> {
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.email_keys)?;
         out.push_sql(
             ") AS b (id, name, email, email_key), locked \
-             WHERE u.id = b.id AND u.id = locked.id \
-             RETURNING u.id, u.name, u.email, u.created_at, u.updated_at",
+             WHERE users.id = b.id AND users.id = locked.id",
         );
-        Ok(())
+        push_returning(&mut out, &self.columns)
     }
 }
 
 /// `DELETE FROM users` the users with these ids (at most one each),
-/// `RETURNING` the ids it deleted. Like [`PatchUsers`], it locks its users
-/// in id order before deleting any, so that two batches in flight (or a
-/// batch of deletes and one of patches) over the same users cannot
-/// deadlock.
+/// `RETURNING` the users it deleted. Like [`PatchUsers`], it locks its
+/// users in id order first, so that two batches in flight (or a batch of
+/// deletes and one of patches) over the same users cannot deadlock.
 pub struct DeleteUsers {
-    pub ids: Vec<i64>,
+    ids: Vec<i64>,
+    columns: AsSelect<UserRow, Pg>,
+}
+
+impl DeleteUsers {
+    pub fn new(ids: Vec<i64>) -> Self {
+        Self {
+            ids,
+            columns: UserRow::as_select(),
+        }
+    }
 }
 
 impl QueryFragment<Pg> for DeleteUsers {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH locked AS (SELECT id FROM users WHERE id = ANY(");
-        out.push_bind_param::<Array<BigInt>, _>(&self.ids)?;
-        out.push_sql(
-            ") ORDER BY id FOR UPDATE) \
-             DELETE FROM users USING locked WHERE users.id = locked.id \
-             RETURNING users.id",
-        );
-        Ok(())
+        push_lock_in_id_order(&mut out, &self.ids)?;
+        out.push_sql("DELETE FROM users USING locked WHERE users.id = locked.id");
+        push_returning(&mut out, &self.columns)
     }
 }
