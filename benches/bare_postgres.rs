@@ -27,7 +27,7 @@ const COLUMNS: &str = "id, name, email, created_at, updated_at";
 
 fn main() -> std::io::Result<()> {
     let settings = Settings::load().map_err(|e| std::io::Error::other(e.to_string()))?;
-    let DatabaseUrl::Postgres(url) = &settings.database_url else {
+    let DatabaseUrl::Postgres(url) = &settings.database.url else {
         return Err(std::io::Error::other("DATABASE_URL must be PostgreSQL"));
     };
     let config: tokio_postgres::Config = url.parse().map_err(std::io::Error::other)?;
@@ -39,7 +39,7 @@ fn main() -> std::io::Result<()> {
         },
     );
     let pool = Pool::builder(manager)
-        .max_size(settings.pool_size())
+        .max_size(settings.database.pool_size())
         .build()
         .map_err(std::io::Error::other)?;
     let started = web::Data::new(std::time::Instant::now());
@@ -55,8 +55,8 @@ fn main() -> std::io::Result<()> {
                 .route("/users/{id}", web::get().to(get))
                 .route("/users/{id}", web::patch().to(update))
         })
-        .workers(settings.workers)
-        .bind(settings.bind)?
+        .workers(settings.server.workers)
+        .bind(settings.server.bind)?
         .run(),
     )
 }

@@ -22,12 +22,12 @@ use switchboard::domain::{Expected, NewUser, UserId, UserPatch};
 fn main() -> std::io::Result<()> {
     let settings = Settings::load().map_err(|e| std::io::Error::other(e.to_string()))?;
     actix_web::rt::System::new().block_on(async move {
-        migrate(&settings.database_url)
+        migrate(&settings.database.url)
             .await
             .map_err(std::io::Error::other)?;
         let pool = PoolSpec {
-            url: settings.database_url.clone(),
-            size: settings.pool_size(),
+            url: settings.database.url.clone(),
+            size: settings.database.pool_size(),
             page_cache: PageCache::Default,
         }
         .build();
@@ -44,8 +44,8 @@ fn main() -> std::io::Result<()> {
                 .route("/users/{id}", web::patch().to(update))
                 .route("/users/{id}", web::delete().to(delete))
         })
-        .workers(settings.workers)
-        .bind(settings.bind)?
+        .workers(settings.server.workers)
+        .bind(settings.server.bind)?
         .run()
         .await
     })

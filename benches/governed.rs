@@ -40,8 +40,8 @@ impl KeyExtractor for ClientAddress {
 fn main() -> std::io::Result<()> {
     let settings = Settings::load().map_err(|e| std::io::Error::other(e.to_string()))?;
     let limits = GovernorConfigBuilder::default()
-        .requests_per_second(settings.rate_limit_per_second.into())
-        .burst_size(settings.rate_limit_burst)
+        .requests_per_second(settings.rate_limit.per_second.into())
+        .burst_size(settings.rate_limit.burst)
         .key_extractor(ClientAddress)
         .use_headers()
         .finish()
@@ -58,8 +58,8 @@ fn main() -> std::io::Result<()> {
                         .route(web::get().to(common::hello)),
                 )
         })
-        .workers(settings.workers)
-        .bind(settings.bind)?
+        .workers(settings.server.workers)
+        .bind(settings.server.bind)?
         .run(),
     )
 }

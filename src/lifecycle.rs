@@ -4,6 +4,8 @@
 //! after an actor was given up (liveness turns 503 too: the process drains
 //! and exits non-zero so that its supervisor starts a fresh one).
 //!
+//! The signals that start a shutdown are heard here too ([`shutdown_signal`]).
+//!
 //! It is one number that only moves forward, written by the shutdown
 //! sequence and read by the probes, so it is an atomic rather than an
 //! actor: a probe must answer even when every actor is stuck.
@@ -37,5 +39,21 @@ impl Lifecycle {
             Phase::Escalating => 2,
         };
         self.0.fetch_max(value, Ordering::AcqRel);
+    }
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+pub async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for shutdown signals");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
     }
 }

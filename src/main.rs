@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(settings.log_format, &settings.log_filter);
+    telemetry::init(settings.log.format, &settings.log.filter);
     if let Err(err) = background_purge {
         tracing::warn!(%err, "no allocator background thread: freed memory is returned only as allocations go on");
     }

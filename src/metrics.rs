@@ -11,12 +11,18 @@
 //! large, and when the thread's last holder lets go. A recorder whose sink
 //! is disabled (`SWITCHBOARD_METRICS=false`) keeps nothing.
 //!
+//! A batch the owner cannot take (it is down, restarting, or its mailbox is
+//! full) is dropped rather than waited for; the recorder counts the drops
+//! and sends the count with its next batch that goes through
+//! (`metrics_batches_dropped_total`), and warns at most once a second, so
+//! that undercounting is never silent.
+//!
 //! This module knows nothing of actors: the sink is an actix `Recipient`, so
 //! the registry's owner can be anything that handles [`Record`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Message, Recipient};
 
@@ -24,6 +30,8 @@ use actix::{Message, Recipient};
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// A batch this large is sent at once.
 const FLUSH_AT: usize = 512;
+/// The least time between two warnings of one thread's dropped batches.
+const WARN_EVERY: Duration = Duration::from_secs(1);
 
 /// What the rate limiter did with a request: the `decision` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +122,9 @@ pub enum Event {
         shard: usize,
         state: &'static str,
     },
+    /// Batches this thread could not hand over since its last one that
+    /// went through.
+    BatchesDropped(u64),
 }
 
 /// A batch of events from one thread.
@@ -138,11 +149,12 @@ impl MetricsSink {
         self.0.is_some()
     }
 
-    /// Sends a batch without waiting; dropped if the owner cannot take it.
-    fn send(&self, events: Vec<Event>) {
-        if let Some(recipient) = &self.0 {
-            let _ = recipient.try_send(Record(events));
-        }
+    /// Sends a batch without waiting; `false` if the owner could not take
+    /// it, and it was dropped.
+    fn send(&self, events: Vec<Event>) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|recipient| recipient.try_send(Record(events)).is_ok())
     }
 }
 
@@ -153,6 +165,10 @@ pub struct Recorder(Rc<Batch>);
 struct Batch {
     events: RefCell<Vec<Event>>,
     sink: RefCell<MetricsSink>,
+    /// Batches dropped since the last one that went through.
+    dropped: Cell<u64>,
+    /// When dropped batches were last warned about.
+    warned: Cell<Option<Instant>>,
 }
 
 impl Recorder {
@@ -160,10 +176,7 @@ impl Recorder {
     /// [`FLUSH_EVERY`] for as long as anyone holds it. Call once per
     /// thread, inside its actix runtime.
     pub fn start(sink: MetricsSink) -> Self {
-        let recorder = Self(Rc::new(Batch {
-            events: RefCell::new(Vec::new()),
-            sink: RefCell::new(sink),
-        }));
+        let recorder = Self(Rc::new(Batch::new(sink)));
         let batch = Rc::downgrade(&recorder.0);
         actix_rt::spawn(async move {
             let mut ticks = actix_rt::time::interval(FLUSH_EVERY);
@@ -178,10 +191,7 @@ impl Recorder {
 
     /// A recorder that keeps nothing (and needs no runtime).
     pub fn disabled() -> Self {
-        Self(Rc::new(Batch {
-            events: RefCell::new(Vec::new()),
-            sink: RefCell::new(MetricsSink::disabled()),
-        }))
+        Self(Rc::new(Batch::new(MetricsSink::disabled())))
     }
 
     /// Sends later batches to `sink` (the registry's owner records its own
@@ -206,11 +216,42 @@ impl Recorder {
 }
 
 impl Batch {
-    fn flush(&self) {
-        let events = std::mem::take(&mut *self.events.borrow_mut());
-        if !events.is_empty() {
-            self.sink.borrow().send(events);
+    fn new(sink: MetricsSink) -> Self {
+        Self {
+            events: RefCell::new(Vec::new()),
+            sink: RefCell::new(sink),
+            dropped: Cell::new(0),
+            warned: Cell::new(None),
         }
+    }
+
+    fn flush(&self) {
+        let mut events = std::mem::take(&mut *self.events.borrow_mut());
+        let dropped = self.dropped.get();
+        if dropped > 0 {
+            events.push(Event::BatchesDropped(dropped));
+        }
+        if events.is_empty() {
+            return;
+        }
+        if self.sink.borrow().send(events) {
+            self.dropped.set(0);
+        } else {
+            self.dropped.set(dropped + 1);
+            self.warn_dropped();
+        }
+    }
+
+    fn warn_dropped(&self) {
+        let now = Instant::now();
+        if self.warned.get().is_some_and(|at| now - at < WARN_EVERY) {
+            return;
+        }
+        self.warned.set(Some(now));
+        tracing::warn!(
+            dropped = self.dropped.get(),
+            "metrics batches dropped: the metrics actor cannot take them (down, restarting or overloaded); metrics undercount"
+        );
     }
 }
 

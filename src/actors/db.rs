@@ -36,11 +36,12 @@ use tracing::Instrument;
 
 use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
 use super::{ActorRef, ActorUnavailable};
-use crate::config::DatabaseUrl;
 use crate::db::batch::Batching;
 use crate::db::postgres::Statements;
 use crate::db::sqlite::Transactions;
-use crate::db::{users, Connections, DbError, PageCache, PoolSpec, PoolStatus, Write, WriteQueue};
+use crate::db::{
+    users, Connections, DatabaseUrl, DbError, PageCache, PoolSpec, PoolStatus, Write, WriteQueue,
+};
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
 use crate::metrics::{Event, Recorder};
 

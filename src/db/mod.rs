@@ -18,6 +18,7 @@ pub mod pool;
 pub mod postgres;
 pub mod schema;
 pub mod sqlite;
+mod url;
 pub mod users;
 pub mod write;
 
@@ -26,6 +27,7 @@ pub use conn::{Checkout, DbConn, PoolStatus, QueryCost};
 pub use connections::Connections;
 pub use migrate::migrate;
 pub use pool::{DbPool, PageCache, PoolSpec};
+pub use url::DatabaseUrl;
 pub use write::{Write, Written};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};

@@ -38,7 +38,7 @@ use super::conn::{
     Checkout, DbConn, Lease, PoolStatus, QueryCost, SqliteAsyncConnection, CHECKOUT_TIMEOUT,
 };
 use super::DbError;
-use crate::config::DatabaseUrl;
+use crate::db::DatabaseUrl;
 
 /// busy_timeout comes first: even switching to WAL takes a lock, and
 /// connections opened together must wait for it rather than fail.

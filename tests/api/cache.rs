@@ -46,7 +46,7 @@ async fn second_read_is_a_hit_and_writes_invalidate(app: TestApp) {
 /// so the readers miss, read the database and fill the cache with what
 /// they read, old or new. Fill tokens must keep an old read out.
 async fn no_stale_read_after_an_acknowledged_write(db: TestDatabase) {
-    let app = spawn_app_on(db, |s| s.cache_ttl = FLEETING).await;
+    let app = spawn_app_on(db, |s| s.cache.ttl = FLEETING).await;
     let user = app.create_user("Version 0", "versions@example.com").await;
     let path = format!("/users/{}", user["id"]);
     for version in 1..=30 {
@@ -103,7 +103,7 @@ mod racing {
 
 #[actix_web::test]
 async fn zero_entries_turns_the_cache_off() {
-    let app = crate::helpers::spawn_app_with(Backend::Sqlite, |s| s.cache_max_entries = 0)
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, |s| s.cache.max_entries = 0)
         .await
         .unwrap();
     let user = app.create_user("Uncached", "uncached@example.com").await;

@@ -176,7 +176,7 @@ async fn cors_is_off_by_default_and_answers_the_origins_listed() {
         .is_none());
 
     let on = spawn_app_with(Backend::Sqlite, |s| {
-        s.cors_origins = vec!["https://app.example.com".into()];
+        s.server.cors_origins = vec!["https://app.example.com".into()];
     })
     .await
     .unwrap();

@@ -18,8 +18,8 @@ use crate::helpers::{
 async fn fetch_app(upstream: &MockServer, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let host = upstream.address().to_string();
     spawn_app_with(Backend::Sqlite, |s| {
-        s.fetch_allow_hosts = vec![host];
-        s.fetch_timeout = Duration::from_millis(1000);
+        s.fetch.allow_hosts = vec![host];
+        s.fetch.timeout = Duration::from_millis(1000);
         tweak(s);
     })
     .await
@@ -155,7 +155,7 @@ async fn other_4xx_are_not_retried_and_500_stops_at_the_cap() {
         .expect(4)
         .mount(&upstream)
         .await;
-    let app = fetch_app(&upstream, |s| s.fetch_max_attempts = 4).await;
+    let app = fetch_app(&upstream, |s| s.fetch.max_attempts = 4).await;
     let results = fetch(
         &app,
         &[
@@ -188,7 +188,7 @@ async fn timeouts_are_retried() {
         .expect(3)
         .mount(&upstream)
         .await;
-    let app = fetch_app(&upstream, |s| s.fetch_timeout = Duration::from_millis(150)).await;
+    let app = fetch_app(&upstream, |s| s.fetch.timeout = Duration::from_millis(150)).await;
     let result = fetch_one(&app, format!("{}/stuck", upstream.uri())).await;
     assert_eq!(result["success"], false);
     assert!(result["status"].is_null());
@@ -208,9 +208,9 @@ async fn backoff_grows_within_its_bounds() {
         .mount(&upstream)
         .await;
     let app = fetch_app(&upstream, |s| {
-        s.fetch_max_attempts = 4;
-        s.fetch_max_urls = 24;
-        s.fetch_breaker_threshold = 10_000;
+        s.fetch.max_attempts = 4;
+        s.fetch.max_urls = 24;
+        s.fetch.breaker_threshold = 10_000;
     })
     .await;
     let urls: Vec<String> = (0..24)
@@ -258,9 +258,9 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
         .mount(&upstream)
         .await;
     let app = fetch_app(&upstream, |s| {
-        s.fetch_max_attempts = 1;
-        s.fetch_breaker_threshold = 3;
-        s.fetch_breaker_cooldown = Duration::from_millis(500);
+        s.fetch.max_attempts = 1;
+        s.fetch.breaker_threshold = 3;
+        s.fetch.breaker_cooldown = Duration::from_millis(500);
     })
     .await;
     let url = format!("{}/svc", upstream.uri());
@@ -311,9 +311,9 @@ async fn an_open_breaker_shows_half_open_after_its_cool_down_with_no_traffic() {
         .mount(&upstream)
         .await;
     let app = fetch_app(&upstream, |s| {
-        s.fetch_max_attempts = 1;
-        s.fetch_breaker_threshold = 2;
-        s.fetch_breaker_cooldown = Duration::from_secs(3);
+        s.fetch.max_attempts = 1;
+        s.fetch.breaker_threshold = 2;
+        s.fetch.breaker_cooldown = Duration::from_secs(3);
     })
     .await;
     let url = format!("{}/svc", upstream.uri());
@@ -421,7 +421,7 @@ async fn refused_urls_never_reach_anyone() {
 #[actix_web::test]
 async fn bad_fetch_bodies_are_problems() {
     let upstream = MockServer::start().await;
-    let app = fetch_app(&upstream, |s| s.fetch_max_urls = 3).await;
+    let app = fetch_app(&upstream, |s| s.fetch.max_urls = 3).await;
     let too_many: Vec<String> = (0..4).map(|i| format!("{}/{i}", upstream.uri())).collect();
     let problem = assert_problem(
         app.post_json("/fetch", &json!({ "urls": too_many })).await,
@@ -564,7 +564,7 @@ async fn identical_urls_in_one_request_are_fetched_once() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(200)))
         .mount(&upstream)
         .await;
-    let app = fetch_app(&upstream, |s| s.fetch_max_urls = 20).await;
+    let app = fetch_app(&upstream, |s| s.fetch.max_urls = 20).await;
     let url = format!("{}/same", upstream.uri());
     let results = fetch(&app, &vec![url.clone(); 20]).await;
     assert_eq!(results.len(), 20);
@@ -626,8 +626,8 @@ async fn silent_upstream() -> (
 async fn a_client_that_goes_away_cancels_its_fetch_upstream_included() {
     let (upstream, mut closings) = silent_upstream().await;
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.fetch_allow_hosts = vec![upstream.to_string()];
-        s.fetch_timeout = Duration::from_secs(20);
+        s.fetch.allow_hosts = vec![upstream.to_string()];
+        s.fetch.timeout = Duration::from_secs(20);
     })
     .await
     .unwrap();
@@ -698,7 +698,7 @@ async fn redirects_within_allowed_hosts_are_followed_up_to_five() {
         upstream.address().to_string(),
         endless.address().to_string(),
     );
-    let app = spawn_app_with(Backend::Sqlite, |s| s.fetch_allow_hosts = vec![short, long])
+    let app = spawn_app_with(Backend::Sqlite, |s| s.fetch.allow_hosts = vec![short, long])
         .await
         .unwrap();
     let five = fetch_one(&app, format!("{}/hop/0", upstream.uri())).await;
@@ -729,7 +729,7 @@ async fn at_most_the_host_concurrency_of_attempts_reach_one_host() {
         })
         .mount(&upstream)
         .await;
-    let app = fetch_app(&upstream, |s| s.fetch_host_concurrency = 2).await;
+    let app = fetch_app(&upstream, |s| s.fetch.host_concurrency = 2).await;
     let urls: Vec<String> = (0..6)
         .map(|i| format!("{}/slow/{i}", upstream.uri()))
         .collect();
@@ -756,8 +756,8 @@ async fn retries_stop_within_the_request_deadline() {
         .mount(&upstream)
         .await;
     let app = fetch_app(&upstream, |s| {
-        s.request_timeout = Duration::from_secs(1);
-        s.fetch_max_attempts = 20;
+        s.server.request_timeout = Duration::from_secs(1);
+        s.fetch.max_attempts = 20;
     })
     .await;
     let result = fetch_one(&app, format!("{}/down", upstream.uri())).await;
@@ -797,8 +797,8 @@ async fn connect_errors_are_retried() {
         .local_addr()
         .unwrap();
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.fetch_allow_hosts = vec![closed.to_string()];
-        s.fetch_max_attempts = 3;
+        s.fetch.allow_hosts = vec![closed.to_string()];
+        s.fetch.max_attempts = 3;
     })
     .await
     .unwrap();

@@ -33,8 +33,8 @@ async fn get_as(app: &TestApp, path: &str, client: &str) -> reqwest::Response {
 #[actix_web::test]
 async fn burst_then_429_with_rate_limit_headers() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit_per_second = 1;
-        s.rate_limit_burst = 5;
+        s.rate_limit.per_second = 1;
+        s.rate_limit.burst = 5;
     })
     .await
     .unwrap();
@@ -77,8 +77,8 @@ async fn burst_then_429_with_rate_limit_headers() {
 #[actix_web::test]
 async fn allowance_is_burst_then_rate() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit_per_second = 20;
-        s.rate_limit_burst = 10;
+        s.rate_limit.per_second = 20;
+        s.rate_limit.burst = 10;
     })
     .await
     .unwrap();
@@ -108,9 +108,9 @@ async fn allowance_is_burst_then_rate() {
 #[actix_web::test]
 async fn concurrent_requests_of_one_client_each_spend_one() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit_per_second = 1;
-        s.rate_limit_burst = 12;
-        s.trust_proxy = true;
+        s.rate_limit.per_second = 1;
+        s.rate_limit.burst = 12;
+        s.clients.trust_proxy = true;
     })
     .await
     .unwrap();
@@ -130,9 +130,9 @@ async fn concurrent_requests_of_one_client_each_spend_one() {
 #[actix_web::test]
 async fn clients_have_independent_allowances() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit_per_second = 1;
-        s.rate_limit_burst = 5;
-        s.trust_proxy = true;
+        s.rate_limit.per_second = 1;
+        s.rate_limit.burst = 5;
+        s.clients.trust_proxy = true;
     })
     .await
     .unwrap();
@@ -157,9 +157,9 @@ async fn clients_have_independent_allowances() {
 #[actix_web::test]
 async fn a_flood_of_distinct_clients_keeps_limiter_memory_bounded() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit_per_second = 100;
-        s.rate_limit_burst = 200;
-        s.trust_proxy = true;
+        s.rate_limit.per_second = 100;
+        s.rate_limit.burst = 200;
+        s.clients.trust_proxy = true;
     })
     .await
     .unwrap();
@@ -211,8 +211,8 @@ async fn a_flood_of_distinct_clients_keeps_limiter_memory_bounded() {
 #[actix_web::test]
 async fn a_dead_limiter_fails_open() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit_per_second = 1;
-        s.rate_limit_burst = 1;
+        s.rate_limit.per_second = 1;
+        s.rate_limit.burst = 1;
     })
     .await
     .unwrap();
@@ -245,9 +245,9 @@ async fn a_dead_limiter_fails_open() {
 #[actix_web::test]
 async fn past_the_in_flight_cap_requests_are_shed_at_once() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.workers = 1;
-        s.max_in_flight = 2;
-        s.max_in_flight_per_client = Some(2);
+        s.server.workers = 1;
+        s.server.max_in_flight = 2;
+        s.server.max_in_flight_per_client = Some(2);
     })
     .await
     .unwrap();
@@ -305,7 +305,7 @@ async fn past_the_deadline_504_and_the_work_is_cancelled() {
 
 #[actix_web::test]
 async fn a_declared_body_over_the_limit_is_refused_before_it_is_sent() {
-    let app = spawn_app_with(Backend::Sqlite, |s| s.body_limit_bytes = 1024)
+    let app = spawn_app_with(Backend::Sqlite, |s| s.server.body_limit_bytes = 1024)
         .await
         .unwrap();
     let address = app.address.trim_start_matches("http://").to_owned();
@@ -346,10 +346,10 @@ fn redis_available() -> bool {
 }
 
 fn redis_limited(settings: &mut switchboard::config::Settings) {
-    settings.rate_limit_backend = switchboard::config::RateLimitBackend::Redis;
-    settings.rate_limit_per_second = 1;
-    settings.rate_limit_burst = 5;
-    settings.trust_proxy = true;
+    settings.rate_limit.backend = switchboard::config::RateLimitBackend::Redis;
+    settings.rate_limit.per_second = 1;
+    settings.rate_limit.burst = 5;
+    settings.clients.trust_proxy = true;
 }
 
 #[actix_web::test]
@@ -393,7 +393,7 @@ async fn with_redis_every_instance_enforces_one_allowance() {
 async fn an_unreachable_redis_fails_open() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
         redis_limited(s);
-        s.redis_url = "redis://127.0.0.1:1".into();
+        s.rate_limit.redis_url = "redis://127.0.0.1:1".into();
     })
     .await
     .unwrap();
@@ -421,7 +421,7 @@ async fn a_silent_redis_costs_one_timeout_then_checks_fail_open_at_once() {
     });
     let app = spawn_app_with(Backend::Sqlite, |s| {
         redis_limited(s);
-        s.redis_url = format!("redis://{address}");
+        s.rate_limit.redis_url = format!("redis://{address}");
     })
     .await
     .unwrap();

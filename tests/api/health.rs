@@ -22,7 +22,7 @@ async fn ready_reports_database_and_every_actor(app: TestApp) {
     assert_eq!(body["checks"]["database"]["status"], "up");
     assert_eq!(body["checks"]["database"]["writable"], true);
     // Two workers: a database actor and a limiter shard each; SQLite's
-    // one writer; one of each other kind.
+    // one writer, or PostgreSQL's invalidator; one of each other kind.
     let mut expected: Vec<(&str, u64)> = vec![
         ("cache", 0),
         ("db", 0),
@@ -32,8 +32,9 @@ async fn ready_reports_database_and_every_actor(app: TestApp) {
         ("rate_limiter", 0),
         ("rate_limiter", 1),
     ];
-    if matches!(app.database(), TestDatabase::Sqlite(_)) {
-        expected.push(("db_writer", 0));
+    match app.database() {
+        TestDatabase::Sqlite(_) => expected.push(("db_writer", 0)),
+        TestDatabase::Postgres { .. } => expected.push(("invalidator", 0)),
     }
     expected.sort();
     let actors = body["checks"]["actors"].as_array().unwrap();
@@ -109,7 +110,7 @@ async fn unknown_routes_and_methods_are_problems() {
 
 #[actix_web::test]
 async fn crash_drill_is_absent_without_chaos() {
-    let app = spawn_app_with(Backend::Sqlite, |s| s.chaos = false)
+    let app = spawn_app_with(Backend::Sqlite, |s| s.server.chaos = false)
         .await
         .unwrap();
     let response = app

@@ -191,16 +191,15 @@ pub struct TestApp {
 
 /// Settings for a test: a free port, two workers, the fault drills on.
 pub fn test_settings(db: &TestDatabase) -> Settings {
-    Settings {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        database_url: DatabaseUrl::parse(&db.url()).unwrap(),
-        workers: 2,
-        chaos: true,
-        // Generous: tests that exercise the limiter set their own.
-        rate_limit_per_second: 100_000,
-        rate_limit_burst: 100_000,
-        ..Settings::default()
-    }
+    let mut settings = Settings::default();
+    settings.server.bind = "127.0.0.1:0".parse().unwrap();
+    settings.server.workers = 2;
+    settings.server.chaos = true;
+    settings.database.url = DatabaseUrl::parse(&db.url()).unwrap();
+    // Generous: tests that exercise the limiter set their own.
+    settings.rate_limit.per_second = 100_000;
+    settings.rate_limit.burst = 100_000;
+    settings
 }
 
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {

@@ -55,8 +55,8 @@ async fn status_of(mut stream: TcpStream) -> Option<u16> {
 #[actix_web::test]
 async fn one_client_trickling_bodies_cannot_starve_the_others() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.max_in_flight = 32;
-        s.body_read_timeout = Duration::from_millis(1500);
+        s.server.max_in_flight = 32;
+        s.server.body_read_timeout = Duration::from_millis(1500);
     })
     .await
     .unwrap();
@@ -95,7 +95,7 @@ async fn one_client_trickling_bodies_cannot_starve_the_others() {
 #[actix_web::test]
 async fn a_body_that_stalls_is_cut_off_with_408() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.body_read_timeout = Duration::from_millis(500)
+        s.server.body_read_timeout = Duration::from_millis(500)
     })
     .await
     .unwrap();
@@ -156,9 +156,9 @@ async fn compressed_bodies_are_refused_before_they_are_read() {
 #[actix_web::test]
 async fn behind_a_proxy_the_client_is_the_entry_the_proxy_wrote() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit_per_second = 1;
-        s.rate_limit_burst = 2;
-        s.trust_proxy = true;
+        s.rate_limit.per_second = 1;
+        s.rate_limit.burst = 2;
+        s.clients.trust_proxy = true;
     })
     .await
     .unwrap();
@@ -202,10 +202,10 @@ async fn behind_a_proxy_the_client_is_the_entry_the_proxy_wrote() {
 #[actix_web::test]
 async fn rfc_7239_forwarded_is_read_when_the_proxy_writes_it() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit_per_second = 1;
-        s.rate_limit_burst = 1;
-        s.trust_proxy = true;
-        s.forwarded_header = switchboard::config::ForwardedHeader::Forwarded;
+        s.rate_limit.per_second = 1;
+        s.rate_limit.burst = 1;
+        s.clients.trust_proxy = true;
+        s.clients.forwarded_header = switchboard::config::ForwardedHeader::Forwarded;
     })
     .await
     .unwrap();
@@ -233,8 +233,8 @@ async fn rfc_7239_forwarded_is_read_when_the_proxy_writes_it() {
 #[actix_web::test]
 async fn without_trust_a_forged_header_is_ignored() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit_per_second = 1;
-        s.rate_limit_burst = 1;
+        s.rate_limit.per_second = 1;
+        s.rate_limit.burst = 1;
     })
     .await
     .unwrap();
@@ -255,8 +255,8 @@ async fn without_trust_a_forged_header_is_ignored() {
 #[actix_web::test]
 async fn a_flood_of_unknown_paths_is_limited_like_anything_else() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit_per_second = 1;
-        s.rate_limit_burst = 3;
+        s.rate_limit.per_second = 1;
+        s.rate_limit.burst = 3;
     })
     .await
     .unwrap();

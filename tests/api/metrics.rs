@@ -64,7 +64,7 @@ async fn requests_are_counted_by_route_template_not_path() {
 async fn the_pool_gauge_adds_up_every_database_actors_pool() {
     // Two workers, each with half of the 8 connections, and SQLite's writer
     // with one more.
-    let app = spawn_app_with(Backend::Sqlite, |s| s.db_pool_size = Some(8))
+    let app = spawn_app_with(Backend::Sqlite, |s| s.database.pool_size = Some(8))
         .await
         .unwrap();
     let ready: Value = app.get("/ready").await.json().await.unwrap();
@@ -162,7 +162,7 @@ async fn a_crashed_metrics_actor_costs_no_request_and_starts_again_from_zero() {
 
 #[actix_web::test]
 async fn metrics_can_be_turned_off() {
-    let app = spawn_app_with(Backend::Sqlite, |s| s.metrics = false)
+    let app = spawn_app_with(Backend::Sqlite, |s| s.metrics.enabled = false)
         .await
         .unwrap();
     for _ in 0..3 {
@@ -265,7 +265,7 @@ async fn one_drill_counts_once_per_instance_by_actor_and_shard() {
 #[actix_web::test]
 async fn request_latency_is_by_status_with_buckets_past_the_deadline() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.request_timeout = Duration::from_secs(30)
+        s.server.request_timeout = Duration::from_secs(30)
     })
     .await
     .unwrap();
@@ -280,5 +280,47 @@ async fn request_latency_is_by_status_with_buckets_past_the_deadline() {
         })
         .await,
         "each status has its own histogram, reaching twice the 30 s deadline"
+    );
+}
+
+/// Batches of events the metrics actor cannot take (its mailbox full) are
+/// dropped, and counted: once it catches up, `metrics_batches_dropped_total`
+/// says how many were lost, so an undercount is never silent.
+#[actix_web::test]
+async fn dropped_metric_batches_are_counted() {
+    use switchboard::metrics::{Event, Record};
+
+    const DROPPED: &str = "metrics_batches_dropped_total";
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    assert_eq!(sample(&app, DROPPED).await, Some(0.0), "exists at 0");
+    // A batch that keeps the actor busy for a while (each pool report sums
+    // every pool reported so far), and behind it more messages than its
+    // mailbox holds: meanwhile each worker's first batch fills the last
+    // place, and its next ones find the mailbox full.
+    let records = app.state.metrics.recipient::<Record>();
+    let pool = |shard| Event::Pool {
+        actor: "stall",
+        shard,
+        active: 0,
+        idle: 0,
+        max: 0,
+    };
+    records.do_send(Record((0..2_000).map(pool).collect()));
+    records.do_send(Record((0..50_000).map(|_| pool(0)).collect()));
+    for _ in 0..2_000 {
+        app.state.metrics.post(switchboard::actors::metrics::Gather);
+    }
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        app.get("/hello").await;
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            sample(&app, DROPPED)
+                .await
+                .is_some_and(|dropped| dropped > 0.0)
+        })
+        .await,
+        "dropped batches counted"
     );
 }

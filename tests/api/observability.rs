@@ -238,12 +238,12 @@ async fn every_panel_and_alert_works_on_a_real_prometheus() {
         .await;
     let hosts = vec![ok.address().to_string(), failing.address().to_string()];
     let app = spawn_app_with(Backend::Sqlite, move |s| {
-        s.fetch_allow_hosts = hosts;
-        s.fetch_max_attempts = 2;
-        s.fetch_breaker_threshold = 4;
-        s.rate_limit_per_second = 200;
-        s.rate_limit_burst = 50;
-        s.trust_proxy = true;
+        s.fetch.allow_hosts = hosts;
+        s.fetch.max_attempts = 2;
+        s.fetch.breaker_threshold = 4;
+        s.rate_limit.per_second = 200;
+        s.rate_limit.burst = 50;
+        s.clients.trust_proxy = true;
     })
     .await
     .unwrap();

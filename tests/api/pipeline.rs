@@ -164,7 +164,7 @@ async fn a_connection_the_server_ended_is_replaced() {
 
 #[actix_web::test]
 async fn a_read_in_flight_when_the_database_ends_its_sessions_is_answered() {
-    let Some(app) = spawn_app_with(Backend::Postgres, |s| s.cache_max_entries = 0).await else {
+    let Some(app) = spawn_app_with(Backend::Postgres, |s| s.cache.max_entries = 0).await else {
         return;
     };
     let user = app.create_user("Ada", "ada@example.com").await;

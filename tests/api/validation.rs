@@ -145,7 +145,7 @@ on_both_backends!(
 
 #[actix_web::test]
 async fn body_over_the_limit_is_413() {
-    let app = spawn_app_with(Backend::Sqlite, |s| s.body_limit_bytes = 1024)
+    let app = spawn_app_with(Backend::Sqlite, |s| s.server.body_limit_bytes = 1024)
         .await
         .unwrap();
     let name = "a".repeat(2000);

@@ -39,23 +39,41 @@ pub struct StatsSummary {
 
 /// The figures of `/stats`, read off the registry.
 pub fn summarize(metrics: &Metrics) -> StatsSummary {
-    let total = |counter: &IntCounterVec| -> HashMap<String, u64> {
-        let mut by_label = HashMap::new();
-        for family in counter.collect() {
-            for metric in family.get_metric() {
-                let label = metric
-                    .get_label()
-                    .first()
-                    .map(|l| l.value().to_owned())
-                    .unwrap_or_default();
-                *by_label.entry(label).or_default() += metric.get_counter().get_value() as u64;
-            }
+    let (requests, errors_by_status) = requests(&metrics.http.requests);
+    let cache = by_first_label(&metrics.cache.requests);
+    let hits = cache.get("hit").copied().unwrap_or(0);
+    let lookups = hits + cache.get("miss").copied().unwrap_or(0);
+    StatsSummary {
+        requests,
+        errors_by_status,
+        routes: routes(metrics),
+        cache_hit_ratio: (lookups > 0).then(|| hits as f64 / lookups as f64),
+        rate_limit_decisions: by_first_label(&metrics.rate_limit_decisions),
+        actor_restarts: by_first_label(&metrics.actors.restarts),
+    }
+}
+
+/// A counter's total per value of its first label.
+fn by_first_label(counter: &IntCounterVec) -> HashMap<String, u64> {
+    let mut by_label = HashMap::new();
+    for family in counter.collect() {
+        for metric in family.get_metric() {
+            let label = metric
+                .get_label()
+                .first()
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default();
+            *by_label.entry(label).or_default() += metric.get_counter().get_value() as u64;
         }
-        by_label
-    };
+    }
+    by_label
+}
+
+/// Requests answered, and those neither 2xx nor 3xx by status.
+fn requests(http_requests: &IntCounterVec) -> (u64, HashMap<String, u64>) {
     let mut requests = 0;
-    let mut errors_by_kind: HashMap<String, u64> = HashMap::new();
-    for family in metrics.http_requests.collect() {
+    let mut errors: HashMap<String, u64> = HashMap::new();
+    for family in http_requests.collect() {
         for metric in family.get_metric() {
             let count = metric.get_counter().get_value() as u64;
             requests += count;
@@ -66,14 +84,17 @@ pub fn summarize(metrics: &Metrics) -> StatsSummary {
                 .map(|l| l.value().to_owned())
                 .unwrap_or_default();
             if !status.starts_with('2') && !status.starts_with('3') {
-                *errors_by_kind.entry(status).or_default() += count;
+                *errors.entry(status).or_default() += count;
             }
         }
     }
-    let cache = total(&metrics.cache_requests);
-    let hits = cache.get("hit").copied().unwrap_or(0);
-    let lookups = hits + cache.get("miss").copied().unwrap_or(0);
+    (requests, errors)
+}
+
+/// Each route's figures, in route order.
+fn routes(metrics: &Metrics) -> Vec<RouteStats> {
     let mut routes: Vec<RouteStats> = metrics
+        .http
         .routes
         .iter()
         .map(|((method, route), series)| {
@@ -96,14 +117,7 @@ pub fn summarize(metrics: &Metrics) -> StatsSummary {
         })
         .collect();
     routes.sort_by(|a, b| (&a.route, &a.method).cmp(&(&b.route, &b.method)));
-    StatsSummary {
-        requests,
-        errors_by_status: errors_by_kind,
-        routes,
-        cache_hit_ratio: (lookups > 0).then(|| hits as f64 / lookups as f64),
-        rate_limit_decisions: total(&metrics.rate_limit_decisions),
-        actor_restarts: total(&metrics.actor_restarts),
-    }
+    routes
 }
 
 /// A latency quantile from a histogram, interpolated within its

@@ -119,8 +119,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::DatabaseUrl;
     use crate::db::batch::WriteQueue;
+    use crate::db::DatabaseUrl;
     use crate::db::{migrate, users, DbPool, PageCache, PoolSpec};
     use crate::domain::{Expected, NewUser, User, UserId, UserPatch};
 

@@ -1,0 +1,62 @@
+//! What each part of switchboard is built from, derived from the settings
+//! once, so that start-up reads them and nothing computes them twice.
+
+use crate::actors::cache::CacheConfig;
+use crate::actors::fetcher::FetchConfig;
+use crate::actors::rate_limiter::LimiterBackend;
+use crate::app_state::RequestLimits;
+use crate::fetch::allow_list::AllowList;
+use crate::rate_limit::RatePolicy;
+
+use super::{CacheInvalidation, RateLimitBackend, Settings};
+
+impl Settings {
+    pub fn cache_config(&self) -> CacheConfig {
+        CacheConfig {
+            max_entries: self.cache.max_entries,
+            max_bytes: self.cache.max_bytes,
+            ttl: self.cache.ttl,
+            fill_window: self.server.request_timeout,
+            start_paused: self.cache_invalidation() != CacheInvalidation::None,
+        }
+    }
+
+    pub fn fetch_config(&self) -> FetchConfig {
+        FetchConfig {
+            allow: AllowList::new(&self.fetch.allow_hosts),
+            max_attempts: self.fetch.max_attempts,
+            attempt_timeout: self.fetch.timeout,
+            // Inside the request deadline, so one slow URL never fails the rest.
+            total_budget: self.server.request_timeout.mul_f64(0.9),
+            max_body_bytes: self.fetch.max_body_bytes,
+            host_concurrency: self.fetch.host_concurrency,
+            breaker_threshold: self.fetch.breaker_threshold,
+            breaker_cooldown: self.fetch.breaker_cooldown,
+        }
+    }
+
+    /// The rate limiter's policy and where its allowances live; `None`
+    /// when limiting is turned off.
+    pub fn rate_limiter(&self) -> Option<(RatePolicy, LimiterBackend)> {
+        let policy = RatePolicy::new(self.rate_limit.per_second, self.rate_limit.burst)?;
+        let backend = match self.rate_limit.backend {
+            RateLimitBackend::Memory => LimiterBackend::Memory,
+            RateLimitBackend::Redis => LimiterBackend::Redis(self.rate_limit.redis_url.clone()),
+        };
+        Some((policy, backend))
+    }
+
+    pub fn request_limits(&self) -> RequestLimits {
+        RequestLimits {
+            body_limit_bytes: self.server.body_limit_bytes,
+            body_read_timeout: self.server.body_read_timeout,
+            request_timeout: self.server.request_timeout,
+            clients: self.clients.policy(),
+        }
+    }
+
+    /// Each HTTP worker's share of the database pool.
+    pub fn pool_share(&self) -> usize {
+        (self.database.pool_size() / self.server.workers).max(1)
+    }
+}

@@ -1,0 +1,196 @@
+//! Building and running the application, in three steps: start the actors
+//! that run once ([`shared`]), bind the listener (port 0 picks a free one,
+//! as tests do) and serve ([`server`]), each HTTP worker starting its own
+//! actors on its own thread ([`workers`]); the workers' actors are
+//! collected into the roster once they have started.
+//!
+//! Shutdown is one explicit sequence in [`Application::run_until_stopped`]:
+//! on SIGINT/SIGTERM (or an escalation) readiness turns 503, requests are
+//! still served for the shutdown delay, then actix-web stops accepting and
+//! drains requests in flight up to the shutdown timeout; then the roster
+//! stops every actor (see [`crate::actors::roster`]).
+
+mod server;
+mod shared;
+mod workers;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::rt::task::JoinHandle;
+use actix_web::web;
+use tokio::sync::mpsc;
+
+use crate::actors::roster::Starter;
+use crate::actors::supervision::Escalation;
+use crate::actors::ActorId;
+use crate::app_state::{AppState, RateLimiting};
+use crate::config::Settings;
+use crate::db::migrate;
+use crate::lifecycle::{shutdown_signal, Lifecycle, Phase};
+use crate::rate_limit::headers::PolicyHeaders;
+use shared::SharedActors;
+use workers::WorkerSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("the HTTP workers did not start")]
+    Workers,
+    #[error("database: {0}")]
+    Database(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    port: u16,
+    server: JoinHandle<std::io::Result<()>>,
+    handle: ServerHandle,
+    state: web::Data<AppState>,
+    /// Given-up actors, each a reason to drain and exit non-zero.
+    escalated: mpsc::UnboundedReceiver<ActorId>,
+    /// Between readiness turning 503 and the listener closing.
+    shutdown_delay: Duration,
+}
+
+/// Why the application stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT: a clean stop.
+    OnSignal,
+    /// An actor was given up: the process should be replaced.
+    Escalated(ActorId),
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        tracing::info!(settings = %settings.effective(), "effective settings");
+        migrate(&settings.database.url)
+            .await
+            .map_err(StartupError::Database)?;
+        let (escalation, escalated) = Escalation::new();
+        let starter = Starter {
+            escalation,
+            call_timeout: settings.server.request_timeout,
+        };
+        let mut actors = SharedActors::start(&settings, &starter);
+        actors.until_coherent().await;
+        let (listener, address) = server::bind(settings.server.bind)?;
+        let state = web::Data::new(app_state(&settings, &actors));
+        let (spec, started) = WorkerSpec::new(&settings, &state, &actors, starter);
+        let server = server::serve(listener, &settings, spec)
+            .map_err(|source| StartupError::Bind { address, source })?;
+        let handle = server.handle();
+        // Polling the server is what starts its workers.
+        let server = actix_web::rt::spawn(server);
+        let workers = workers::collect(started, settings.server.workers).await?;
+        if let (Some((policy, _)), Some(shards)) =
+            (settings.rate_limiter(), workers.limiter_shards())
+        {
+            let headers = PolicyHeaders::new(policy);
+            let _ = state.rate_limiting.set(RateLimiting { shards, headers });
+        }
+        let _ = state.roster.set(actors.roster(workers.members()));
+        tracing::info!(
+            %address,
+            backend = settings.database.url.backend_name(),
+            workers = settings.server.workers,
+            "listening"
+        );
+        Ok(Self {
+            port: address.port(),
+            server,
+            handle,
+            state,
+            escalated,
+            shutdown_delay: settings.shutdown.delay,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What the handlers share: the actors' handles (tests ask actors
+    /// directly for figures no route shows yet).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until SIGTERM or SIGINT, or until an actor is given up; then
+    /// turns readiness 503, keeps serving for the shutdown delay (the time
+    /// a load balancer needs to notice), stops accepting, drains, and stops
+    /// the actors.
+    pub async fn run_until_stopped(self) -> std::io::Result<Stopped> {
+        let on_stop = actix_web::rt::spawn(stop_on_demand(
+            self.state.clone(),
+            self.handle.clone(),
+            self.escalated,
+            self.shutdown_delay,
+        ));
+        let served = self
+            .server
+            .await
+            .unwrap_or_else(|join_error| Err(std::io::Error::other(join_error)));
+        let stopped = if on_stop.is_finished() {
+            on_stop.await.unwrap_or(Stopped::OnSignal)
+        } else {
+            on_stop.abort();
+            Stopped::OnSignal
+        };
+        tracing::info!("server stopped; shutting down actors");
+        if let Some(roster) = self.state.roster.get() {
+            roster.stop().await;
+        }
+        tracing::info!("switchboard stopped");
+        served.map(|()| stopped)
+    }
+}
+
+/// What the handlers share, before the workers have started.
+fn app_state(settings: &Settings, actors: &SharedActors) -> AppState {
+    AppState {
+        cache: actors.cache.clone(),
+        metrics: actors.metrics.actor.clone(),
+        fetcher: actors.fetcher.actor.clone(),
+        fetch_max_urls: settings.fetch.max_urls,
+        rate_limiting: Default::default(),
+        roster: Default::default(),
+        lifecycle: Lifecycle::default(),
+        limits: settings.request_limits(),
+        started_at: Instant::now(),
+    }
+}
+
+/// Waits for a shutdown signal or an escalation, turns readiness 503,
+/// serves on for `delay`, then stops the server gracefully.
+async fn stop_on_demand(
+    state: web::Data<AppState>,
+    server: ServerHandle,
+    mut escalated: mpsc::UnboundedReceiver<ActorId>,
+    delay: Duration,
+) -> Stopped {
+    let stopped = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down: readiness is 503, draining requests in flight");
+            state.lifecycle.enter(Phase::Draining);
+            Stopped::OnSignal
+        }
+        Some(actor) = escalated.recv() => {
+            tracing::error!(
+                actor = actor.name(),
+                shard = actor.shard,
+                "escalating: an actor was given up; draining, then exiting non-zero so that a fresh process replaces this one"
+            );
+            state.lifecycle.enter(Phase::Escalating);
+            Stopped::Escalated(actor)
+        }
+    };
+    actix_web::rt::time::sleep(delay).await;
+    server.stop(true).await;
+    stopped
+}

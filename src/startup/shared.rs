@@ -1,0 +1,147 @@
+//! The actors that run once per process, each on an arbiter of its own:
+//! metrics, cache, the cache's invalidator (PostgreSQL), fetcher, and on
+//! SQLite the database writer. They start in that order and stop in
+//! reverse.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::actors::cache::{CacheActor, CacheHandle};
+use crate::actors::db::DbActor;
+use crate::actors::fetcher::FetcherActor;
+use crate::actors::invalidator::InvalidatorActor;
+use crate::actors::metrics::MetricsActor;
+use crate::actors::roster::{Member, Roster, Started, Starter};
+use crate::actors::{ActorId, ActorKind};
+use crate::config::{CacheInvalidation, Settings};
+use crate::db::DatabaseUrl;
+use crate::metrics::MetricsSink;
+
+/// How long start-up waits for the cache to hear other instances' writes.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) struct SharedActors {
+    /// Where every thread's recorder sends its batches.
+    pub sink: MetricsSink,
+    pub metrics: Started<MetricsActor>,
+    pub cache: CacheHandle,
+    cache_member: Member,
+    /// Hears other instances' writes (PostgreSQL), and says when it first
+    /// does.
+    invalidator: Option<Member>,
+    listening: Option<oneshot::Receiver<()>>,
+    pub fetcher: Started<FetcherActor>,
+    /// On SQLite, the one database actor that writes.
+    pub db_writer: Option<Started<DbActor>>,
+}
+
+impl SharedActors {
+    pub fn start(settings: &Settings, starter: &Starter) -> Self {
+        let (metrics, sink) = start_metrics(settings, starter);
+        let cache_config = settings.cache_config();
+        let cache = starter.alone(
+            ActorId::single(ActorKind::Cache),
+            sink.clone(),
+            move |supervision| CacheActor::new(cache_config, supervision),
+        );
+        let cache_handle = CacheHandle::new(cache.actor.clone(), &cache_config);
+        let (invalidator, listening) = start_invalidator(settings, starter, &sink, &cache);
+        let fetcher = starter.alone(ActorId::single(ActorKind::Fetcher), sink.clone(), {
+            let (config, cache) = (settings.fetch_config(), cache_handle.clone());
+            let timeout = settings.server.request_timeout;
+            move |supervision| FetcherActor::new(config, cache, timeout, supervision)
+        });
+        let db_writer = start_db_writer(settings, starter, &sink);
+        Self {
+            sink,
+            metrics,
+            cache: cache_handle,
+            cache_member: cache.member,
+            listening,
+            invalidator,
+            fetcher,
+            db_writer,
+        }
+    }
+
+    /// Waits (a little) until the cache hears other instances' writes, so
+    /// that a fresh instance serves from its cache from its first request.
+    pub async fn until_coherent(&mut self) {
+        if let Some(listening) = self.listening.take() {
+            if tokio::time::timeout(LISTEN_TIMEOUT, listening)
+                .await
+                .is_err()
+            {
+                tracing::warn!("not yet listening for other instances' writes: the cache waits");
+            }
+        }
+    }
+
+    /// Every actor: these in the order they started, then the workers'.
+    pub fn roster(&self, workers: impl IntoIterator<Item = Member>) -> Roster {
+        let mut members = vec![self.metrics.member.clone(), self.cache_member.clone()];
+        members.extend(self.invalidator.clone());
+        members.push(self.fetcher.member.clone());
+        members.extend(self.db_writer.iter().map(|writer| writer.member.clone()));
+        members.extend(workers);
+        Roster::new(members)
+    }
+}
+
+/// The metrics actor, and the sink every thread's recorder sends to (one
+/// that drops everything when metrics are turned off).
+fn start_metrics(settings: &Settings, starter: &Starter) -> (Started<MetricsActor>, MetricsSink) {
+    let timeout = settings.server.request_timeout;
+    let metrics = starter.alone(
+        ActorId::single(ActorKind::Metrics),
+        MetricsSink::disabled(),
+        move |supervision| MetricsActor::new(timeout, supervision),
+    );
+    let sink = if settings.metrics.enabled {
+        MetricsSink::new(metrics.actor.recipient())
+    } else {
+        MetricsSink::disabled()
+    };
+    (metrics, sink)
+}
+
+/// On PostgreSQL with its channel on: the actor that hears other
+/// instances' writes, and what says when it first does.
+fn start_invalidator(
+    settings: &Settings,
+    starter: &Starter,
+    sink: &MetricsSink,
+    cache: &Started<CacheActor>,
+) -> (Option<Member>, Option<oneshot::Receiver<()>>) {
+    let DatabaseUrl::Postgres(url) = &settings.database.url else {
+        return (None, None);
+    };
+    if settings.cache_invalidation() != CacheInvalidation::Postgres {
+        return (None, None);
+    }
+    let (first_listen, listening) = oneshot::channel();
+    let (url, cache) = (url.clone(), cache.actor.clone());
+    let invalidator = starter.alone(
+        ActorId::single(ActorKind::Invalidator),
+        sink.clone(),
+        move |supervision| InvalidatorActor::new(url, cache, first_listen, supervision),
+    );
+    (Some(invalidator.member), Some(listening))
+}
+
+/// On SQLite, the one database actor that writes.
+fn start_db_writer(
+    settings: &Settings,
+    starter: &Starter,
+    sink: &MetricsSink,
+) -> Option<Started<DbActor>> {
+    let url @ DatabaseUrl::Sqlite(_) = settings.database.url.clone() else {
+        return None;
+    };
+    Some(starter.alone(
+        ActorId::single(ActorKind::DbWriter),
+        sink.clone(),
+        move |supervision| DbActor::sqlite_writer(url, supervision),
+    ))
+}
