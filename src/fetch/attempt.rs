@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::LOCATION;
-use reqwest::{Client, StatusCode, Url};
+use reqwest::{Client, Response, StatusCode, Url};
 use tokio::time::{timeout_at, Instant};
 
 use super::allow_list::AllowList;
@@ -60,52 +60,64 @@ pub async fn attempt(
             Ok(Err(_)) => return failed("request failed", true),
             Ok(Ok(response)) => response,
         };
-        let status = response.status();
-        if status.is_redirection() {
-            if let Some(location) = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|l| l.to_str().ok())
-            {
-                let Ok(next) = url.join(location) else {
-                    return failed("invalid redirect", false);
-                };
-                match allow.check_url(next) {
-                    Ok(next) => {
-                        url = next;
-                        continue;
-                    }
-                    Err(_) => return failed("redirect to host not allowed", false),
-                }
-            }
+        match redirect(&response, &url, allow) {
+            Ok(Some(next)) => url = next,
+            Ok(None) => return read_answer(response, deadline, max_body).await,
+            Err(refused) => return refused,
         }
-        if response
-            .content_length()
-            .is_some_and(|len| len > max_body as u64)
-        {
-            return failed("body too large", false);
-        }
-        let retry_after = retry::retry_after(response.headers());
-        let mut response = response;
-        let mut body = BytesMut::new();
-        loop {
-            match timeout_at(deadline, response.chunk()).await {
-                Err(_) => return failed("timeout", true),
-                Ok(Err(_)) => return failed("body read failed", true),
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(chunk))) => {
-                    if body.len() + chunk.len() > max_body {
-                        return failed("body too large", false);
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-            }
-        }
-        return Outcome::Answered {
-            status,
-            body: body.freeze(),
-            retry_after,
-        };
     }
     failed("too many redirects", false)
+}
+
+/// Where a redirect leads, if the response is one with a `Location` (an
+/// allowed URL, or the failure to follow it).
+fn redirect(response: &Response, url: &Url, allow: &AllowList) -> Result<Option<Url>, Outcome> {
+    if !response.status().is_redirection() {
+        return Ok(None);
+    }
+    let Some(location) = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|l| l.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let next = url
+        .join(location)
+        .map_err(|_| failed("invalid redirect", false))?;
+    let next = allow
+        .check_url(next)
+        .map_err(|_| failed("redirect to host not allowed", false))?;
+    Ok(Some(next))
+}
+
+/// The answer, its body read whole, within the deadline and `max_body`.
+async fn read_answer(mut response: Response, deadline: Instant, max_body: usize) -> Outcome {
+    if response
+        .content_length()
+        .is_some_and(|len| len > max_body as u64)
+    {
+        return failed("body too large", false);
+    }
+    let status = response.status();
+    let retry_after = retry::retry_after(response.headers());
+    let mut body = BytesMut::new();
+    loop {
+        match timeout_at(deadline, response.chunk()).await {
+            Err(_) => return failed("timeout", true),
+            Ok(Err(_)) => return failed("body read failed", true),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > max_body {
+                    return failed("body too large", false);
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Outcome::Answered {
+        status,
+        body: body.freeze(),
+        retry_after,
+    }
 }

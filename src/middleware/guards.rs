@@ -6,6 +6,7 @@
 //!   declares a length over the limit 413, before a byte is read (the JSON
 //!   extractor stops chunked bodies at the same limit); a body that does not
 //!   arrive within the body-read timeout ends the request with 408.
+//! - The query: a parameter the route does not take is a 400 naming it.
 //! - Load shedding ([`super::in_flight`]): past the worker's share of the
 //!   in-flight cap, or the client's share of it, an immediate 503 with
 //!   `Retry-After`.
@@ -25,24 +26,25 @@
 //! it before routing is not allowed).
 
 use std::cell::Cell;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{web, Error, ResponseError};
+use actix_web::{web, Error, HttpResponse, ResponseError};
 
 use crate::actors::rate_limiter::outbox::LimiterOutbox;
 use crate::actors::rate_limiter::LimiterFailed;
 use crate::app_state::AppState;
 use crate::error::ApiError;
 use crate::metrics::{Event, RateDecision, Recorder, FLUSH_EVERY};
-use crate::rate_limit::headers::rate_limit_headers;
+use crate::rate_limit::headers::{rate_limit_headers, PolicyHeaders};
 use crate::rate_limit::Decision;
 
 use super::body;
-use super::in_flight::{Full, InFlight};
+use super::in_flight::{Full, InFlight, Permit};
 use super::request_context::{loggable, RouteLabel};
 
 /// The query parameters a resource takes; any other is a 400. None,
@@ -118,6 +120,7 @@ impl WorkerGuards {
     }
 }
 
+/// The guards, in order; the first to refuse answers.
 pub async fn guards(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -128,79 +131,128 @@ pub async fn guards(
     ) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let limits = &state.limits;
     if let Some(route) = req.app_data::<RouteLabel>() {
         tracing::Span::current().record("route", route.0);
     }
-    if let Err(refused) = body::check_declared(req.headers(), limits.body_limit_bytes) {
-        return Ok(req.into_response(refused.error_response()));
-    }
-    let allowed = req
-        .app_data::<QueryParams>()
-        .map_or(&[][..], |params| params.0);
-    if let Some(unknown) = unknown_query_param(req.query_string(), allowed) {
-        let takes = match allowed {
-            [] => "none".to_owned(),
-            names => names.join(", "),
-        };
-        let unknown = loggable(unknown);
-        let refused = ApiError::BadRequest(format!(
-            "unknown query parameter {unknown:?} (this route takes {takes})"
-        ));
-        return Ok(req.into_response(refused.error_response()));
-    }
+    let limits = &state.limits;
     let client = limits
         .clients
         .key(req.peer_addr().map(|peer| peer.ip()), req.headers());
-    let _permit = match worker.in_flight.enter(client) {
-        Ok(permit) => permit,
-        Err(full) => {
-            let detail = match full {
-                Full::Worker => "the server is at capacity; retry shortly",
-                Full::Client => "this client has too many requests in flight; retry shortly",
-            };
-            let shed = ApiError::Unavailable {
-                detail: detail.into(),
-                retry_after: Duration::from_secs(1),
-            };
-            return Ok(req.into_response(shed.error_response()));
-        }
+    let refused = |err: ApiError| err.error_response();
+    let admitted = async {
+        body::check_declared(req.headers(), limits.body_limit_bytes).map_err(refused)?;
+        known_query(&req).map_err(refused)?;
+        let permit = shed(&worker, client).map_err(refused)?;
+        let allowance = rate_limit(&state, &worker, client).await?;
+        Ok::<_, HttpResponse>((permit, allowance))
     };
-
-    let mut decision = None;
-    let limited_client = state.rate_limiting.get().zip(client);
-    if let Some((limiting, key)) = limited_client {
-        match worker.limiter.check(&limiting.shards, key).await {
-            Ok(Decision::Limited { retry_after, reset }) => {
-                worker
-                    .metrics
-                    .record(Event::RateLimit(RateDecision::Limited));
-                let mut response = ApiError::TooManyRequests { retry_after }.error_response();
-                rate_limit_headers(response.headers_mut(), &limiting.headers, 0, reset);
-                return Ok(req.into_response(response));
-            }
-            Ok(Decision::Allowed { remaining, reset }) => {
-                worker
-                    .metrics
-                    .record(Event::RateLimit(RateDecision::Allowed));
-                decision = Some((&limiting.headers, remaining, reset))
-            }
-            Err(err) => worker.record_fail_open(&err),
-        }
-    }
-
+    let (_permit, allowance) = match admitted.await {
+        Ok(admitted) => admitted,
+        Err(refused) => return Ok(req.into_response(refused)),
+    };
     body::limit_read_time(&mut req, limits.body_read_timeout);
-    let request = req.request().clone();
-    let mut response =
-        match actix_web::rt::time::timeout(limits.request_timeout, next.call(req)).await {
-            Ok(response) => response?.map_into_boxed_body(),
-            Err(_) => ServiceResponse::new(
-                request,
-                ApiError::Timeout(limits.request_timeout).error_response(),
-            ),
-        };
-    if let Some((headers, remaining, reset)) = decision {
+    let mut response = within_deadline(req, next, limits.request_timeout).await?;
+    if let Some(Allowance {
+        headers,
+        remaining,
+        reset,
+    }) = allowance
+    {
         rate_limit_headers(response.headers_mut(), headers, remaining, reset);
     }
     Ok(response)
+}
+
+/// A query parameter the route does not take is a 400 naming it.
+fn known_query(req: &ServiceRequest) -> Result<(), ApiError> {
+    let allowed = req
+        .app_data::<QueryParams>()
+        .map_or(&[][..], |params| params.0);
+    let Some(unknown) = unknown_query_param(req.query_string(), allowed) else {
+        return Ok(());
+    };
+    let takes = match allowed {
+        [] => "none".to_owned(),
+        names => names.join(", "),
+    };
+    let unknown = loggable(unknown);
+    Err(ApiError::BadRequest(format!(
+        "unknown query parameter {unknown:?} (this route takes {takes})"
+    )))
+}
+
+/// A place among the requests in flight, or 503 past the worker's share of
+/// the cap or the client's share of it.
+fn shed(worker: &WorkerGuards, client: Option<IpAddr>) -> Result<Permit, ApiError> {
+    worker.in_flight.enter(client).map_err(|full| {
+        let detail = match full {
+            Full::Worker => "the server is at capacity; retry shortly",
+            Full::Client => "this client has too many requests in flight; retry shortly",
+        };
+        ApiError::Unavailable {
+            detail: detail.into(),
+            retry_after: Duration::from_secs(1),
+        }
+    })
+}
+
+/// What the limiter allowed, for the response's headers.
+struct Allowance<'a> {
+    headers: &'a PolicyHeaders,
+    remaining: u32,
+    reset: Duration,
+}
+
+/// The client's allowance, or 429 once it is spent; `None` when limiting
+/// is off, the client is unknown, or the limiter cannot be asked (the
+/// request goes through: fail-open).
+async fn rate_limit<'a>(
+    state: &'a AppState,
+    worker: &WorkerGuards,
+    client: Option<IpAddr>,
+) -> Result<Option<Allowance<'a>>, HttpResponse> {
+    let Some((limiting, key)) = state.rate_limiting.get().zip(client) else {
+        return Ok(None);
+    };
+    match worker.limiter.check(&limiting.shards, key).await {
+        Ok(Decision::Limited { retry_after, reset }) => {
+            worker
+                .metrics
+                .record(Event::RateLimit(RateDecision::Limited));
+            let mut response = ApiError::TooManyRequests { retry_after }.error_response();
+            rate_limit_headers(response.headers_mut(), &limiting.headers, 0, reset);
+            Err(response)
+        }
+        Ok(Decision::Allowed { remaining, reset }) => {
+            worker
+                .metrics
+                .record(Event::RateLimit(RateDecision::Allowed));
+            Ok(Some(Allowance {
+                headers: &limiting.headers,
+                remaining,
+                reset,
+            }))
+        }
+        Err(err) => {
+            worker.record_fail_open(&err);
+            Ok(None)
+        }
+    }
+}
+
+/// The handler's answer, or 504 once `deadline` passes (its future, and
+/// the work it awaited, dropped).
+async fn within_deadline(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    deadline: Duration,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let request = req.request().clone();
+    match actix_web::rt::time::timeout(deadline, next.call(req)).await {
+        Ok(response) => Ok(response?.map_into_boxed_body()),
+        Err(_) => Ok(ServiceResponse::new(
+            request,
+            ApiError::Timeout(deadline).error_response(),
+        )),
+    }
 }

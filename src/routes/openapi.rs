@@ -170,86 +170,93 @@ fn problem(description: &str) -> RefOr<Response> {
         .into()
 }
 
+/// The refusals of the guards in front of every route but the open ones.
+const GUARD_REFUSALS: [(&str, &str); 4] = [
+    (
+        "400",
+        "A query parameter the route does not take, or a malformed one",
+    ),
+    (
+        "429",
+        "The client spent its allowance (Retry-After says when it is back)",
+    ),
+    (
+        "503",
+        "At capacity, or an actor or the database is unavailable (Retry-After)",
+    ),
+    ("504", "The request ran past its deadline"),
+];
+
+/// The refusals of a request body.
+const BODY_REFUSALS: [(&str, &str); 4] = [
+    ("400", "Malformed JSON"),
+    ("408", "The body did not arrive in time"),
+    ("413", "The body is over the limit"),
+    (
+        "415",
+        "The body is not JSON, or is encoded (Content-Encoding)",
+    ),
+];
+
+/// The rate-limit counts every limited answer carries.
+const RATE_LIMIT_COUNTS: [(&str, &str); 3] = [
+    ("RateLimit-Limit", "Requests the client may make at once"),
+    ("RateLimit-Remaining", "Requests the client has left"),
+    (
+        "RateLimit-Reset",
+        "Seconds until the allowance is full again",
+    ),
+];
+
 impl Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let text = || HeaderBuilder::new().schema(String::schema()).build();
-        let number = |description: &str| {
-            HeaderBuilder::new()
-                .schema(u64::schema())
-                .description(Some(description))
-                .build()
-        };
-        let guard_refusals = [
-            (
-                "400",
-                "A query parameter the route does not take, or a malformed one",
-            ),
-            (
-                "429",
-                "The client spent its allowance (Retry-After says when it is back)",
-            ),
-            (
-                "503",
-                "At capacity, or an actor or the database is unavailable (Retry-After)",
-            ),
-            ("504", "The request ran past its deadline"),
-        ];
-        let body_refusals = [
-            ("400", "Malformed JSON"),
-            ("408", "The body did not arrive in time"),
-            ("413", "The body is over the limit"),
-            (
-                "415",
-                "The body is not JSON, or is encoded (Content-Encoding)",
-            ),
-        ];
         for (path, item) in openapi.paths.paths.iter_mut() {
             let guarded = !OPEN.contains(&path.as_str());
             for (method, operation) in operations(item) {
                 let responses = &mut operation.responses.responses;
-                if guarded {
-                    for (status, why) in guard_refusals {
-                        responses
-                            .entry(status.into())
-                            .or_insert_with(|| problem(why));
-                    }
-                    if matches!(method, HttpMethod::Post | HttpMethod::Patch) {
-                        for (status, why) in body_refusals {
-                            responses
-                                .entry(status.into())
-                                .or_insert_with(|| problem(why));
-                        }
-                    }
+                let takes_body = matches!(method, HttpMethod::Post | HttpMethod::Patch);
+                let refusals = GUARD_REFUSALS
+                    .iter()
+                    .filter(|_| guarded)
+                    .chain(BODY_REFUSALS.iter().filter(|_| guarded && takes_body));
+                for (status, why) in refusals {
+                    responses
+                        .entry((*status).into())
+                        .or_insert_with(|| problem(why));
                 }
                 for (status, response) in responses.iter_mut() {
-                    let RefOr::T(response) = response else {
-                        continue;
-                    };
-                    response.headers.insert("X-Request-Id".into(), text());
-                    let limited = guarded && status != "503" && status != "504";
-                    if limited {
-                        for name in ["RateLimit-Policy", "RateLimit"] {
-                            response.headers.insert(name.into(), text());
-                        }
-                        let counts = [
-                            ("RateLimit-Limit", "Requests the client may make at once"),
-                            ("RateLimit-Remaining", "Requests the client has left"),
-                            (
-                                "RateLimit-Reset",
-                                "Seconds until the allowance is full again",
-                            ),
-                        ];
-                        for (name, description) in counts {
-                            response.headers.insert(name.into(), number(description));
-                        }
-                    }
-                    if status == "429" || status == "503" {
-                        let wait = number("Seconds to wait before retrying");
-                        response.headers.insert("Retry-After".into(), wait);
+                    if let RefOr::T(response) = response {
+                        add_headers(response, status, guarded);
                     }
                 }
             }
         }
+    }
+}
+
+/// The headers an answer with `status` carries: the request id always; the
+/// rate-limit fields on a guarded route's answers (but a 503 or 504, which
+/// come before or without a decision); `Retry-After` on 429 and 503.
+fn add_headers(response: &mut Response, status: &str, guarded: bool) {
+    let text = || HeaderBuilder::new().schema(String::schema()).build();
+    let number = |description: &str| {
+        HeaderBuilder::new()
+            .schema(u64::schema())
+            .description(Some(description))
+            .build()
+    };
+    response.headers.insert("X-Request-Id".into(), text());
+    if guarded && status != "503" && status != "504" {
+        for name in ["RateLimit-Policy", "RateLimit"] {
+            response.headers.insert(name.into(), text());
+        }
+        for (name, description) in RATE_LIMIT_COUNTS {
+            response.headers.insert(name.into(), number(description));
+        }
+    }
+    if status == "429" || status == "503" {
+        let wait = number("Seconds to wait before retrying");
+        response.headers.insert("Retry-After".into(), wait);
     }
 }
 

@@ -10,7 +10,7 @@
 //! concurrency limit) and how the attempt went.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, Shared};
 use reqwest::{Client, Url};
@@ -140,92 +140,138 @@ impl Crew {
         let mut landed = Landed::default();
         let mut ceilings = retry::backoff(self.config.max_attempts);
         loop {
-            let permits = match self.fetcher.call(Admit(host.clone())).await {
-                Ok(permits) => permits,
-                Err(Refused(reason)) => return (landed.failed(reason), None),
+            let outcome = match self.attempt_once(&host, &url, started, &mut landed).await {
+                Ok(outcome) => outcome,
+                Err(reason) => return (landed.failed(reason), None),
             };
-            // From here until it is reported, the attempt holds the host's
-            // half-open probe, if it is one: reported abandoned if dropped.
-            let report = Reporting::new(&self.fetcher, &host);
-            let Some(remaining) = self.config.total_budget.checked_sub(started.elapsed()) else {
-                return (landed.failed("timeout"), None);
+            let (asked, error) = match landed.record(outcome) {
+                Next::Done(fill) => return (landed, fill),
+                Next::Retry { asked, error } => (asked, error),
             };
-            let outcome = {
-                let Ok(_permit) = permits.acquire().await else {
-                    return (landed.failed("fetcher unavailable"), None);
-                };
-                landed.attempts += 1;
-                let timeout = self.config.attempt_timeout.min(remaining);
-                let attempt_started = Instant::now();
-                let outcome = attempt(
-                    &self.client,
-                    &self.config.allow,
-                    url.clone(),
-                    timeout,
-                    self.config.max_body_bytes,
-                )
-                .await;
-                report.done(&outcome, attempt_started.elapsed().as_secs_f64());
-                outcome
-            };
-            let (wait, error) = match outcome {
-                Outcome::Answered {
-                    status,
-                    body,
-                    retry_after,
-                } => {
-                    landed.status = Some(status.as_u16());
-                    landed.bytes = body.len() as u64;
-                    landed.error = None;
-                    if !retry::is_transient(status) {
-                        landed.success = status.is_success();
-                        let fill = landed.success.then(|| Cached {
-                            status: status.as_u16(),
-                            body,
-                            tag: None,
-                        });
-                        return (landed, fill);
-                    }
-                    (
-                        retry_after,
-                        format!("upstream answered {}", status.as_u16()),
-                    )
-                }
-                Outcome::Failed { reason, transient } => {
-                    landed.error = Some(reason.to_owned());
-                    if !transient {
-                        return (landed, None);
-                    }
-                    (None, reason.to_owned())
-                }
-            };
-            let Some(ceiling) = ceilings.next() else {
-                let attempts = landed.attempts;
-                return (
-                    landed.failed(format!("{error} after {attempts} attempts")),
-                    None,
-                );
-            };
+            let wait = self.wait_to_retry(ceilings.next(), asked, started, landed.attempts);
             let wait = match wait {
-                Some(asked) if asked > retry::MAX_RETRY_AFTER => {
-                    let asked = asked.as_secs();
-                    let why = format!("{error}; asked to retry after {asked} s");
-                    return (landed.failed(why), None);
-                }
-                Some(asked) => asked,
-                None => retry::full_jitter(ceiling),
+                Ok(wait) => wait,
+                Err(why) => return (landed.failed(format!("{error}{why}")), None),
             };
-            if started.elapsed() + wait >= self.config.total_budget {
-                return (
-                    landed.failed(format!("{error}; out of time to retry")),
-                    None,
-                );
-            }
             self.fetcher.tell(Report {
                 host: host.clone(),
                 verdict: Verdict::Retrying,
             });
             actix_web::rt::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt, once the fetcher admits it and the host has room for
+    /// it, within what is left of the fetch's time; `Err` says why none
+    /// was made.
+    async fn attempt_once(
+        &self,
+        host: &str,
+        url: &Url,
+        started: Instant,
+        landed: &mut Landed,
+    ) -> Result<Outcome, &'static str> {
+        let permits = match self.fetcher.call(Admit(host.to_owned())).await {
+            Ok(permits) => permits,
+            Err(Refused(reason)) => return Err(reason),
+        };
+        // From here until it is reported, the attempt holds the host's
+        // half-open probe, if it is one: reported abandoned if dropped.
+        let report = Reporting::new(&self.fetcher, host);
+        let remaining = self
+            .config
+            .total_budget
+            .checked_sub(started.elapsed())
+            .ok_or("timeout")?;
+        let _permit = permits.acquire().await.map_err(|_| "fetcher unavailable")?;
+        landed.attempts += 1;
+        let timeout = self.config.attempt_timeout.min(remaining);
+        let attempt_started = Instant::now();
+        let outcome = attempt(
+            &self.client,
+            &self.config.allow,
+            url.clone(),
+            timeout,
+            self.config.max_body_bytes,
+        )
+        .await;
+        report.done(&outcome, attempt_started.elapsed().as_secs_f64());
+        Ok(outcome)
+    }
+
+    /// How long to wait before the next attempt: what the upstream asked
+    /// for, or a jittered backoff under `ceiling`; `Err` says why there is
+    /// no next attempt (to follow the last error).
+    fn wait_to_retry(
+        &self,
+        ceiling: Option<Duration>,
+        asked: Option<Duration>,
+        started: Instant,
+        attempts: u32,
+    ) -> Result<Duration, String> {
+        let ceiling = ceiling.ok_or_else(|| format!(" after {attempts} attempts"))?;
+        let wait = match asked {
+            Some(asked) if asked > retry::MAX_RETRY_AFTER => {
+                return Err(format!("; asked to retry after {} s", asked.as_secs()));
+            }
+            Some(asked) => asked,
+            None => retry::full_jitter(ceiling),
+        };
+        if started.elapsed() + wait >= self.config.total_budget {
+            return Err("; out of time to retry".into());
+        }
+        Ok(wait)
+    }
+}
+
+/// What one attempt's outcome means for the fetch.
+enum Next {
+    /// It is over; a success comes with what to cache.
+    Done(Option<Cached>),
+    /// It may be tried again, after the wait the upstream asked for, if
+    /// any; `error` says what went wrong.
+    Retry {
+        asked: Option<Duration>,
+        error: String,
+    },
+}
+
+impl Landed {
+    /// Takes in an attempt's outcome.
+    fn record(&mut self, outcome: Outcome) -> Next {
+        match outcome {
+            Outcome::Answered {
+                status,
+                body,
+                retry_after,
+            } => {
+                self.status = Some(status.as_u16());
+                self.bytes = body.len() as u64;
+                self.error = None;
+                if retry::is_transient(status) {
+                    let error = format!("upstream answered {}", status.as_u16());
+                    return Next::Retry {
+                        asked: retry_after,
+                        error,
+                    };
+                }
+                self.success = status.is_success();
+                Next::Done(self.success.then(|| Cached {
+                    status: status.as_u16(),
+                    body,
+                    tag: None,
+                }))
+            }
+            Outcome::Failed { reason, transient } => {
+                self.error = Some(reason.to_owned());
+                if !transient {
+                    return Next::Done(None);
+                }
+                Next::Retry {
+                    asked: None,
+                    error: reason.to_owned(),
+                }
+            }
         }
     }
 }
