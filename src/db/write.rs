@@ -35,16 +35,6 @@ impl Write {
         }
     }
 
-    /// Whether it holds only under a condition (`If-Match`).
-    pub fn is_conditional(&self) -> bool {
-        match self {
-            Self::Create(_) => false,
-            Self::Patch { expected, .. } | Self::Delete { expected, .. } => {
-                *expected != Expected::Any
-            }
-        }
-    }
-
     /// Runs it as one statement, its own transaction, on a connection
     /// `conns` lends.
     pub async fn alone(&self, conns: &impl Checkout) -> Written {

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use switchboard::config::DatabaseUrl;
 use switchboard::db::postgres::Statements;
 use switchboard::db::{users, Connections, DbError, PageCache, PoolSpec, Write, WriteQueue};
-use switchboard::domain::{Expected, NewUser, UserId, UserPatch};
+use switchboard::domain::{Expected, NewUser, UserId, UserPatch, Version};
 
 use crate::pg::{count_kept, create_one_by_one, id_of, kept_prepared, pipeline};
 
@@ -321,4 +321,62 @@ async fn sql_count(conn: &mut AsyncPgConnection, query: &str) -> i32 {
         .get_result(conn)
         .await
         .unwrap()
+}
+
+/// Patches and deletes that expect a version (`If-Match`) share a batch
+/// with those that do not, and each is answered as it would be alone: its
+/// user if it was at the version expected, `Changed` if it was not,
+/// `NotFound` if it is gone.
+#[actix_web::test]
+async fn conditional_writes_in_a_batch_are_each_answered_on_its_own() {
+    let Some((_db, conns)) = pipeline(1).await else {
+        return;
+    };
+    let created = create_one_by_one(&conns, 8).await;
+    let current = |n: usize| Expected::OneOf(vec![created[n].version()]);
+    let stale = || Expected::OneOf(vec![Version(chrono::Utc::now())]);
+    let renamed = |n: usize| patch_of(serde_json::json!({ "name": format!("Renamed {n}") }));
+    let missing = UserId::parse("999999").unwrap();
+    let conditional_patch = |id, patch, expected| Write::Patch {
+        id,
+        patch,
+        expected,
+    };
+    let writes = vec![
+        conditional_patch(id_of(&created[0]), renamed(0), current(0)),
+        conditional_patch(id_of(&created[1]), renamed(1), stale()),
+        conditional_patch(id_of(&created[2]), renamed(2), Expected::Any),
+        conditional_patch(missing, renamed(9), current(0)),
+    ];
+    let batches = queue(&conns);
+    let answers = join_all(writes.into_iter().map(|write| batches.submit(write))).await;
+    assert_eq!(answers[0].as_ref().unwrap().name, "Renamed 0");
+    assert!(matches!(answers[1], Err(DbError::Changed)), "{answers:?}");
+    assert_eq!(answers[2].as_ref().unwrap().name, "Renamed 2");
+    assert!(matches!(answers[3], Err(DbError::NotFound)), "{answers:?}");
+    let untouched = users::get(&conns, id_of(&created[1])).await.unwrap();
+    assert_eq!(untouched, created[1], "a stale patch changes nothing");
+
+    let delete = |n: usize, expected| Write::Delete {
+        id: id_of(&created[n]),
+        expected,
+    };
+    let writes = vec![
+        delete(3, current(3)),
+        delete(4, stale()),
+        delete(5, Expected::Any),
+        Write::Delete {
+            id: missing,
+            expected: current(3),
+        },
+    ];
+    let answers = join_all(writes.into_iter().map(|write| batches.submit(write))).await;
+    assert_eq!(answers[0].as_ref().unwrap(), &created[3]);
+    assert!(matches!(answers[1], Err(DbError::Changed)), "{answers:?}");
+    assert_eq!(answers[2].as_ref().unwrap(), &created[5]);
+    assert!(matches!(answers[3], Err(DbError::NotFound)), "{answers:?}");
+    for (n, kept) in [(3, false), (4, true), (5, false)] {
+        let read = users::get(&conns, id_of(&created[n])).await;
+        assert_eq!(read.is_ok(), kept, "user {n}: {read:?}");
+    }
 }

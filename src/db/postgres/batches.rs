@@ -11,24 +11,27 @@
 //! one email) is refused, and its writes run alone; one whose connection
 //! was lost or could not be had may or may not have committed.
 //!
-//! Conditional writes (`If-Match`) and empty patches have no batch shape
-//! and run alone: a row that a conditional write left untouched needs its
-//! own answer (gone, 404, or changed, 412), which the batch statements do
-//! not tell apart, and an empty patch writes nothing.
+//! A patch or delete that expects a version (`If-Match`) joins the batch
+//! too, its version beside its id: the statement writes its user only at
+//! that version, and says which users exist, so a write left untouched is
+//! answered `Changed` and one whose user is gone `NotFound`. A write that
+//! accepts any of several versions, and an empty patch (which writes
+//! nothing), run alone.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use chrono::NaiveDateTime;
 use diesel_async::RunQueryDsl;
 
 use super::pipeline::Pipeline;
-use super::statements::{DeleteUsers, InsertUsers, InsertedRow, PatchUsers};
+use super::statements::{DeleteUsers, Found, InsertUsers, InsertedRow, PatchUsers};
 use crate::db::batch::{Batching, Together};
 use crate::db::conn::{run, Checkout, QueryCost};
 use crate::db::models::{NewUserRow, UserChanges, UserRow};
 use crate::db::write::{Write, Written};
 use crate::db::DbError;
-use crate::domain::{Expected, NewUser, User, UserId, UserPatch};
+use crate::domain::{Expected, NewUser, User};
 
 /// Runs a worker's batches on its pipelined connections.
 #[derive(Clone)]
@@ -47,13 +50,15 @@ impl Batching for Statements {
     type Shape = Statement;
 
     fn shape(write: &Write) -> Option<Statement> {
-        if write.is_conditional() {
-            return None;
-        }
         match write {
             Write::Create(_) => Some(Statement::Insert),
-            Write::Patch { patch, .. } => (!patch.is_empty()).then_some(Statement::Update),
-            Write::Delete { .. } => Some(Statement::Delete),
+            Write::Patch {
+                patch, expected, ..
+            } => (!patch.is_empty() && one_version(expected).is_some())
+                .then_some(Statement::Update),
+            Write::Delete { expected, .. } => {
+                one_version(expected).map(|_| Statement::Delete)
+            }
         }
     }
 
@@ -101,64 +106,81 @@ async fn create_many(pipeline: &Pipeline, batch: &[Write]) -> Result<Vec<Written
 
 /// Applies the batch's patches, to distinct users, in one statement
 /// ([`PatchUsers`]): for each, in order, the patched user, or
-/// [`DbError::NotFound`].
+/// [`DbError::Changed`] or [`DbError::NotFound`].
 async fn update_many(pipeline: &Pipeline, batch: &[Write]) -> Result<Vec<Written>, DbError> {
-    let patches: Vec<(UserId, &UserPatch)> = batch.iter().filter_map(Write::patched).collect();
-    let changes: Vec<UserChanges> = patches.iter().map(|(_, p)| UserChanges::new(p)).collect();
-    let ids = patches.iter().map(|(id, _)| id.get()).collect();
-    let at = changes
+    let patches: Vec<_> = batch
         .iter()
-        .map(|c| c.updated_at)
-        .max()
-        .unwrap_or_default();
-    let update = PatchUsers::new(ids, &changes, at);
-    let updated: Vec<UserRow> = run(pipeline.get(QueryCost::Page), async |share| {
+        .filter_map(|write| match write {
+            Write::Patch {
+                id,
+                patch,
+                expected,
+            } => Some((id.get(), UserChanges::new(patch), one_version(expected)?)),
+            _ => None,
+        })
+        .collect();
+    let at = patches.iter().map(|(_, c, _)| c.updated_at).max().unwrap_or_default();
+    let update = PatchUsers::new(&patches, at);
+    let found: Vec<Found> = run(pipeline.get(QueryCost::Page), async |share| {
         Ok(update.load(&mut share.client()).await?)
     })
     .await?;
-    Ok(answer_by_id(updated, patches.iter().map(|(id, _)| *id)))
+    Ok(answer(found, batch))
 }
 
 /// Deletes the batch's users, each at most once, in one statement
 /// ([`DeleteUsers`]): for each, in order, the user as it was, or
-/// [`DbError::NotFound`].
+/// [`DbError::Changed`] or [`DbError::NotFound`].
 async fn delete_many(pipeline: &Pipeline, batch: &[Write]) -> Result<Vec<Written>, DbError> {
-    let ids: Vec<UserId> = batch.iter().filter_map(Write::user).collect();
-    let delete = DeleteUsers::new(ids.iter().map(|id| id.get()).collect());
-    let deleted: Vec<UserRow> = run(pipeline.get(QueryCost::Page), async |share| {
+    let deletes: Vec<_> = batch
+        .iter()
+        .filter_map(|write| match write {
+            Write::Delete { id, expected } => Some((id.get(), one_version(expected)?)),
+            _ => None,
+        })
+        .collect();
+    let delete = DeleteUsers::new(&deletes);
+    let found: Vec<Found> = run(pipeline.get(QueryCost::Page), async |share| {
         Ok(delete.load(&mut share.client()).await?)
     })
     .await?;
-    Ok(answer_by_id(deleted, ids.into_iter()))
+    Ok(answer(found, batch))
 }
 
-/// For each of `ids`, in order, the row returned for it, or `NotFound`.
-fn answer_by_id(rows: Vec<UserRow>, ids: impl Iterator<Item = UserId>) -> Vec<Written> {
-    let mut by_id: HashMap<i64, UserRow> = rows.into_iter().map(|r| (r.id, r)).collect();
-    ids.map(|id| {
-        by_id
-            .remove(&id.get())
-            .map(User::from)
-            .ok_or(DbError::NotFound)
-    })
-    .collect()
+/// For each write of the batch, in order: the user it wrote; `Changed` if
+/// its user exists but was left untouched (only a conditional write can
+/// be); `NotFound` if there is no such user.
+fn answer(found: Vec<Found>, batch: &[Write]) -> Vec<Written> {
+    let mut by_id: HashMap<i64, Option<UserRow>> =
+        found.into_iter().map(|f| (f.id, f.written)).collect();
+    batch
+        .iter()
+        .filter_map(Write::user)
+        .map(|id| match by_id.remove(&id.get()) {
+            Some(Some(row)) => Ok(User::from(row)),
+            Some(None) => Err(DbError::Changed),
+            None => Err(DbError::NotFound),
+        })
+        .collect()
+}
+
+/// The one version a write expects, as stored: `Some(None)` for any
+/// version, `Some(Some(v))` for exactly `v`, `None` for a choice of
+/// several (which no batch statement takes).
+fn one_version(expected: &Expected) -> Option<Option<NaiveDateTime>> {
+    match expected {
+        Expected::Any => Some(None),
+        Expected::OneOf(versions) => match versions.as_slice() {
+            [version] => Some(Some(version.0.naive_utc())),
+            _ => None,
+        },
+    }
 }
 
 impl Write {
     fn created(&self) -> Option<&NewUser> {
         match self {
             Self::Create(user) => Some(user),
-            _ => None,
-        }
-    }
-
-    fn patched(&self) -> Option<(UserId, &UserPatch)> {
-        match self {
-            Self::Patch {
-                id,
-                patch,
-                expected: Expected::Any,
-            } => Some((*id, patch)),
             _ => None,
         }
     }

@@ -15,7 +15,9 @@
 //! `unnest`, one text for any size. `ON CONFLICT DO NOTHING` skips a row
 //! whose email is taken (before, or by an earlier row of the batch) instead
 //! of failing the whole batch; an `UPDATE` has no such clause, so an email
-//! conflict fails a batch of patches as a whole.
+//! conflict fails a batch of patches as a whole. A patch or delete may
+//! expect a version (`If-Match`); the statement says which of its users
+//! exist, so that one left untouched is told apart from one that is gone.
 
 use chrono::NaiveDateTime;
 use diesel::dsl::AsSelect;
@@ -65,8 +67,8 @@ macro_rules! cached_by_text {
 cached_by_text! {
     PatchUser<'_> => UserColumns;
     InsertUsers<'_> => (UserColumns, Text);
-    PatchUsers<'_> => UserColumns;
-    DeleteUsers => UserColumns;
+    PatchUsers<'_> => (BigInt, Nullable<UserColumns>);
+    DeleteUsers => (BigInt, Nullable<UserColumns>);
 }
 
 /// `UPDATE users ... WHERE id = $id [AND updated_at = ANY($versions)]
@@ -142,41 +144,70 @@ impl QueryFragment<Pg> for InsertUsers<'_> {
     }
 }
 
+/// What [`PatchUsers`] and [`DeleteUsers`] return for each user of the
+/// batch that exists: the user as written, or nothing if the write's
+/// condition kept it untouched. A user the batch named that does not exist
+/// has no row.
+#[derive(Debug, Queryable)]
+pub struct Found {
+    pub id: i64,
+    pub written: Option<UserRow>,
+}
+
+/// The start of a statement over the users with these ids: they are
+/// locked, in id order, first. Two batches in flight (one per worker)
+/// touching the same users would otherwise lock them in the order each met
+/// them, and deadlock until PostgreSQL's deadlock_timeout aborted one.
+fn push_lock_in_id_order<'b>(out: &mut AstPass<'_, 'b, Pg>, ids: &'b Vec<i64>) -> QueryResult<()> {
+    out.push_sql("WITH locked AS (SELECT id FROM users WHERE id = ANY(");
+    out.push_bind_param::<Array<BigInt>, _>(ids)?;
+    out.push_sql(") ORDER BY id FOR UPDATE), written AS (");
+    Ok(())
+}
+
+/// The end of such a statement: what the write returned, and for each
+/// locked user that it left untouched, nothing.
+fn push_found<'b>(
+    out: &mut AstPass<'_, 'b, Pg>,
+    columns: &'b AsSelect<UserRow, Pg>,
+) -> QueryResult<()> {
+    push_returning(out, columns)?;
+    out.push_sql(
+        ") SELECT locked.id, written.* FROM locked LEFT JOIN written ON written.id = locked.id",
+    );
+    Ok(())
+}
+
 /// `UPDATE users ... FROM unnest(...)`: each row of the batch patches the
-/// user with its id (at most one per user), a field it leaves out keeping
-/// its value; `RETURNING` the patched users. The users are locked in id
-/// order before any is changed.
+/// user with its id (at most one per user), if the user is at the version
+/// the row expects (if any); a field it leaves out keeps its value. Returns
+/// [`Found`] for each user of the batch that exists.
 pub struct PatchUsers<'a> {
     ids: Vec<i64>,
     names: Vec<Option<&'a str>>,
     emails: Vec<Option<&'a str>>,
     email_keys: Vec<Option<&'a str>>,
+    versions: Vec<Option<NaiveDateTime>>,
     updated_at: NaiveDateTime,
     columns: AsSelect<UserRow, Pg>,
 }
 
 impl<'a> PatchUsers<'a> {
-    pub fn new(ids: Vec<i64>, changes: &'a [UserChanges<'a>], updated_at: NaiveDateTime) -> Self {
+    /// `patches`: each user's id, its changes and the version it expects.
+    pub fn new(
+        patches: &'a [(i64, UserChanges<'a>, Option<NaiveDateTime>)],
+        updated_at: NaiveDateTime,
+    ) -> Self {
         Self {
-            ids,
-            names: changes.iter().map(|c| c.name).collect(),
-            emails: changes.iter().map(|c| c.email).collect(),
-            email_keys: changes.iter().map(|c| c.email_key.as_deref()).collect(),
+            ids: patches.iter().map(|(id, _, _)| *id).collect(),
+            names: patches.iter().map(|(_, c, _)| c.name).collect(),
+            emails: patches.iter().map(|(_, c, _)| c.email).collect(),
+            email_keys: patches.iter().map(|(_, c, _)| c.email_key.as_deref()).collect(),
+            versions: patches.iter().map(|(_, _, version)| *version).collect(),
             updated_at,
             columns: UserRow::as_select(),
         }
     }
-}
-
-/// The start of a statement that locks the users with these ids in id
-/// order: two batches in flight (one per worker) touching the same users
-/// would otherwise lock them in the order each met them, and deadlock until
-/// PostgreSQL's deadlock_timeout aborted one.
-fn push_lock_in_id_order<'b>(out: &mut AstPass<'_, 'b, Pg>, ids: &'b Vec<i64>) -> QueryResult<()> {
-    out.push_sql("WITH locked AS (SELECT id FROM users WHERE id = ANY(");
-    out.push_bind_param::<Array<BigInt>, _>(ids)?;
-    out.push_sql(") ORDER BY id FOR UPDATE) ");
-    Ok(())
 }
 
 impl QueryFragment<Pg> for PatchUsers<'_> {
@@ -196,27 +227,34 @@ impl QueryFragment<Pg> for PatchUsers<'_> {
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.emails)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.email_keys)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.versions)?;
         out.push_sql(
-            ") AS b (id, name, email, email_key), locked \
-             WHERE users.id = b.id AND users.id = locked.id",
+            ") AS b (id, name, email, email_key, version), locked \
+             WHERE users.id = b.id AND users.id = locked.id \
+             AND (b.version IS NULL OR users.updated_at = b.version)",
         );
-        push_returning(&mut out, &self.columns)
+        push_found(&mut out, &self.columns)
     }
 }
 
-/// `DELETE FROM users` the users with these ids (at most one each),
-/// `RETURNING` the users it deleted. Like [`PatchUsers`], it locks its
-/// users in id order first, so that two batches in flight (or a batch of
-/// deletes and one of patches) over the same users cannot deadlock.
+/// `DELETE FROM users` the users with these ids (at most one each), each
+/// if it is at the version its row expects (if any). Like [`PatchUsers`],
+/// it locks its users in id order first, so that two batches in flight (or
+/// a batch of deletes and one of patches) over the same users cannot
+/// deadlock, and returns [`Found`] for each user of the batch that exists.
 pub struct DeleteUsers {
     ids: Vec<i64>,
+    versions: Vec<Option<NaiveDateTime>>,
     columns: AsSelect<UserRow, Pg>,
 }
 
 impl DeleteUsers {
-    pub fn new(ids: Vec<i64>) -> Self {
+    /// `deletes`: each user's id and the version it expects.
+    pub fn new(deletes: &[(i64, Option<NaiveDateTime>)]) -> Self {
         Self {
-            ids,
+            ids: deletes.iter().map(|(id, _)| *id).collect(),
+            versions: deletes.iter().map(|(_, version)| *version).collect(),
             columns: UserRow::as_select(),
         }
     }
@@ -225,7 +263,14 @@ impl DeleteUsers {
 impl QueryFragment<Pg> for DeleteUsers {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         push_lock_in_id_order(&mut out, &self.ids)?;
-        out.push_sql("DELETE FROM users USING locked WHERE users.id = locked.id");
-        push_returning(&mut out, &self.columns)
+        out.push_sql("DELETE FROM users USING locked, unnest(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.versions)?;
+        out.push_sql(
+            ") AS b (id, version) WHERE users.id = locked.id AND users.id = b.id \
+             AND (b.version IS NULL OR users.updated_at = b.version)",
+        );
+        push_found(&mut out, &self.columns)
     }
 }
