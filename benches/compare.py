@@ -14,7 +14,7 @@ baseline's.
 
 A build is any executable: a script that sets a variable and then runs a
 binary measures a setting. Scenarios are `benches/load.lua`'s (hello, health,
-get, list, create, update, mixed, delete). Exits non-zero if any request
+get, list, create, update, conditional, mixed, delete). Exits non-zero if any request
 fails.
 
 `delete` (PostgreSQL only) deletes users that exist: each run, warm-ups

@@ -7,6 +7,10 @@
 --   mixed           90% get, 10% update
 --   delete          DELETE /users/{id}, each id once: FIRST, FIRST+1, ...
 --                   shared out among wrk's THREADS (default 2) threads
+--   conditional     PATCH /users/{id} with If-Match: the ETag its last
+--                   answer gave (each thread patches 500 users of its own,
+--                   at most one request per user in flight; a user's first
+--                   patch, before its ETag is known, is unconditional)
 -- ACCEPT_ENCODING, if set, is sent as Accept-Encoding (compressed answers).
 -- Every request claims a random client address (X-Forwarded-For; the suite
 -- runs switchboard with SWITCHBOARD_TRUST_PROXY=true), so the rate limiter
@@ -64,6 +68,29 @@ builders.delete = function()
   counter = counter + 1
   local id = first + (thread_number - 1) + threads_total * (counter - 1)
   return wrk.format("DELETE", "/users/" .. id)
+end
+-- conditional: what each thread knows of its users.
+local etags, in_flight = {}, {}
+builders.conditional = function()
+  local span = 500
+  local low = (thread_number - 1) * span + 1
+  local id
+  repeat id = math.random(low, low + span - 1) until not in_flight[id]
+  in_flight[id] = true
+  counter = counter + 1
+  local headers = {}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  headers["If-Match"] = etags[id]
+  return wrk.format("PATCH", "/users/" .. id, headers, '{"name":"Renamed ' .. counter .. '"}')
+end
+if scenario == "conditional" then
+  function response(status, headers, body)
+    local id = tonumber(string.match(body or "", '"id":(%d+)'))
+    if id then
+      in_flight[id] = nil
+      etags[id] = headers["etag"] or headers["ETag"]
+    end
+  end
 end
 local build = builders[scenario] or error("unknown SCENARIO " .. scenario)
 

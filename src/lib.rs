@@ -10,7 +10,9 @@
 //!
 //! - [`startup`]: start the actors, bind, serve; shut down in order;
 //!   [`lifecycle`]: serving, draining or escalating, as the probes say.
-//! - [`config`]: the one settings struct and its layers; [`telemetry`]: logs.
+//! - [`config`]: every setting declared once, by section, and its layers,
+//!   and the task (serve, `migrate`, `healthcheck`); [`telemetry`]: logs;
+//!   [`healthcheck`]: the container health check's client.
 //! - [`routes`]: thin handlers, one module per resource.
 //! - [`middleware`]: the request context (id, access line, request metrics)
 //!   and the guards (body limit, load shedding, rate limit, deadline).
@@ -20,8 +22,9 @@
 //! - [`actors`]: the actors (database, cache, rate limiter, fetcher,
 //!   metrics), their supervision, the roster that lists them, and
 //!   `ActorRef`, the caller's side. They know no HTTP.
-//! - [`db`]: schema, rows, pools, PostgreSQL's shared connections, SQLite's
-//!   batched writes, migrations and the users queries.
+//! - [`db`]: schema, rows, pools, the users queries, writes in batches (one
+//!   mechanism, a strategy per backend), migrations; what only PostgreSQL or
+//!   only SQLite does in a module of its own.
 //! - [`domain`]: validated input types (parse, don't validate).
 //! - [`fetch`]: allow-list, circuit breaker, retry policy, one attempt.
 //! - [`rate_limit`]: the policy, GCRA in Redis, the response headers.
@@ -43,11 +46,12 @@
 //!
 //! # A request's path
 //!
-//! `request_context` (id, access line) → `guards` (size, in-flight cap,
-//! rate limit through the worker's outbox to the client's limiter shard,
-//! deadline) → a handler, which asks one actor: `GET /users/{id}` asks the
-//! cache, and on a miss its worker's `db` actor, then fills the cache;
-//! writes go to the `db` actor (SQLite: the writer) and invalidate the
+//! `request_context` (id, access line) → `guards` (size, query, in-flight
+//! cap, rate limit through the worker's outbox to the client's limiter
+//! shard, deadline) → a handler, which asks one actor: `GET /users/{id}`
+//! asks the cache, and on a miss its worker's `db` actor, then fills the
+//! cache; writes go to the worker's `db` actor, which batches them (SQLite:
+//! sends them on to the writer, which batches them), and invalidate the
 //! cache; `POST /fetch` asks the fetcher, which reads through the cache.
 
 pub mod actors;
@@ -57,6 +61,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod fetch;
+pub mod healthcheck;
 pub mod lifecycle;
 pub mod metrics;
 pub mod middleware;

@@ -1,28 +1,16 @@
 //! `DbActor`: owns a database pool. Its messages are the users operations
 //! and the readiness probes.
 //!
-//! Queries never run one after another in the mailbox: each handler clones
-//! the connections' handle ([`Connections`]) and answers with a future
-//! (`ResponseFuture`) that actix runs as its own task, so concurrency is
-//! bounded by the connections, not by the actor's thread. A panic inside
-//! such a future fails only that request; a panic in a handler itself
-//! restarts the actor with a fresh pool, built from its [`PoolSpec`].
-//!
-//! One actor's thread would be the ceiling, so each HTTP worker starts its
-//! own `DbActor` on its own thread, with its share of
-//! `SWITCHBOARD_DB_POOL_SIZE`: no hop, and the connections' I/O runs on the
-//! thread that serves the request.
-//!
-//! An actor is given its write path when it is built ([`WritePath`]), and
-//! every write takes it. On PostgreSQL a worker queues its own writes, a
-//! batch per statement. SQLite lets one connection write at a time: with
-//! every worker writing, the ones that found the file locked would sleep in
-//! SQLite's busy handler while others took the lock. So SQLite's workers
-//! send their writes on to one more `DbActor`, the writer, on an arbiter of
-//! its own with a pool of one connection, which commits what queued
-//! meanwhile as one transaction; the lock is never contended within the
-//! process (WAL readers never block it). Both queues are one mechanism
-//! ([`crate::db::batch`]).
+//! Its handlers answer with futures (`ResponseFuture`) that actix runs as
+//! tasks of their own, so queries run concurrently, bounded by the
+//! connections, never one after another in the mailbox; a panic inside one
+//! fails only that request, a panic in a handler restarts the actor with a
+//! fresh pool. Each HTTP worker starts its own `DbActor`, with its share of
+//! the pool: no thread hop per query. Each actor is given its write path
+//! when it is built ([`WritePath`]): on PostgreSQL a worker batches its own
+//! writes; SQLite lets one connection write at a time, so its workers send
+//! their writes on to one more `DbActor`, the writer, whose pool is that one
+//! connection. Both batch through one mechanism ([`crate::db::batch`]).
 
 use std::cell::RefCell;
 use std::future::{ready, Future};

@@ -156,6 +156,11 @@ settings! {
         /// one more
         pool_size: Option<usize> = None, Optional(Positive),
             env "SWITCHBOARD_DB_POOL_SIZE", flag "db-pool-size", shown "16 on PostgreSQL, 8 on SQLite";
+        /// apply pending migrations at start-up (under a lock, so instances
+        /// starting together migrate once); `false`: refuse to start (exit 2)
+        /// while any is pending, and leave migrating to `switchboard migrate`
+        migrate: bool = true, Boolean,
+            env "SWITCHBOARD_MIGRATE", flag "migrate";
     }
 
     /// Who a request counts against.
@@ -268,7 +273,26 @@ settings! {
     }
 }
 
-impl Settings {
+/// What the process was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Serve (no subcommand).
+    Serve,
+    /// `switchboard migrate [--check]`: apply pending migrations, or with
+    /// `check` only say whether any are pending.
+    Migrate { check: bool },
+    /// `switchboard healthcheck`: ask the listener's `/health`.
+    Healthcheck,
+}
+
+/// The settings and the task of one run of the binary.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub settings: Settings,
+    pub task: Task,
+}
+
+impl Invocation {
     /// Reads the process's arguments, environment and (if named) TOML file.
     pub fn load() -> Result<Self, ConfigError> {
         Self::load_from(std::env::args_os())
@@ -282,14 +306,41 @@ impl Settings {
         let matches = command()
             .try_get_matches_from(args)
             .map_err(ConfigError::Cli)?;
+        // The settings are global: given before or after a subcommand,
+        // they are in its matches.
+        let (task, matches) = match matches.subcommand() {
+            Some(("migrate", sub)) => (
+                Task::Migrate {
+                    check: sub.get_flag("check"),
+                },
+                sub.clone(),
+            ),
+            Some(("healthcheck", sub)) => (Task::Healthcheck, sub.clone()),
+            _ => (Task::Serve, matches),
+        };
         let file = match matches.get_one::<String>("config") {
             Some(path) => read_toml(path)?,
             None => BTreeMap::new(),
         };
         let sources = Sources { matches, file };
-        let settings = Self::from_sources(&sources)?;
+        let settings = Settings::from_sources(&sources)?;
         settings.check(&sources)?;
-        Ok(settings)
+        Ok(Self { settings, task })
+    }
+}
+
+impl Settings {
+    /// Reads the process's arguments, environment and (if named) TOML file.
+    pub fn load() -> Result<Self, ConfigError> {
+        Invocation::load().map(|invocation| invocation.settings)
+    }
+
+    pub fn load_from<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Invocation::load_from(args).map(|invocation| invocation.settings)
     }
 
     /// What one setting allows only with another.
@@ -413,12 +464,25 @@ fn command() -> Command {
         .long("config")
         .env("SWITCHBOARD_CONFIG")
         .value_name("FILE")
+        .global(true)
         .help("TOML file of settings (sections and keys as in the README)");
+    let migrate = Command::new("migrate")
+        .about("Apply pending migrations (under the same lock as start-up), print them, exit")
+        .arg(
+            Arg::new("check")
+                .long("check")
+                .action(ArgAction::SetTrue)
+                .help("Apply nothing: exit 0 if none is pending, 1 (naming them) if some are"),
+        );
+    let healthcheck = Command::new("healthcheck")
+        .about("Ask the listener's /health: exit 0 if it answers 200, else 1 (for a container's health check)");
     Settings::declared().fold(
         Command::new("switchboard")
             .version(env!("CARGO_PKG_VERSION"))
             .about("An actor-based REST service: users API and outbound fetch API")
-            .arg(config),
+            .arg(config)
+            .subcommand(migrate)
+            .subcommand(healthcheck),
         |cmd, d| {
             cmd.arg(
                 Arg::new(d.env)
@@ -426,6 +490,7 @@ fn command() -> Command {
                     .env(d.env)
                     .hide_env_values(d.secret)
                     .help(d.plain_help())
+                    .global(true)
                     .action(ArgAction::Set),
             )
         },
@@ -589,6 +654,27 @@ mod tests {
         );
         assert_eq!(s.database.pool_size(), 16);
         assert_eq!(s.cache_invalidation(), CacheInvalidation::Postgres);
+    }
+
+    #[test]
+    fn subcommands_take_the_settings_before_or_after_them() {
+        let args = [
+            "switchboard",
+            "--workers",
+            "3",
+            "migrate",
+            "--check",
+            "--db-pool-size",
+            "4",
+        ];
+        let invocation = Invocation::load_from(args).unwrap();
+        assert_eq!(invocation.task, Task::Migrate { check: true });
+        assert_eq!(invocation.settings.server.workers, 3);
+        assert_eq!(invocation.settings.database.pool_size(), 4);
+        let serve = Invocation::load_from(["switchboard"]).unwrap();
+        assert_eq!(serve.task, Task::Serve);
+        let health = Invocation::load_from(["switchboard", "healthcheck"]).unwrap();
+        assert_eq!(health.task, Task::Healthcheck);
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub async fn update_on(
     let changes = UserChanges::new(patch);
     let versions = expected_versions(expected);
     let updated: Option<UserRow> = match conn.reborrow() {
-        // One SQL text, kept prepared (see `pg_writes`).
+        // One SQL text, kept prepared (see `postgres::statements`).
         DbConn::Postgres(mut shared) => PatchUser {
             id: id.get(),
             changes: &changes,

@@ -27,7 +27,7 @@ use crate::actors::supervision::Escalation;
 use crate::actors::ActorId;
 use crate::app_state::{AppState, RateLimiting};
 use crate::config::Settings;
-use crate::db::migrate;
+use crate::db::migrate::{migrate, schema_status};
 use crate::lifecycle::{shutdown_signal, Lifecycle, Phase};
 use crate::rate_limit::headers::PolicyHeaders;
 use shared::SharedActors;
@@ -39,6 +39,13 @@ pub enum StartupError {
     Workers,
     #[error("database: {0}")]
     Database(String),
+    /// With `SWITCHBOARD_MIGRATE=false`, the database lacks migrations
+    /// this build needs.
+    #[error(
+        "the database lacks migrations this build needs ({}); run `switchboard migrate` first, or start with SWITCHBOARD_MIGRATE=true",
+        .0.join(", ")
+    )]
+    MigrationsPending(Vec<String>),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -69,9 +76,7 @@ pub enum Stopped {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         tracing::info!(settings = %settings.effective(), "effective settings");
-        migrate(&settings.database.url)
-            .await
-            .map_err(StartupError::Database)?;
+        prepare_schema(&settings).await?;
         let (escalation, escalated) = Escalation::new();
         let starter = Starter {
             escalation,
@@ -149,6 +154,27 @@ impl Application {
         tracing::info!("switchboard stopped");
         served.map(|()| stopped)
     }
+}
+
+/// Migrates the database, unless told not to; then refuses a schema that
+/// lacks what this build needs, and warns of migrations it does not know
+/// (a newer build ran first: migrations stay compatible for one release).
+async fn prepare_schema(settings: &Settings) -> Result<(), StartupError> {
+    let url = &settings.database.url;
+    if settings.database.migrate {
+        migrate(url).await.map_err(StartupError::Database)?;
+    }
+    let status = schema_status(url).await.map_err(StartupError::Database)?;
+    if !status.pending.is_empty() {
+        return Err(StartupError::MigrationsPending(status.pending));
+    }
+    if !status.unknown.is_empty() {
+        tracing::warn!(
+            unknown = ?status.unknown,
+            "the database has migrations this build does not know: a newer build migrated it; serving, as every migration stays compatible with the release before it"
+        );
+    }
+    Ok(())
 }
 
 /// What the handlers share, before the workers have started.

@@ -18,6 +18,7 @@ mod guards;
 mod health;
 mod hostile;
 mod metrics;
+mod migrations;
 mod observability;
 mod pg;
 mod pipeline;

@@ -40,37 +40,15 @@ impl ProcessApp {
     }
 
     /// Starts `command` and waits until it logs that it is listening.
-    pub fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start switchboard");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (listening, address) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout");
-        let sink = Arc::clone(&logs);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if event["message"] == "listening" {
-                    let _ =
-                        listening.send(event["address"].as_str().unwrap_or_default().to_owned());
-                }
-                sink.lock().unwrap().push(event);
-            }
-        });
-        let address = address
-            .recv_timeout(Duration::from_secs(60))
-            .expect("switchboard logs that it is listening");
-        Self {
-            child,
-            address: format!("http://{address}"),
-            logs,
-            reader: Some(reader),
-        }
+    pub fn spawn(command: Command) -> Self {
+        Launched::start(command).listening()
+    }
+
+    /// Starts every command at once, then waits until each logs that it
+    /// is listening.
+    pub fn spawn_together(commands: Vec<Command>) -> Vec<Self> {
+        let launched: Vec<Launched> = commands.into_iter().map(Launched::start).collect();
+        launched.into_iter().map(Launched::listening).collect()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -84,6 +62,17 @@ impl ProcessApp {
             .unwrap()
             .iter()
             .filter(|e| e["message"] == message)
+            .cloned()
+            .collect()
+    }
+
+    /// Log events so far at this level (`ERROR`, `WARN`, ...).
+    pub fn logged_at_level(&self, level: &str) -> Vec<Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["level"] == level)
             .cloned()
             .collect()
     }
@@ -153,6 +142,59 @@ impl ProcessApp {
                 "switchboard did not exit in {within:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A process started, not yet known to listen.
+struct Launched {
+    child: Child,
+    logs: Arc<Mutex<Vec<Value>>>,
+    reader: std::thread::JoinHandle<()>,
+    address: std::sync::mpsc::Receiver<String>,
+}
+
+impl Launched {
+    fn start(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start switchboard");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (listening, address) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&logs);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if event["message"] == "listening" {
+                    let _ =
+                        listening.send(event["address"].as_str().unwrap_or_default().to_owned());
+                }
+                sink.lock().unwrap().push(event);
+            }
+        });
+        Self {
+            child,
+            logs,
+            reader,
+            address,
+        }
+    }
+
+    fn listening(self) -> ProcessApp {
+        let address = self
+            .address
+            .recv_timeout(Duration::from_secs(60))
+            .expect("switchboard logs that it is listening");
+        ProcessApp {
+            child: self.child,
+            address: format!("http://{address}"),
+            logs: self.logs,
+            reader: Some(self.reader),
         }
     }
 }

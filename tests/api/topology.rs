@@ -9,6 +9,7 @@
 //! Skips, saying so, without `haproxy`, PostgreSQL or Redis, unless
 //! SWITCHBOARD_REQUIRE_HAPROXY=1 (set by CI, which installs it).
 
+use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +55,8 @@ struct Topology {
     settings: Vec<(&'static str, String)>,
     instances: [Option<ProcessApp>; 3],
     haproxy: Child,
+    /// HAProxy's log lines so far.
+    proxy_log: Arc<Mutex<Vec<String>>>,
     front: String,
 }
 
@@ -69,6 +72,7 @@ impl Topology {
                 .collect(),
             instances: [None, None, None],
             haproxy: Command::new("true").spawn().unwrap(),
+            proxy_log: Arc::default(),
             front: String::new(),
         };
         for i in 0..3 {
@@ -82,10 +86,17 @@ impl Topology {
             .env("SWITCHBOARD_A", format!("127.0.0.1:{}", ports[0]))
             .env("SWITCHBOARD_B", format!("127.0.0.1:{}", ports[1]))
             .env("SWITCHBOARD_C", format!("127.0.0.1:{}", ports[2]))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start haproxy");
+        let stdout = topology.haproxy.stdout.take().expect("stdout");
+        let lines = Arc::clone(&topology.proxy_log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
         topology.front = format!("http://127.0.0.1:{front}");
         topology.until_all_up().await;
         topology
@@ -175,6 +186,52 @@ fn redis_and_haproxy() -> bool {
             Duration::from_secs(1),
         )
         .is_ok()
+}
+
+/// A request that comes without an id gets one at HAProxy: its answer
+/// carries it, HAProxy's log line shows it, and so does the access line of
+/// the instance that served it.
+#[actix_web::test]
+async fn haproxy_and_switchboard_log_the_same_request_id() {
+    if !redis_and_haproxy() {
+        return;
+    }
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let topology = Topology::start(&db, &[]).await;
+    let response = reqwest::get(format!("{}/hello/joined", topology.front))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "made by HAProxy: {id}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let proxy_line = loop {
+        let lines = topology.proxy_log.lock().unwrap().clone();
+        if let Some(line) = lines.into_iter().find(|l| l.contains("/hello/joined")) {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HAProxy logged no line for the request"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(proxy_line.contains(&format!("{{{id}}}")), "{proxy_line}");
+    let served_by = (0..3)
+        .filter(|&i| {
+            topology
+                .instance(i)
+                .logged("request")
+                .iter()
+                .any(|e| e["request_id"] == id.as_str())
+        })
+        .count();
+    assert_eq!(served_by, 1, "one instance logged {id}");
 }
 
 #[actix_web::test]

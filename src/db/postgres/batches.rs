@@ -54,11 +54,10 @@ impl Batching for Statements {
             Write::Create(_) => Some(Statement::Insert),
             Write::Patch {
                 patch, expected, ..
-            } => (!patch.is_empty() && one_version(expected).is_some())
-                .then_some(Statement::Update),
-            Write::Delete { expected, .. } => {
-                one_version(expected).map(|_| Statement::Delete)
+            } => {
+                (!patch.is_empty() && one_version(expected).is_some()).then_some(Statement::Update)
             }
+            Write::Delete { expected, .. } => one_version(expected).map(|_| Statement::Delete),
         }
     }
 
@@ -119,7 +118,11 @@ async fn update_many(pipeline: &Pipeline, batch: &[Write]) -> Result<Vec<Written
             _ => None,
         })
         .collect();
-    let at = patches.iter().map(|(_, c, _)| c.updated_at).max().unwrap_or_default();
+    let at = patches
+        .iter()
+        .map(|(_, c, _)| c.updated_at)
+        .max()
+        .unwrap_or_default();
     let update = PatchUsers::new(&patches, at);
     let found: Vec<Found> = run(pipeline.get(QueryCost::Page), async |share| {
         Ok(update.load(&mut share.client()).await?)

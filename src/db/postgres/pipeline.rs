@@ -1,45 +1,16 @@
 //! A worker's PostgreSQL connections, each carrying many queries at once.
 //!
-//! Checked out one query at a time, a connection stays taken from the moment
-//! its query is sent until the worker's thread, busy serving other requests,
-//! comes back to read the answer and return it; under load most queries
-//! then wait for a connection rather than for the database.
-//!
-//! diesel-async lets several futures send queries on one connection
-//! (pipelining): the server runs them in order, one after another, while
-//! the client writes the next and reads the earlier answers. So the actor's
-//! queries share connections instead of taking turns: a query takes the
-//! least loaded connection, opening another (up to the worker's share of
-//! `SWITCHBOARD_DB_POOL_SIZE`) only when every open one is busy. deadpool
-//! still opens the connections and bounds how many there are.
-//!
-//! How much a connection carries at once is bounded by what its queries
-//! cost the server ([`QueryCost`]): a query queued behind others on one
-//! connection cannot move to another that frees up sooner, so only a little
-//! of the server's work may queue on each. A connection has eight turns; a
-//! query for one row by its key takes one, a page of users four. A cheap
-//! query can queue behind several others and still be answered soon, and
-//! the server has the next one at hand while the worker's thread is busy;
-//! a page cannot, so fewer of them share a connection. A query goes to the
-//! least loaded connection, which, when loads are uneven, may carry a
-//! little more than eight turns' worth. One that finds no turn waits for
-//! one, first come first served, at most [`CHECKOUT_TIMEOUT`], as it would
-//! wait for a checkout.
-//!
-//! Each users query is one statement, its own transaction, so queries that
-//! share a connection cannot see each other's work half done.
-//!
-//! A connection that has died fails the queries sent on it before its end
-//! is noticed. The first such failure retires it: no new query is sent on
-//! it, and once the queries still on it are answered it is closed, not
-//! given back to deadpool, which would hand it out again if its end had
-//! not been noticed yet. A new connection takes its place. A connection
-//! that closed while idle is dropped at the next checkout. The users reads
-//! that fail this way are sent once more, on a connection opened since
-//! ([`Checkout::get_new`], [`super::users`]).
-//!
-//! It lives on the worker's thread (`Rc`, `Cell`); the turns' semaphore is
-//! in an `Arc` only because its owned permits need one.
+//! Checked out one query at a time, a connection stays taken until the
+//! worker's thread, busy serving other requests, comes back to read the
+//! answer; under load queries then wait for a connection rather than for
+//! the database. diesel-async lets several futures send queries on one
+//! connection (pipelining), so the actor's queries share connections: a
+//! query takes the least loaded one, another opening (up to the worker's
+//! share of the pool) only when every open one is busy, and a connection
+//! carries only as much as its queries' [`QueryCost`] allows. Each query is
+//! one statement, its own transaction, so queries sharing a connection never
+//! see each other's work half done. It lives on the worker's thread (`Rc`,
+//! `Cell`).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -55,7 +26,15 @@ use tokio::time::timeout;
 use crate::db::conn::{Checkout, DbConn, Lease, PoolStatus, QueryCost, CHECKOUT_TIMEOUT};
 use crate::db::DbError;
 
-/// Turns per connection: what its queries in flight may cost at most.
+/// Turns per connection: what its queries in flight may cost at most. A
+/// query queued behind others on one connection cannot move to another
+/// that frees up sooner, so only a little of the server's work may queue on
+/// each: a cheap query can queue behind several others and still be
+/// answered soon (and the server has the next one at hand while the
+/// worker's thread is busy); a page cannot. A query goes to the least
+/// loaded connection, which, when loads are uneven, may carry a little more
+/// than this. One that finds no turn waits for one, first come first
+/// served, at most [`CHECKOUT_TIMEOUT`], as it would wait for a checkout.
 const TURNS: usize = 8;
 
 impl QueryCost {
@@ -69,6 +48,14 @@ impl QueryCost {
 }
 
 /// One of the pipeline's connections; each query in flight holds a clone.
+///
+/// A connection that has died fails the queries sent on it before its end
+/// is noticed. The first such failure retires it: no new query is sent on
+/// it, and once the queries still on it are answered it is closed, not
+/// given back to deadpool, which would hand it out again. A new connection
+/// takes its place. One that closed while idle is dropped at the next
+/// checkout. Reads that fail this way are sent once more, on a connection
+/// opened since ([`Checkout::get_new`]).
 type SharedPgConn = Rc<PgConn>;
 
 /// An open connection, and how loaded it is.
@@ -151,7 +138,8 @@ pub struct Pipeline {
     /// Connections being opened, which count against the pool's size.
     opening: Cell<usize>,
     /// [`TURNS`] per connection the pool allows; a query waits for its
-    /// own, first come first served.
+    /// own, first come first served. In an `Arc` only because its owned
+    /// permits need one.
     turns: Arc<Semaphore>,
     /// Queries waiting for a turn, or for a connection to open.
     waiting: Cell<usize>,

@@ -202,7 +202,10 @@ impl<'a> PatchUsers<'a> {
             ids: patches.iter().map(|(id, _, _)| *id).collect(),
             names: patches.iter().map(|(_, c, _)| c.name).collect(),
             emails: patches.iter().map(|(_, c, _)| c.email).collect(),
-            email_keys: patches.iter().map(|(_, c, _)| c.email_key.as_deref()).collect(),
+            email_keys: patches
+                .iter()
+                .map(|(_, c, _)| c.email_key.as_deref())
+                .collect(),
             versions: patches.iter().map(|(_, _, version)| *version).collect(),
             updated_at,
             columns: UserRow::as_select(),
