@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::actors::db::DbFailure;
 use crate::actors::ActorUnavailable;
+use crate::auth::Refusal;
 use crate::db::DbError;
 use crate::domain::FieldError;
 use crate::rate_limit::headers::retry_after_seconds;
@@ -46,6 +47,10 @@ pub enum ApiError {
     BodyTimeout,
     #[error("invalid fields: {}", field_names(.0))]
     Validation(Vec<FieldError>),
+    /// Access control refused the request: 401 (no or bad token) or 403
+    /// (a scope it lacks), with `WWW-Authenticate`.
+    #[error("{}", .0.description())]
+    Refused(Refusal),
     /// The client spent its allowance; `retry_after` says when it comes back.
     #[error("too many requests: retry in {} s", retry_after_seconds(.retry_after))]
     TooManyRequests { retry_after: Duration },
@@ -71,8 +76,10 @@ pub enum ApiError {
 
 /// Every problem `type` switchboard sends, as the OpenAPI description
 /// lists them (a test holds [`ApiError::kind`] to it).
-pub const PROBLEM_TYPES: [&str; 15] = [
+pub const PROBLEM_TYPES: [&str; 17] = [
     "/problems/bad-request",
+    "/problems/unauthorized",
+    "/problems/forbidden",
     "/problems/not-found",
     "/problems/method-not-allowed",
     "/problems/request-timeout",
@@ -113,6 +120,8 @@ impl ApiError {
             Self::Validation(_) => ("validation-error", "Invalid request fields"),
             Self::Unavailable { .. } => ("unavailable", "Service unavailable"),
             Self::NotReady(_) => ("not-ready", "Not ready"),
+            Self::Refused(Refusal::Scope(_)) => ("forbidden", "Forbidden"),
+            Self::Refused(_) => ("unauthorized", "Unauthorized"),
             Self::TooManyRequests { .. } => ("too-many-requests", "Too many requests"),
             Self::Timeout(_) => ("timeout", "Request timed out"),
             Self::ClientGone => ("client-closed-request", "Client closed request"),
@@ -163,6 +172,8 @@ impl ResponseError for ApiError {
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable { .. } | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Refused(Refusal::Scope(_)) => StatusCode::FORBIDDEN,
+            Self::Refused(_) => StatusCode::UNAUTHORIZED,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             // nginx's 499: no standard status says this.
@@ -181,6 +192,9 @@ impl ResponseError for ApiError {
         if let Self::Unavailable { retry_after, .. } | Self::TooManyRequests { retry_after } = self
         {
             response.insert_header((header::RETRY_AFTER, retry_after_seconds(retry_after)));
+        }
+        if let Self::Refused(refusal) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, refusal.challenge()));
         }
         if let Self::EncodedBody = self {
             // RFC 9110, 15.5.16: say which content codings are accepted.

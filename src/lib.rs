@@ -56,6 +56,7 @@
 
 pub mod actors;
 pub mod app_state;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;

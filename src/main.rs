@@ -20,7 +20,7 @@ use switchboard::{healthcheck, telemetry};
 /// supervisor should start a fresh process.
 const ESCALATED: u8 = 70;
 /// The exit status for what the operator must change: a bad setting, or a
-/// schema that must be migrated first.
+/// schema that must be migrated first, a token key that cannot be used.
 const MISCONFIGURED: u8 = 2;
 
 #[global_allocator]
@@ -63,7 +63,9 @@ async fn serve(settings: Settings) -> ExitCode {
             tracing::error!(%err, "start-up failed");
             eprintln!("switchboard: {err}");
             return match err {
-                StartupError::MigrationsPending(_) => ExitCode::from(MISCONFIGURED),
+                StartupError::MigrationsPending(_) | StartupError::Keys(_) => {
+                    ExitCode::from(MISCONFIGURED)
+                }
                 _ => ExitCode::FAILURE,
             };
         }

@@ -69,6 +69,9 @@ pub enum Event {
         count: i64,
     },
     RateLimit(RateDecision),
+    /// A request refused by access control: the `reason` label (see
+    /// [`crate::auth::Refusal::reason`]).
+    AuthFailure(&'static str),
     Cache {
         hit: bool,
     },

@@ -5,6 +5,7 @@ use crate::actors::cache::CacheConfig;
 use crate::actors::fetcher::FetchConfig;
 use crate::actors::rate_limiter::LimiterBackend;
 use crate::app_state::RequestLimits;
+use crate::auth::{KeyFiles, Rules};
 use crate::fetch::allow_list::AllowList;
 use crate::rate_limit::RatePolicy;
 
@@ -52,6 +53,23 @@ impl Settings {
             body_read_timeout: self.server.body_read_timeout,
             request_timeout: self.server.request_timeout,
             clients: self.clients.policy(),
+        }
+    }
+
+    /// Where the token keys are read from; none configured: no checks.
+    pub fn auth_keys(&self) -> KeyFiles {
+        KeyFiles {
+            secret: self.auth.jwt_secret_file.clone(),
+            jwks: self.auth.jwks_file.clone(),
+        }
+    }
+
+    /// What a token must satisfy besides its signature.
+    pub fn auth_rules(&self) -> Rules {
+        Rules {
+            issuer: self.auth.issuer.clone(),
+            audience: self.auth.audience.clone(),
+            leeway_seconds: self.auth.leeway_seconds,
         }
     }
 

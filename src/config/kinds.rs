@@ -4,6 +4,7 @@
 
 use std::fmt::Display;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub struct Choice;
 pub struct Optional<K>(pub K);
 /// Free text that `check` accepts.
 pub struct Text(pub fn(&str) -> Result<(), String>);
+/// A file's path.
+pub struct FilePath;
 
 impl<T: FromStr + Display> Kind<T> for Number {
     fn parse(&self, raw: &str) -> Result<T, String> {
@@ -192,6 +195,18 @@ impl Kind<String> for Text {
     }
     fn show(&self, value: &String) -> String {
         value.clone()
+    }
+}
+
+impl Kind<PathBuf> for FilePath {
+    fn parse(&self, raw: &str) -> Result<PathBuf, String> {
+        if raw.trim().is_empty() {
+            return Err("is not a file path".into());
+        }
+        Ok(PathBuf::from(raw))
+    }
+    fn show(&self, value: &PathBuf) -> String {
+        value.display().to_string()
     }
 }
 

@@ -23,8 +23,8 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use declare::{settings, Declared};
 use kinds::{
-    Address, Boolean, Choice, Choices, Hosts, Kind, Millis, Number, Optional, Origins, Positive,
-    PrefixLength, Seconds, Text,
+    Address, Boolean, Choice, Choices, FilePath, Hosts, Kind, Millis, Number, Optional, Origins,
+    Positive, PrefixLength, Seconds, Text,
 };
 
 pub use crate::db::DatabaseUrl;
@@ -53,6 +53,18 @@ pub enum RateLimitBackend {
     Memory,
     /// Instances share one allowance per client in Redis.
     Redis,
+}
+
+/// `SWITCHBOARD_AUTH`: what to do with no key configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `none`: serve any listener without checking tokens, because a proxy
+    /// in front authenticates.
+    ByProxy,
+}
+
+impl Choices for AuthMode {
+    const CHOICES: &'static [(&'static str, Self)] = &[("none", Self::ByProxy)];
 }
 
 impl Choices for LogFormat {
@@ -106,6 +118,14 @@ fn log_filter(raw: &str) -> Result<(), String> {
         .map_err(|e| format!("is not a log filter: {e}"))
 }
 
+fn any_text(raw: &str) -> Result<(), String> {
+    if raw.trim().is_empty() {
+        Err("is empty".into())
+    } else {
+        Ok(())
+    }
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
@@ -144,6 +164,35 @@ settings! {
         /// mount the `/debug` fault drills
         chaos: bool = false, Boolean,
             env "SWITCHBOARD_CHAOS", flag "chaos";
+        /// a second listener for `/metrics`, `/stats` and `/debug/*` (then
+        /// 404 on `bind`); `/health` and `/ready` answer on both
+        admin_bind: Option<SocketAddr> = None, Optional(Address),
+            env "SWITCHBOARD_ADMIN_BIND", flag "admin-bind", shown "unset: one listener";
+    }
+
+    /// Who may call the API: bearer tokens.
+    [auth] AuthSettings {
+        /// a file holding an HS256 secret (at least 32 bytes) that tokens
+        /// are signed with
+        jwt_secret_file: Option<PathBuf> = None, Optional(FilePath),
+            env "SWITCHBOARD_AUTH_JWT_SECRET_FILE", flag "auth-jwt-secret-file", shown "none";
+        /// a JWKS file of public keys (RS256, ES256, EdDSA, …) chosen by
+        /// the token's `kid`; re-read on SIGHUP and when it changes
+        jwks_file: Option<PathBuf> = None, Optional(FilePath),
+            env "SWITCHBOARD_AUTH_JWKS_FILE", flag "auth-jwks-file", shown "none";
+        /// when set, a token's `iss` must be this
+        issuer: Option<String> = None, Optional(Text(any_text)),
+            env "SWITCHBOARD_AUTH_ISSUER", flag "auth-issuer", shown "none";
+        /// when set, a token's `aud` must name this
+        audience: Option<String> = None, Optional(Text(any_text)),
+            env "SWITCHBOARD_AUTH_AUDIENCE", flag "auth-audience", shown "none";
+        /// clock skew allowed on `exp` and `nbf`, in seconds
+        leeway_seconds: u64 = 30, Number,
+            env "SWITCHBOARD_AUTH_LEEWAY_SECONDS", flag "auth-leeway-seconds";
+        /// `none`: no key, yet serve a listener that is not loopback (a
+        /// proxy in front authenticates)
+        mode: Option<AuthMode> = None, Optional(Choice),
+            env "SWITCHBOARD_AUTH", flag "auth", shown "unset: keys, or loopback only";
     }
 
     /// The users' database.
@@ -325,6 +374,9 @@ impl Invocation {
         let sources = Sources { matches, file };
         let settings = Settings::from_sources(&sources)?;
         settings.check(&sources)?;
+        if task == Task::Serve {
+            settings.check_exposure(&sources)?;
+        }
         Ok(Self { settings, task })
     }
 }
@@ -354,6 +406,32 @@ impl Settings {
             return Err(sources.invalid(declared, "needs a PostgreSQL DATABASE_URL".into()));
         }
         Ok(())
+    }
+
+    /// Protected mode: with no key, only a loopback listener is served,
+    /// unless `SWITCHBOARD_AUTH=none` says a proxy in front authenticates.
+    fn check_exposure(&self, sources: &Sources) -> Result<(), ConfigError> {
+        fn declared(section: &'static [Declared], key: &str) -> &'static Declared {
+            section
+                .iter()
+                .find(|d| d.key == key)
+                .expect("declared above")
+        }
+        match (self.auth_keys().any(), self.auth.mode) {
+            (true, Some(AuthMode::ByProxy)) => Err(sources.invalid(
+                declared(AuthSettings::DECLARED, "mode"),
+                "turns token checks off, but a key file is set: unset one of them".into(),
+            )),
+            (false, None) if !self.server.bind.ip().is_loopback() => Err(sources.invalid(
+                declared(ServerSettings::DECLARED, "bind"),
+                "is not a loopback address, and no key is configured (protected mode, \
+                 SWITCHBOARD_AUTH): set SWITCHBOARD_AUTH_JWT_SECRET_FILE or \
+                 SWITCHBOARD_AUTH_JWKS_FILE, or SWITCHBOARD_AUTH=none if a proxy in front \
+                 authenticates"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Every setting and its value, secrets redacted: for the start-up log.

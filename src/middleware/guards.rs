@@ -6,14 +6,18 @@
 //!   declares a length over the limit 413, before a byte is read (the JSON
 //!   extractor stops chunked bodies at the same limit); a body that does not
 //!   arrive within the body-read timeout ends the request with 408.
-//! - The query: a parameter the route does not take is a 400 naming it.
 //! - Load shedding ([`super::in_flight`]): past the worker's share of the
 //!   in-flight cap, or the client's share of it, an immediate 503 with
 //!   `Retry-After`.
-//! - The rate limiter is asked per client, through the worker's outbox (one
-//!   message per shard per turn of the event loop); if it is dead or
-//!   restarting, the request is let through (fail-open) and that is logged,
-//!   because a broken limiter must not take the service down with it.
+//! - Access control ([`super::authorize`]): the token is verified here, and
+//!   its subject decides whose allowance the request spends.
+//! - The rate limiter is asked per client (the token's subject, else the
+//!   address), through the worker's outbox (one message per shard per turn
+//!   of the event loop); if it is dead or restarting, the request is let
+//!   through (fail-open) and that is logged, because a broken limiter must
+//!   not take the service down with it.
+//! - A request access control refused is answered now, 401 or 403.
+//! - The query: a parameter the route does not take is a 400 naming it.
 //! - The deadline drops the handler's future when it fires, which cancels the
 //!   work it was awaiting, and answers 504.
 //!
@@ -28,6 +32,7 @@
 use std::cell::Cell;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -38,11 +43,13 @@ use actix_web::{web, Error, HttpResponse, ResponseError};
 use crate::actors::rate_limiter::outbox::LimiterOutbox;
 use crate::actors::rate_limiter::LimiterFailed;
 use crate::app_state::AppState;
+use crate::auth::Authenticator;
 use crate::error::ApiError;
 use crate::metrics::{Event, RateDecision, Recorder, FLUSH_EVERY};
 use crate::rate_limit::headers::{rate_limit_headers, PolicyHeaders};
-use crate::rate_limit::Decision;
+use crate::rate_limit::{Decision, RateKey};
 
+use super::authorize::{self, authorize};
 use super::body;
 use super::in_flight::{Full, InFlight, Permit};
 use super::request_context::{loggable, RouteLabel};
@@ -75,13 +82,20 @@ pub struct WorkerGuards {
     limiter: Rc<LimiterOutbox>,
     /// This worker's metrics recorder.
     metrics: Recorder,
+    /// This worker's copy of the token keys; `None`: access control off.
+    auth: Option<Rc<Authenticator>>,
 }
 
 impl WorkerGuards {
     /// This worker's guard state, with its share of the process-wide
     /// in-flight cap, and the task that records its in-flight count every
     /// [`FLUSH_EVERY`] (call on the worker's own thread).
-    pub fn start(worker: usize, in_flight: InFlight, metrics: Recorder) -> Rc<Self> {
+    pub fn start(
+        worker: usize,
+        in_flight: InFlight,
+        metrics: Recorder,
+        auth: Option<Rc<Authenticator>>,
+    ) -> Rc<Self> {
         let guards = Rc::new(Self {
             worker,
             in_flight: Rc::new(in_flight),
@@ -89,6 +103,7 @@ impl WorkerGuards {
             fail_open_logged: Cell::new(None),
             limiter: Rc::default(),
             metrics,
+            auth,
         });
         let weak = Rc::downgrade(&guards);
         actix_web::rt::spawn(async move {
@@ -103,6 +118,14 @@ impl WorkerGuards {
             }
         });
         guards
+    }
+
+    pub fn auth(&self) -> Option<&Authenticator> {
+        self.auth.as_deref()
+    }
+
+    pub fn metrics(&self) -> &Recorder {
+        &self.metrics
     }
 
     fn record_fail_open(&self, err: &LimiterFailed) {
@@ -141,9 +164,15 @@ pub async fn guards(
     let refused = |err: ApiError| err.error_response();
     let admitted = async {
         body::check_declared(req.headers(), limits.body_limit_bytes).map_err(refused)?;
-        known_query(&req).map_err(refused)?;
         let permit = shed(&worker, client).map_err(refused)?;
-        let allowance = rate_limit(&state, &worker, client).await?;
+        let principal = authorize(&req, worker.auth());
+        let key = match &principal {
+            Ok(Some(principal)) => Some(RateKey::Subject(Arc::clone(&principal.subject))),
+            _ => client.map(RateKey::Address),
+        };
+        let allowance = rate_limit(&state, &worker, key).await?;
+        principal.map_err(|refusal| authorize::refused(refusal, &worker.metrics))?;
+        known_query(&req).map_err(refused)?;
         Ok::<_, HttpResponse>((permit, allowance))
     };
     let (_permit, allowance) = match admitted.await {
@@ -209,9 +238,9 @@ struct Allowance<'a> {
 async fn rate_limit<'a>(
     state: &'a AppState,
     worker: &WorkerGuards,
-    client: Option<IpAddr>,
+    key: Option<RateKey>,
 ) -> Result<Option<Allowance<'a>>, HttpResponse> {
-    let Some((limiting, key)) = state.rate_limiting.get().zip(client) else {
+    let Some((limiting, key)) = state.rate_limiting.get().zip(key) else {
         return Ok(None);
     };
     match worker.limiter.check(&limiting.shards, key).await {

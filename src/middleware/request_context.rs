@@ -95,6 +95,7 @@ pub async fn request_context(
         request_id = id.to_str().unwrap_or_default(),
         method = %req.method(),
         route = tracing::field::Empty,
+        subject = tracing::field::Empty,
         client = %req.peer_addr().map_or_else(|| "unknown".to_owned(), |peer| peer.ip().to_string()),
     );
     // Every layer inside renders its failures as responses (never `Err`), so

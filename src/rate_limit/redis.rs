@@ -10,14 +10,13 @@
 //! others still fail at once, until it answers.
 
 use std::cell::Cell;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
-use super::{Decision, RatePolicy};
+use super::{Decision, RateKey, RatePolicy};
 
 const KEY_PREFIX: &str = "switchboard:ratelimit:";
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
@@ -66,7 +65,7 @@ impl RedisGcra {
 
     pub async fn check(
         mut self,
-        key: IpAddr,
+        key: RateKey,
         cost: u32,
         policy: RatePolicy,
     ) -> Result<Decision, String> {

@@ -18,18 +18,43 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::from_fn;
 use actix_web::{
-    web, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, ResponseError,
+    guard, web, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, ResponseError,
 };
 
+use crate::auth::Access;
 use crate::error::ApiError;
+use crate::middleware::authorize;
 use crate::middleware::guards::{self, QueryParams};
+use crate::middleware::listener::Surface;
 use crate::middleware::request_context::{loggable, RouteLabel, UNMATCHED};
+
+/// What each route asks of a request's token once access control is on
+/// (the others are open), as the routes and the API description say it.
+pub const PROTECTED: [(&str, Access); 9] = [
+    ("/users", Access::Users),
+    ("/users/{id}", Access::Users),
+    ("/fetch", Access::Fetch),
+    ("/hello", Access::Token),
+    ("/hello/{name}", Access::Token),
+    ("/metrics", Access::Admin),
+    ("/stats", Access::Admin),
+    ("/debug/crash/{actor}", Access::Admin),
+    ("/debug/slow/{ms}", Access::Admin),
+];
+
+/// What the route at `path` asks of a token; `None`: open.
+pub fn access(path: &str) -> Option<Access> {
+    PROTECTED
+        .iter()
+        .find(|(protected, _)| *protected == path)
+        .map(|(_, access)| *access)
+}
 
 /// Registers every route; the fault drills only when `chaos` is on.
 pub fn configure(cfg: &mut web::ServiceConfig, chaos: bool) {
-    cfg.service(Endpoint::new("/health").get(health::health).open())
-        .service(Endpoint::new("/ready").get(health::ready).open())
-        .service(Endpoint::new("/metrics").get(metrics::metrics).open())
+    cfg.service(Endpoint::new("/health").get(health::health).probe())
+        .service(Endpoint::new("/ready").get(health::ready).probe())
+        .service(Endpoint::new("/metrics").get(metrics::metrics).scrape())
         .service(Endpoint::new("/stats").get(metrics::stats).guarded())
         .service(Endpoint::new("/hello").get(hello::anonymous).guarded())
         .service(Endpoint::new("/hello/{name}").get(hello::named).guarded())
@@ -73,18 +98,31 @@ pub fn configure(cfg: &mut web::ServiceConfig, chaos: bool) {
 #[derive(Debug, Clone)]
 struct Allow(HeaderValue);
 
-/// A resource being registered: its handlers, and the methods they take.
+/// A resource being registered: its handlers, the methods they take, and
+/// the listeners it is served on.
 struct Endpoint {
     resource: Resource,
     methods: Vec<Method>,
+    surface: Surface,
 }
 
 impl Endpoint {
-    /// A resource labelled with its path template for logs and metrics.
+    /// A resource labelled with its path template for logs and metrics,
+    /// carrying what it asks of a token ([`PROTECTED`]); the operators'
+    /// routes are served on the admin listener when there is one.
     fn new(path: &'static str) -> Self {
+        let mut resource = web::resource(path).app_data(RouteLabel(path));
+        let access = access(path);
+        if let Some(access) = access {
+            resource = resource.app_data(access);
+        }
         Self {
-            resource: web::resource(path).app_data(RouteLabel(path)),
+            resource,
             methods: Vec::new(),
+            surface: match access {
+                Some(Access::Admin) => Surface::Admin,
+                _ => Surface::Public,
+            },
         }
     }
 
@@ -125,21 +163,47 @@ impl Endpoint {
         self
     }
 
-    /// The resource, outside the guards (probes and scrapes must always
-    /// answer): `OPTIONS` says what it allows, and any other method it does
-    /// not take is a 405 naming them.
+    /// The resource: `OPTIONS` says what it allows, any other method it
+    /// does not take is a 405 naming them, and routing matches it only on
+    /// its listeners.
     fn open(self) -> Resource {
         let allow: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
         let allow = format!("{}, OPTIONS", allow.join(", "));
         let allow = HeaderValue::from_str(&allow).expect("method names are header text");
+        let surface = self.surface;
         self.resource
+            .guard(guard::fn_guard(move |ctx| surface.serves(ctx)))
             .app_data(Allow(allow))
             .route(web::route().method(Method::OPTIONS).to(options))
             .default_service(web::to(method_not_allowed))
     }
 
-    /// The resource behind the guards: body limits, load shedding, rate
-    /// limit, known query parameters and the deadline.
+    /// A probe: outside the guards (probes must always answer), on every
+    /// listener.
+    fn probe(mut self) -> Resource {
+        self.surface = Surface::Both;
+        self.open()
+    }
+
+    /// The scrape: outside the guards (not rate limited), but it needs an
+    /// `admin` token when it shares the API's listener and access control
+    /// is on.
+    fn scrape(
+        self,
+    ) -> Resource<
+        impl ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<impl MessageBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    > {
+        self.open().wrap(from_fn(authorize::at_once))
+    }
+
+    /// The resource behind the guards: body limits, load shedding, access
+    /// control, rate limit, known query parameters and the deadline.
     fn guarded(
         self,
     ) -> Resource<

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{web, HttpResponse, ResponseError};
 use serde_json::{json, Value};
 use utoipa::openapi::header::HeaderBuilder;
@@ -25,6 +25,7 @@ use utoipa_swagger_ui::Config;
 use super::health::{Health, Ready};
 use super::{fetch, health, hello, metrics, users};
 use crate::actors::metrics::{Latency, RouteStats, StatsSummary};
+use crate::auth::Scope;
 use crate::domain::{FieldError, User, UserEmail};
 use crate::error::{ApiError, Problem, PROBLEM_TYPES};
 use crate::fetch::FetchResult;
@@ -280,7 +281,8 @@ fn operations(
 pub struct Description(Arc<str>);
 
 impl Description {
-    pub fn new(fetch_max_urls: usize) -> Self {
+    /// `bearer`: access control is on.
+    pub fn new(fetch_max_urls: usize, bearer: bool) -> Self {
         let mut document =
             serde_json::to_value(ApiDoc::openapi()).expect("the description serializes");
         document["components"]["schemas"]["FetchBody"]["properties"]["urls"]["maxItems"] =
@@ -288,8 +290,65 @@ impl Description {
         document["components"]["schemas"]["Problem"]["properties"]["type"]["enum"] =
             json!(PROBLEM_TYPES);
         link_created_users(&mut document);
+        if bearer {
+            require_tokens(&mut document);
+        }
         let text = serde_json::to_string_pretty(&document).expect("the description serializes");
         Self(text.into())
+    }
+}
+
+/// With access control on: the bearer scheme, the scope each protected
+/// operation needs ([`super::PROTECTED`]), and its 401 and 403 answers.
+fn require_tokens(document: &mut Value) {
+    document["components"]["securitySchemes"] = json!({"bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "A JWT signed by a configured key, with `exp` and `sub`; its `scope` (space-separated) or `scp` (array) grants `users:read`, `users:write`, `fetch` or `admin`",
+    }});
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths {
+        let (Some(access), Some(operations)) = (super::access(path), item.as_object_mut()) else {
+            continue;
+        };
+        for (method, operation) in operations {
+            let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+                continue;
+            };
+            let scopes: Vec<&str> = access.scope(&method).map(Scope::name).into_iter().collect();
+            operation["security"] = json!([{"bearer": scopes}]);
+            let request_id = operation["responses"]
+                .as_object()
+                .and_then(|responses| {
+                    responses
+                        .values()
+                        .find_map(|response| response["headers"].get("X-Request-Id"))
+                })
+                .cloned();
+            for (status, description) in [
+                (
+                    "401",
+                    "No token, or one that does not verify (`WWW-Authenticate` says why)",
+                ),
+                ("403", "The token lacks the scope this operation needs"),
+            ] {
+                let mut headers = json!({"WWW-Authenticate": {
+                    "description": "The bearer challenge (RFC 6750), with `error` and `error_description` when a token was sent",
+                    "schema": {"type": "string"},
+                }});
+                if let Some(request_id) = &request_id {
+                    headers["X-Request-Id"] = request_id.clone();
+                }
+                operation["responses"][status] = json!({
+                    "description": description,
+                    "headers": headers,
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                });
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Building and running the application, in three steps: start the actors
-//! that run once ([`shared`]), bind the listener (port 0 picks a free one,
-//! as tests do) and serve ([`server`]), each HTTP worker starting its own
+//! that run once ([`shared`]), load the token keys, bind the listeners
+//! (port 0 picks a free one, as tests do) and serve ([`server`]), each HTTP worker starting its own
 //! actors on its own thread ([`workers`]); the workers' actors are
 //! collected into the roster once they have started.
 //!
@@ -15,21 +15,25 @@ mod shared;
 mod workers;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use actix_web::rt::task::JoinHandle;
 use actix_web::web;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::actors::roster::Starter;
 use crate::actors::supervision::Escalation;
 use crate::actors::ActorId;
 use crate::app_state::{AppState, RateLimiting};
+use crate::auth::keyring;
+use crate::auth::keys::KeySet;
 use crate::config::Settings;
 use crate::db::migrate::{migrate, schema_status};
 use crate::lifecycle::{shutdown_signal, Lifecycle, Phase};
 use crate::rate_limit::headers::PolicyHeaders;
+use server::Listeners;
 use shared::SharedActors;
 use workers::WorkerSpec;
 
@@ -46,6 +50,9 @@ pub enum StartupError {
         .0.join(", ")
     )]
     MigrationsPending(Vec<String>),
+    /// A token key file cannot be read or used.
+    #[error("access control: {0}")]
+    Keys(String),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -55,6 +62,8 @@ pub enum StartupError {
 
 pub struct Application {
     port: u16,
+    /// The admin listener's port, when it is set.
+    admin_port: Option<u16>,
     server: JoinHandle<std::io::Result<()>>,
     handle: ServerHandle,
     state: web::Data<AppState>,
@@ -84,10 +93,13 @@ impl Application {
         };
         let mut actors = SharedActors::start(&settings, &starter);
         actors.until_coherent().await;
-        let (listener, address) = server::bind(settings.server.bind)?;
+        let keys = token_keys(&settings)?;
+        let (public, address) = server::bind(settings.server.bind)?;
+        let admin = settings.server.admin_bind.map(server::bind).transpose()?;
+        let admin_address = admin.as_ref().map(|(_, admin)| *admin);
         let state = web::Data::new(app_state(&settings, &actors));
-        let (spec, started) = WorkerSpec::new(&settings, &state, &actors, starter);
-        let server = server::serve(listener, &settings, spec)
+        let (spec, started) = WorkerSpec::new(&settings, &state, &actors, starter, keys);
+        let server = server::serve(Listeners { public, admin }, &settings, spec)
             .map_err(|source| StartupError::Bind { address, source })?;
         let handle = server.handle();
         // Polling the server is what starts its workers.
@@ -102,12 +114,15 @@ impl Application {
         let _ = state.roster.set(actors.roster(workers.members()));
         tracing::info!(
             %address,
+            admin = admin_address.map(tracing::field::display),
             backend = settings.database.url.backend_name(),
             workers = settings.server.workers,
+            auth = if settings.auth_keys().any() { "bearer tokens" } else { "off" },
             "listening"
         );
         Ok(Self {
             port: address.port(),
+            admin_port: admin_address.map(|admin| admin.port()),
             server,
             handle,
             state,
@@ -118,6 +133,10 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
     }
 
     /// What the handlers share: the actors' handles (tests ask actors
@@ -175,6 +194,17 @@ async fn prepare_schema(settings: &Settings) -> Result<(), StartupError> {
         );
     }
     Ok(())
+}
+
+/// The token keys, loaded and kept current; `None` with none configured.
+fn token_keys(settings: &Settings) -> Result<Option<watch::Receiver<Arc<KeySet>>>, StartupError> {
+    let files = settings.auth_keys();
+    if !files.any() {
+        return Ok(None);
+    }
+    keyring::start(files, settings.auth_rules())
+        .map(Some)
+        .map_err(StartupError::Keys)
 }
 
 /// What the handlers share, before the workers have started.

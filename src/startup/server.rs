@@ -1,6 +1,8 @@
-//! The HTTP server: the listener, and the app each worker serves (its
-//! actors first, then the middleware and the routes).
+//! The HTTP server: the listeners (the public one, and the admin one when
+//! it is set), and the app each worker serves (its actors first, then the
+//! middleware and the routes).
 
+use std::cell::OnceCell;
 use std::net::{SocketAddr, TcpListener};
 
 use actix_cors::Cors;
@@ -9,6 +11,7 @@ use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::Settings;
+use crate::middleware::listener::{self, AdminListener};
 use crate::middleware::request_context::request_context;
 use crate::middleware::{compress, disconnect};
 use crate::routes;
@@ -24,22 +27,40 @@ pub(super) fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), Sta
     Ok((listener, local))
 }
 
+thread_local! {
+    /// This worker thread's actors and guard state. actix-web builds a
+    /// worker's application once per listener: the second build (the admin
+    /// listener's) must serve with the same ones, not start its own.
+    static WORKER: OnceCell<Worker> = const { OnceCell::new() };
+}
+
+/// The listeners: the public one, and the admin one if it is set.
+pub(super) struct Listeners {
+    pub public: TcpListener,
+    pub admin: Option<(TcpListener, SocketAddr)>,
+}
+
 /// The HTTP server: each worker starts its actors, then serves the routes.
 pub(super) fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     settings: &Settings,
     spec: WorkerSpec,
 ) -> std::io::Result<Server> {
     let (body_limit, chaos) = (settings.server.body_limit_bytes, settings.server.chaos);
     let origins = settings.server.cors_origins.clone();
-    let description = web::Data::new(Description::new(settings.fetch.max_urls));
-    Ok(HttpServer::new(move || {
+    let description = web::Data::new(Description::new(
+        settings.fetch.max_urls,
+        settings.auth_keys().any(),
+    ));
+    let admin = AdminListener(listeners.admin.as_ref().map(|(_, address)| *address));
+    let server = HttpServer::new(move || {
         let Worker {
             db,
             guards,
             metrics,
-        } = spec.start_worker();
+        } = WORKER.with(|worker| worker.get_or_init(|| spec.start_worker()).clone());
         App::new()
+            .app_data(admin)
             .app_data(spec.state.clone())
             .app_data(description.clone())
             .app_data(web::Data::new(db))
@@ -54,6 +75,7 @@ pub(super) fn serve(
             .app_data(web::QueryConfig::default().error_handler(routes::query_error))
             .app_data(web::PathConfig::default().error_handler(routes::path_error))
             .configure(|cfg| routes::configure(cfg, chaos))
+            .wrap(Condition::new(admin.0.is_some(), from_fn(listener::mark)))
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap(from_fn(request_context))
             .wrap(from_fn(compress::compress))
@@ -65,8 +87,12 @@ pub(super) fn serve(
     // arbiters, before they are shut down in order.
     .disable_signals()
     .shutdown_timeout(settings.shutdown.timeout.as_secs())
-    .listen(listener)?
-    .run())
+    .listen(listeners.public)?;
+    let server = match listeners.admin {
+        Some((admin, _)) => server.listen(admin)?,
+        None => server,
+    };
+    Ok(server.run())
 }
 
 /// CORS for browsers on `origins`: the methods and request headers the API
@@ -84,12 +110,19 @@ fn cors(origins: &[String]) -> Cors {
         "ratelimit-limit",
         "ratelimit-remaining",
         "ratelimit-reset",
+        "www-authenticate",
     ];
     origins
         .iter()
         .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
         .allowed_methods(["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"])
-        .allowed_headers(["content-type", "if-match", "if-none-match", "x-request-id"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "if-match",
+            "if-none-match",
+            "x-request-id",
+        ])
         .expose_headers(exposed)
         .max_age(3600)
 }

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::actors::db::DbActor;
 use crate::actors::rate_limiter::{LimiterBackend, RateLimiterActor, RateLimiterShards};
 use crate::actors::roster::{Member, Starter};
 use crate::actors::{ActorId, ActorKind, ActorRef};
 use crate::app_state::AppState;
+use crate::auth::keys::KeySet;
+use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::db::DatabaseUrl;
 use crate::metrics::{MetricsSink, Recorder};
@@ -46,6 +48,8 @@ pub(super) struct WorkerSpec {
     workers: usize,
     next_worker: Arc<AtomicUsize>,
     started: mpsc::UnboundedSender<WorkerActors>,
+    /// The token keys as they change; `None`: access control off.
+    keys: Option<watch::Receiver<Arc<KeySet>>>,
 }
 
 /// The actors one worker started.
@@ -56,6 +60,7 @@ pub(super) struct WorkerActors {
 }
 
 /// What one worker's handlers are given.
+#[derive(Clone)]
 pub(super) struct Worker {
     pub db: ActorRef<DbActor>,
     pub guards: Rc<WorkerGuards>,
@@ -68,6 +73,7 @@ impl WorkerSpec {
         state: &web::Data<AppState>,
         actors: &SharedActors,
         starter: Starter,
+        keys: Option<watch::Receiver<Arc<KeySet>>>,
     ) -> (Self, mpsc::UnboundedReceiver<WorkerActors>) {
         let (started, collected) = mpsc::unbounded_channel();
         let spec = Self {
@@ -83,6 +89,7 @@ impl WorkerSpec {
             workers: settings.server.workers,
             next_worker: Arc::default(),
             started,
+            keys,
         };
         (spec, collected)
     }
@@ -123,7 +130,12 @@ impl WorkerSpec {
         );
         Worker {
             db: db.actor,
-            guards: WorkerGuards::start(worker, in_flight, metrics.clone()),
+            guards: WorkerGuards::start(
+                worker,
+                in_flight,
+                metrics.clone(),
+                self.keys.clone().map(Authenticator::start),
+            ),
             metrics,
         }
     }

@@ -366,6 +366,8 @@ pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
 fn problem_type(status: u16, path: &str) -> &'static str {
     match status {
         400 => "/problems/bad-request",
+        401 => "/problems/unauthorized",
+        403 => "/problems/forbidden",
         404 => "/problems/not-found",
         405 => "/problems/method-not-allowed",
         408 => "/problems/request-timeout",

@@ -8,6 +8,7 @@
 mod helpers;
 mod process_app;
 
+mod auth;
 mod batches;
 mod cache;
 mod coherence;

@@ -23,7 +23,6 @@ mod shards;
 pub use shards::RateLimiterShards;
 
 use std::future::ready;
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::time::Duration;
@@ -40,13 +39,13 @@ use serde::Serialize;
 use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
 use super::ActorUnavailable;
 use crate::rate_limit::redis::{Outage, RedisGcra};
-use crate::rate_limit::{Decision, RatePolicy};
+use crate::rate_limit::{Decision, RateKey, RatePolicy};
 
 const PURGE_EVERY: Duration = Duration::from_secs(1);
 const SHRINK_EVERY: Duration = Duration::from_secs(10);
 
 type Limiter =
-    RateLimiter<IpAddr, HashMapStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
+    RateLimiter<RateKey, HashMapStateStore<RateKey>, DefaultClock, StateInformationMiddleware>;
 
 fn quota(policy: RatePolicy) -> Quota {
     Quota::per_second(policy.per_second).allow_burst(policy.burst)
@@ -185,16 +184,16 @@ impl Supervise for RateLimiterActor {
 supervised_actor!(RateLimiterActor; Check, CheckMany, Stats);
 
 /// May this client spend `cost` requests of its allowance now?
-#[derive(Debug, Clone, Copy, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Decision, LimiterFailed>")]
 pub struct Check {
-    pub key: IpAddr,
+    pub key: RateKey,
     pub cost: NonZeroU32,
 }
 
 impl Check {
     /// One request of this client.
-    pub fn one(key: IpAddr) -> Self {
+    pub fn one(key: RateKey) -> Self {
         Self {
             key,
             cost: NonZeroU32::MIN,
@@ -315,8 +314,8 @@ mod tests {
             let id = crate::actors::ActorId::single(crate::actors::ActorKind::RateLimiter);
             RateLimiterActor::new(policy, LimiterBackend::Memory, Supervision::unwatched(id))
         });
-        let (key, other): (IpAddr, IpAddr) =
-            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let key = RateKey::Address("10.0.0.1".parse().unwrap());
+        let other = RateKey::Subject("ada".into());
         let mut batch = vec![Check::one(key); 6];
         batch.push(Check::one(other));
         let decisions: Vec<Decision> = limiter
@@ -343,7 +342,7 @@ mod tests {
         ));
         // A lone check, as the outbox sends a batch of one.
         let lone = Check {
-            key: "10.0.0.3".parse().unwrap(),
+            key: RateKey::Address("10.0.0.3".parse().unwrap()),
             cost: NonZeroU32::new(2).unwrap(),
         };
         let decision = limiter.send(lone).await.unwrap().unwrap();

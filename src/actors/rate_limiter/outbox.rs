@@ -20,13 +20,12 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::mem;
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use super::{Check, CheckMany, LimiterFailed, RateLimiterActor, RateLimiterShards};
 use crate::actors::ActorRef;
-use crate::rate_limit::Decision;
+use crate::rate_limit::{Decision, RateKey};
 
 type Answer = Result<Decision, LimiterFailed>;
 
@@ -78,10 +77,14 @@ struct Batch {
 
 impl Batch {
     async fn send(self, shard: ActorRef<RateLimiterActor>) {
-        let Batch { checks, answers } = self;
+        let Batch {
+            mut checks,
+            answers,
+        } = self;
         // Answered even if this task is dropped before the shard answers.
         let delivery = Delivery(answers);
-        let answers = if let [check] = checks[..] {
+        let answers = if checks.len() == 1 {
+            let check = checks.pop().expect("one check");
             let answer = shard.ask(check).await.map_err(LimiterFailed::from);
             answer.map(|answer| vec![answer])
         } else {
@@ -112,7 +115,7 @@ pub struct LimiterOutbox {
 
 impl LimiterOutbox {
     /// The limiter's decision for one request of this client.
-    pub async fn check(self: &Rc<Self>, limiter: &RateLimiterShards, key: IpAddr) -> Answer {
+    pub async fn check(self: &Rc<Self>, limiter: &RateLimiterShards, key: RateKey) -> Answer {
         let shard = limiter.shard_of(&key);
         let (answers, place) = {
             let mut pending = self.pending.borrow_mut();

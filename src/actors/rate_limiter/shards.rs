@@ -3,10 +3,10 @@
 //! whichever worker serves it.
 
 use std::hash::BuildHasher;
-use std::net::IpAddr;
 
 use super::{LimiterStats, RateLimiterActor, Stats};
 use crate::actors::ActorRef;
+use crate::rate_limit::RateKey;
 
 pub struct RateLimiterShards {
     shards: Vec<ActorRef<RateLimiterActor>>,
@@ -29,7 +29,7 @@ impl RateLimiterShards {
     }
 
     /// The index of the shard that holds this client's allowance.
-    pub fn shard_of(&self, key: &IpAddr) -> usize {
+    pub fn shard_of(&self, key: &RateKey) -> usize {
         let index = self.hasher.hash_one(key) % self.shards.len() as u64;
         usize::try_from(index).unwrap_or(0)
     }

@@ -28,6 +28,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
+use crate::auth::Refusal;
 use crate::metrics::{Event, RateDecision};
 use actors::ActorMetrics;
 use cache::CacheMetrics;
@@ -47,6 +48,7 @@ pub struct Metrics {
     pub rate_limit_decisions: IntCounterVec,
     /// In [`RateDecision::ALL`]'s order.
     decisions: [IntCounter; 3],
+    auth_failures: IntCounterVec,
     db: DbMetrics,
     upstream: UpstreamMetrics,
     pub actors: ActorMetrics,
@@ -115,7 +117,17 @@ impl Metrics {
             "Rate limit decisions: allowed, limited, fail_open",
             &["decision"],
         );
+        let auth_failures = counter(
+            &registry,
+            "auth_failures_total",
+            "Requests refused by access control: missing, invalid or expired token, or a scope it lacks",
+            &["reason"],
+        );
+        for reason in Refusal::REASONS {
+            auth_failures.with_label_values(&[reason]);
+        }
         Self {
+            auth_failures,
             http: HttpMetrics::new(&registry, deadline),
             cache: CacheMetrics::new(&registry),
             decisions: RateDecision::ALL
@@ -145,6 +157,7 @@ impl Metrics {
             } => self.http.request(method, route, status, seconds),
             Event::InFlight { worker, count } => self.http.in_flight(worker, count),
             Event::RateLimit(decision) => self.decisions[decision as usize].inc(),
+            Event::AuthFailure(reason) => self.auth_failures.with_label_values(&[reason]).inc(),
             Event::Cache { hit } => self.cache.lookup(hit),
             Event::CacheSize { entries } => self.cache.size(entries),
             Event::CacheEvictions(n) => self.cache.evicted(n),
