@@ -305,6 +305,8 @@ mod tests {
             ApiError::unavailable(""),
             ApiError::NotReady(serde_json::Value::Null),
             ApiError::Timeout(Duration::ZERO),
+            ApiError::Refused(Refusal::Missing),
+            ApiError::Refused(Refusal::Scope(crate::auth::Scope::Fetch)),
         ];
         let sent: std::collections::BTreeSet<String> = every_kind
             .iter()
