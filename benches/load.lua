@@ -12,6 +12,8 @@
 --                   at most one request per user in flight; a user's first
 --                   patch, before its ETag is known, is unconditional)
 -- ACCEPT_ENCODING, if set, is sent as Accept-Encoding (compressed answers).
+-- TOKENS, if set, is a file of bearer tokens (benches/tokens.py): each
+-- request sends one of them at random.
 -- Every request claims a random client address (X-Forwarded-For; the suite
 -- runs switchboard with SWITCHBOARD_TRUST_PROXY=true), so the rate limiter
 -- sees many clients, as behind a load balancer.
@@ -27,8 +29,13 @@ function setup(thread)
   thread:set("thread_number", threads)
 end
 
+local tokens = {}
 function init()
   math.randomseed(os.time() + thread_number * 7919)
+  local file = os.getenv("TOKENS")
+  if file then
+    for line in io.lines(file) do tokens[#tokens + 1] = "Bearer " .. line end
+  end
 end
 
 local function client()
@@ -101,5 +108,6 @@ end
 
 function request()
   wrk.headers["X-Forwarded-For"] = client()
+  if #tokens > 0 then wrk.headers["Authorization"] = tokens[math.random(1, #tokens)] end
   return build()
 end

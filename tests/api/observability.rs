@@ -309,7 +309,7 @@ async fn every_panel_and_alert_works_on_a_real_prometheus() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(rules.len(), 7);
+    assert_eq!(rules.len(), 8);
     for rule in &rules {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
