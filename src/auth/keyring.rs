@@ -20,8 +20,8 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use super::keys::{KeyFileContents, KeyFiles, KeySet};
-use super::verify::{verify, Principal, Refusal, Rules};
+use super::keys::{KeyFileContents, KeyFiles, KeySet, Rules};
+use super::verify::{verify, Principal, Refusal};
 
 /// How often the key files are read for changes.
 const POLL_EVERY: Duration = Duration::from_secs(1);

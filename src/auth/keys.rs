@@ -17,8 +17,6 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, P
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::verify::Rules;
-
 /// RFC 7518 §3.2: an HS256 key is at least as long as the hash.
 const MIN_SECRET_BYTES: usize = 32;
 
@@ -57,6 +55,41 @@ impl KeyFiles {
             secret: read(&self.secret)?,
             jwks: read(&self.jwks)?,
         })
+    }
+}
+
+/// What every token must satisfy besides its signature.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// When set, `iss` must be this.
+    pub issuer: Option<String>,
+    /// When set, `aud` must name this.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_seconds: u64,
+}
+
+impl Rules {
+    /// What jsonwebtoken checks for a key of `algorithm`: `exp` and `sub`
+    /// required, `nbf` honoured, `iss` and `aud` when configured.
+    pub fn validation(&self, algorithm: jsonwebtoken::Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = self.leeway_seconds;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        validation
     }
 }
 
@@ -230,4 +263,78 @@ fn algorithm(jwk: &Jwk) -> Result<Algorithm, String> {
         return Err(format!("names {named:?}, which its key type does not fit"));
     }
     Ok(named)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwks(keys: serde_json::Value) -> Result<KeySet, String> {
+        let files = KeyFiles {
+            secret: None,
+            jwks: Some("jwks.json".into()),
+        };
+        let contents = KeyFileContents {
+            secret: None,
+            jwks: Some(serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap()),
+        };
+        KeySet::parse(&files, &contents, &Rules::default())
+    }
+
+    #[test]
+    fn each_key_allows_the_algorithm_of_its_type_and_unusable_keys_are_left_out() {
+        let fixture = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/auth/jwks.json"
+        ))
+        .unwrap();
+        let document: serde_json::Value = serde_json::from_slice(&fixture).unwrap();
+        let mut keys = document["keys"].as_array().unwrap().clone();
+        keys.push(serde_json::json!({"kty": "oct", "kid": "shared", "k": "c2VjcmV0"}));
+        let mut encryption = keys[0].clone();
+        encryption["kid"] = "enc".into();
+        encryption["use"] = "enc".into();
+        keys.push(encryption);
+        let mut mislabelled = keys[1].clone();
+        mislabelled["kid"] = "ec-as-rsa".into();
+        mislabelled["alg"] = "RS256".into();
+        keys.push(mislabelled);
+        let set = jwks(keys.into()).unwrap();
+        let algorithm = |kid| {
+            set.for_kid(Some(kid))
+                .map(|key| key.validation.algorithms[0])
+        };
+        assert_eq!(algorithm("rsa-1"), Some(Algorithm::RS256));
+        assert_eq!(algorithm("ec-1"), Some(Algorithm::ES256));
+        assert_eq!(algorithm("ed-1"), Some(Algorithm::EdDSA));
+        for left_out in ["shared", "enc", "ec-as-rsa"] {
+            assert!(set.for_kid(Some(left_out)).is_none(), "{left_out}");
+        }
+        assert_eq!(set.skipped.len(), 3, "{:?}", set.skipped);
+        // Several keys and no kid: no key is guessed.
+        assert!(set.for_kid(None).is_none());
+    }
+
+    #[test]
+    fn a_jwks_with_no_usable_key_or_a_short_secret_is_refused_without_its_text() {
+        let err = jwks(serde_json::json!([{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]))
+            .err()
+            .unwrap();
+        assert!(err.contains("no signing key"), "{err}");
+        let files = KeyFiles {
+            secret: Some("secret".into()),
+            jwks: None,
+        };
+        let contents = KeyFileContents {
+            secret: Some(b"hunter2-is-too-short\n".to_vec()),
+            jwks: None,
+        };
+        let err = KeySet::parse(&files, &contents, &Rules::default())
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("at least 32 bytes") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
 }

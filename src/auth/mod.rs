@@ -15,6 +15,6 @@ pub mod scope;
 pub mod verify;
 
 pub use keyring::Authenticator;
-pub use keys::KeyFiles;
+pub use keys::{KeyFiles, Rules};
 pub use scope::{Access, Scope};
-pub use verify::{Principal, Refusal, Rules};
+pub use verify::{Principal, Refusal};

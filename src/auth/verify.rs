@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderMap};
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{decode, decode_header, Validation};
+use jsonwebtoken::{decode, decode_header};
 use serde::Deserialize;
 
 use super::keys::{KeySet, VerifyingKey};
@@ -20,41 +20,6 @@ use super::scope::{Scope, Scopes};
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// The longest subject kept: it is logged and keys the rate limiter.
 const MAX_SUBJECT_BYTES: usize = 256;
-
-/// What every token must satisfy besides its signature.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rules {
-    /// When set, `iss` must be this.
-    pub issuer: Option<String>,
-    /// When set, `aud` must name this.
-    pub audience: Option<String>,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds.
-    pub leeway_seconds: u64,
-}
-
-impl Rules {
-    /// What jsonwebtoken checks for a key of `algorithm`: `exp` and `sub`
-    /// required, `nbf` honoured, `iss` and `aud` when configured.
-    pub fn validation(&self, algorithm: jsonwebtoken::Algorithm) -> Validation {
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = self.leeway_seconds;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        if let Some(issuer) = &self.issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        match &self.audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        validation
-    }
-}
 
 /// Who a verified token speaks for.
 #[derive(Debug, Clone)]

@@ -6,25 +6,23 @@
 //! subject's allowance, but a refusal is answered after it: a client
 //! trying tokens spends its address's allowance like any other. The one
 //! resource outside the guards that needs a token (`/metrics` on a
-//! listener that also serves the API) is refused at once ([`at_once`]).
+//! listener that also serves the API) is refused at once
+//! ([`super::guards::authorized_at_once`]).
 //!
 //! A refusal is counted in `auth_failures_total{reason}` and answered 401
 //! or 403 with `WWW-Authenticate`. A verified subject is recorded on the
 //! request's span, so the access line and every line of the request name
 //! it; the token itself is never logged.
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::Method;
-use actix_web::middleware::Next;
-use actix_web::{Error, ResponseError};
+use actix_web::ResponseError;
 
 use crate::auth::verify::bearer;
 use crate::auth::{Access, Authenticator, Principal, Refusal};
 use crate::error::ApiError;
 use crate::metrics::{Event, Recorder};
 
-use super::guards::WorkerGuards;
 use super::listener;
 
 /// Who the request comes from, if its resource needs to know; `Ok(None)`
@@ -67,19 +65,4 @@ fn sent_in_query(query: &str) -> bool {
 pub fn refused(refusal: Refusal, metrics: &Recorder) -> actix_web::HttpResponse {
     metrics.record(Event::AuthFailure(refusal.reason()));
     ApiError::Refused(refusal).error_response()
-}
-
-/// For a resource outside the guards: refuses at once what
-/// [`authorize`] refuses.
-pub async fn at_once(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    let worker = req.app_data::<std::rc::Rc<WorkerGuards>>().cloned();
-    let auth = worker.as_ref().and_then(|worker| worker.auth());
-    if let (Err(refusal), Some(worker)) = (authorize(&req, auth), &worker) {
-        let response = refused(refusal, worker.metrics());
-        return Ok(req.into_response(response));
-    }
-    Ok(next.call(req).await?.map_into_boxed_body())
 }

@@ -285,3 +285,18 @@ async fn within_deadline(
         )),
     }
 }
+
+/// For a resource outside the guards: refuses at once what
+/// [`authorize`] refuses (the one guard of `/metrics`).
+pub async fn authorized_at_once(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let worker = req.app_data::<Rc<WorkerGuards>>().cloned();
+    let auth = worker.as_ref().and_then(|worker| worker.auth());
+    if let (Err(refusal), Some(worker)) = (authorize(&req, auth), &worker) {
+        let response = authorize::refused(refusal, worker.metrics());
+        return Ok(req.into_response(response));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}

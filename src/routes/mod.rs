@@ -23,7 +23,6 @@ use actix_web::{
 
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::middleware::authorize;
 use crate::middleware::guards::{self, QueryParams};
 use crate::middleware::listener::Surface;
 use crate::middleware::request_context::{loggable, RouteLabel, UNMATCHED};
@@ -199,7 +198,7 @@ impl Endpoint {
             InitError = (),
         >,
     > {
-        self.open().wrap(from_fn(authorize::at_once))
+        self.open().wrap(from_fn(guards::authorized_at_once))
     }
 
     /// The resource behind the guards: body limits, load shedding, access
