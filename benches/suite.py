@@ -19,9 +19,10 @@ and a hand-written yardstick, as an actix-web user would write the route:
                       keyed by the same client address at the same allowance
 
 and, on PostgreSQL, pgbench -M prepared running the same statements: the
-database's own ceiling. Scenarios, connection counts and servers alternate
-within each pass, so a noisy machine hits them all alike; each figure is
-the median of the passes, with min-max.
+database's ceiling for one row per statement. Scenarios, connection counts
+and servers alternate within each pass, the servers in reverse order every
+other pass, so a noisy machine hits them all alike; each figure is the
+median of the passes, with min-max.
 
 Every request claims a random client address (X-Forwarded-For, with
 SWITCHBOARD_TRUST_PROXY=true), so switchboard's rate limiter runs at its
@@ -239,12 +240,16 @@ class Bench:
             measured = set()
             for scenario in selected(self.args):
                 for connections in self.args.connections:
-                    self.measure(scenario.server, scenario.name, scenario.script, connections)
+                    turn = [(scenario.server, scenario.name)]
                     for other in ("baseline", scenario.yardstick):
                         if other in self.servers and (other, scenario.baseline, connections) \
                                 not in measured:
                             measured.add((other, scenario.baseline, connections))
-                            self.measure(other, scenario.baseline, scenario.script, connections)
+                            turn.append((other, scenario.baseline))
+                    # Every other pass takes the servers in reverse, so none
+                    # always runs first on a machine that is warming up.
+                    for name, label in turn if number % 2 else reversed(turn):
+                        self.measure(name, label, scenario.script, connections)
                 if scenario.pgbench and self.backend == "postgres":
                     self.measure_pgbench(scenario.baseline, scenario.pgbench)
         return self.rows()

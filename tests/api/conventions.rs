@@ -291,25 +291,9 @@ async fn the_served_description_is_the_committed_one() {
     );
 }
 
-fn chromium_installed() -> bool {
-    let found = Command::new("chromium")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert_ne!(
-            std::env::var("SWITCHBOARD_REQUIRE_CHROMIUM").as_deref(),
-            Ok("1"),
-            "Chromium is required but not installed"
-        );
-        eprintln!("skipping: no chromium (apt-get install chromium)");
-    }
-    found
-}
-
 #[actix_web::test]
 async fn the_docs_page_renders_every_operation_in_a_real_browser() {
-    if !chromium_installed() {
+    if !crate::requires::chromium() {
         return;
     }
     let app = spawn_app(Backend::Sqlite).await.unwrap();

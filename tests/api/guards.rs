@@ -326,25 +326,6 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_sent() {
     assert!(answer.contains("application/problem+json"), "{answer}");
 }
 
-/// Whether Redis answers on 127.0.0.1:6379; says so when it does not, and
-/// fails when SWITCHBOARD_REQUIRE_REDIS=1.
-fn redis_available() -> bool {
-    let up = std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:6379".parse().unwrap(),
-        Duration::from_secs(1),
-    )
-    .is_ok();
-    if !up {
-        assert_ne!(
-            std::env::var("SWITCHBOARD_REQUIRE_REDIS").as_deref(),
-            Ok("1"),
-            "Redis is required but 127.0.0.1:6379 does not answer"
-        );
-        eprintln!("skipping: no Redis at 127.0.0.1:6379");
-    }
-    up
-}
-
 fn redis_limited(settings: &mut switchboard::config::Settings) {
     settings.rate_limit.backend = switchboard::config::RateLimitBackend::Redis;
     settings.rate_limit.per_second = 1;
@@ -354,7 +335,7 @@ fn redis_limited(settings: &mut switchboard::config::Settings) {
 
 #[actix_web::test]
 async fn with_redis_every_instance_enforces_one_allowance() {
-    if !redis_available() {
+    if !crate::requires::redis() {
         return;
     }
     let first = spawn_app_with(Backend::Sqlite, redis_limited)

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::helpers::{assert_problem, spawn_app, spawn_app_with, Backend, TestApp, TestDatabase};
 
-async fn health_answers_without_touching_actors(app: TestApp) {
+async fn health_says_healthy_with_a_timestamp_and_uptime(app: TestApp) {
     let response = app.get("/health").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -51,7 +51,7 @@ async fn ready_reports_database_and_every_actor(app: TestApp) {
 }
 
 on_both_backends!(
-    health_answers_without_touching_actors,
+    health_says_healthy_with_a_timestamp_and_uptime,
     ready_reports_database_and_every_actor
 );
 

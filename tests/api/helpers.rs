@@ -82,13 +82,12 @@ impl TestDatabase {
             Backend::Postgres => {
                 let mut admin = match AsyncPgConnection::establish(POSTGRES_ADMIN_URL).await {
                     Ok(conn) => conn,
-                    Err(err)
-                        if std::env::var("SWITCHBOARD_REQUIRE_POSTGRES").as_deref() == Ok("1") =>
-                    {
-                        panic!("PostgreSQL is required but {POSTGRES_ADMIN_URL} does not answer: {err}")
-                    }
                     Err(err) => {
-                        eprintln!("skipping: no PostgreSQL at {POSTGRES_ADMIN_URL} ({err})");
+                        crate::requires::present(
+                            false,
+                            "SWITCHBOARD_REQUIRE_POSTGRES",
+                            &format!("no PostgreSQL at {POSTGRES_ADMIN_URL} ({err})"),
+                        );
                         return None;
                     }
                 };

@@ -7,6 +7,7 @@
 #[macro_use]
 mod helpers;
 mod process_app;
+mod requires;
 
 mod auth;
 mod batches;

@@ -33,25 +33,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn prometheus_installed() -> bool {
-    let runs = |binary: &str| {
-        Command::new(binary)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let found = runs("prometheus") && runs("promtool");
-    if !found {
-        assert_ne!(
-            std::env::var("SWITCHBOARD_REQUIRE_PROMETHEUS").as_deref(),
-            Ok("1"),
-            "Prometheus and promtool are required but not installed"
-        );
-        eprintln!("skipping: no prometheus or promtool (apt-get install prometheus)");
-    }
-    found
-}
-
 /// Prometheus scraping switchboard (job `switchboard`) and itself (job
 /// `prometheus`, whose process metrics must not leak into the dashboard).
 fn start_prometheus(target: &str) -> Prometheus {
@@ -223,7 +204,7 @@ async fn assert_promtool_accepts(app: &TestApp) {
 
 #[actix_web::test]
 async fn every_panel_and_alert_works_on_a_real_prometheus() {
-    if !prometheus_installed() {
+    if !crate::requires::prometheus() {
         return;
     }
     let ok = MockServer::start().await;

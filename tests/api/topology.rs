@@ -7,7 +7,8 @@
 //! flight on it; no acknowledged write is lost.
 //!
 //! Skips, saying so, without `haproxy`, PostgreSQL or Redis, unless
-//! SWITCHBOARD_REQUIRE_HAPROXY=1 (set by CI, which installs it).
+//! `SWITCHBOARD_REQUIRE_HAPROXY`, `_POSTGRES` or `_REDIS` is 1 (CI sets them
+//! all and installs HAProxy).
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
@@ -23,22 +24,6 @@ use crate::helpers::{Backend, TestDatabase};
 use crate::process_app::ProcessApp;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-fn haproxy_installed() -> bool {
-    let found = Command::new("haproxy")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert_ne!(
-            std::env::var("SWITCHBOARD_REQUIRE_HAPROXY").as_deref(),
-            Ok("1"),
-            "HAProxy is required but not installed"
-        );
-        eprintln!("skipping: no haproxy (apt-get install haproxy)");
-    }
-    found
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -179,21 +164,12 @@ fn client_from(source: IpAddr) -> reqwest::Client {
         .unwrap()
 }
 
-fn redis_and_haproxy() -> bool {
-    haproxy_installed()
-        && std::net::TcpStream::connect_timeout(
-            &"127.0.0.1:6379".parse().unwrap(),
-            Duration::from_secs(1),
-        )
-        .is_ok()
-}
-
 /// A request that comes without an id gets one at HAProxy: its answer
 /// carries it, HAProxy's log line shows it, and so does the access line of
 /// the instance that served it.
 #[actix_web::test]
 async fn haproxy_and_switchboard_log_the_same_request_id() {
-    if !redis_and_haproxy() {
+    if !(crate::requires::haproxy() && crate::requires::redis()) {
         return;
     }
     let Some(db) = TestDatabase::create(Backend::Postgres).await else {
@@ -236,7 +212,7 @@ async fn haproxy_and_switchboard_log_the_same_request_id() {
 
 #[actix_web::test]
 async fn one_clients_rate_limit_is_exact_across_three_instances() {
-    if !redis_and_haproxy() {
+    if !(crate::requires::haproxy() && crate::requires::redis()) {
         return;
     }
     let Some(db) = TestDatabase::create(Backend::Postgres).await else {
@@ -358,7 +334,7 @@ async fn stop_load(stop: &AtomicBool, lanes: Vec<tokio::task::JoinHandle<()>>) {
 
 #[actix_web::test]
 async fn three_instances_behind_haproxy_restart_and_fail_without_losing_anything() {
-    if !redis_and_haproxy() {
+    if !(crate::requires::haproxy() && crate::requires::redis()) {
         return;
     }
     let Some(db) = TestDatabase::create(Backend::Postgres).await else {
