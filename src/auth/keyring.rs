@@ -21,6 +21,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use super::keys::{KeyFileContents, KeyFiles, KeySet, Rules};
+use super::verified::VerifiedTokens;
 use super::verify::{verify, Principal, Refusal};
 
 /// How often the key files are read for changes.
@@ -109,6 +110,7 @@ impl Reloader {
 /// One HTTP worker's copy of the keys, and the token check.
 pub struct Authenticator {
     keys: RefCell<Arc<KeySet>>,
+    verified: VerifiedTokens,
 }
 
 impl Authenticator {
@@ -117,6 +119,7 @@ impl Authenticator {
     pub fn start(mut keys: watch::Receiver<Arc<KeySet>>) -> Rc<Self> {
         let authenticator = Rc::new(Self {
             keys: RefCell::new(keys.borrow_and_update().clone()),
+            verified: VerifiedTokens::new(),
         });
         let weak = Rc::downgrade(&authenticator);
         actix_web::rt::spawn(async move {
@@ -126,6 +129,7 @@ impl Authenticator {
                 };
                 let current = keys.borrow_and_update().clone();
                 *authenticator.keys.borrow_mut() = current;
+                authenticator.verified.clear();
             }
         });
         authenticator
@@ -133,6 +137,11 @@ impl Authenticator {
 
     /// Who `token` speaks for, or why it is refused.
     pub fn verify(&self, token: &str) -> Result<Principal, Refusal> {
-        verify(&self.keys.borrow(), token)
+        if let Some(principal) = self.verified.get(token) {
+            return Ok(principal);
+        }
+        let verified = verify(&self.keys.borrow(), token)?;
+        self.verified.keep(token, &verified);
+        Ok(verified.principal)
     }
 }

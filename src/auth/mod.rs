@@ -7,11 +7,14 @@
 //!   worker's copy of them.
 //! - [`verify`]: a request's bearer token, verified: its subject and scopes,
 //!   or the refusal RFC 6750 names.
+//! - [`verified`]: the tokens a worker has verified, until they expire or
+//!   the keys change.
 //! - [`scope`]: the scopes, and what each route asks.
 
 pub mod keyring;
 pub mod keys;
 pub mod scope;
+mod verified;
 pub mod verify;
 
 pub use keyring::Authenticator;

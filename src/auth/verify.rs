@@ -29,6 +29,18 @@ pub struct Principal {
     pub scopes: Scopes,
 }
 
+/// What verifying a token says: who it speaks for, and between which
+/// times (seconds since the epoch, where the token gives them as whole
+/// numbers).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub principal: Principal,
+    /// `exp`.
+    pub expires: Option<u64>,
+    /// `nbf`.
+    pub not_before: Option<u64>,
+}
+
 /// Why a request is refused, as RFC 6750 names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -128,6 +140,11 @@ struct Claims {
     scope: Option<String>,
     #[serde(default)]
     scp: Option<ScopeList>,
+    /// Checked by the validation; read here to say how long the token holds.
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
+    #[serde(default)]
+    nbf: Option<serde_json::Value>,
 }
 
 /// `scp`: an array of scope names (or, from some issuers, one string).
@@ -140,7 +157,7 @@ enum ScopeList {
 
 /// Who `token` speaks for, if one of `keys` signed it and it meets the
 /// rules its key was loaded with.
-pub fn verify(keys: &KeySet, token: &str) -> Result<Principal, Refusal> {
+pub fn verify(keys: &KeySet, token: &str) -> Result<Verified, Refusal> {
     let header =
         decode_header(token).map_err(|_| Refusal::Invalid("the token's header is malformed"))?;
     let VerifyingKey { key, validation } = match (keys.for_kid(header.kid.as_deref()), header.kid) {
@@ -170,9 +187,13 @@ pub fn verify(keys: &KeySet, token: &str) -> Result<Principal, Refusal> {
         (None, Some(ScopeList::One(names))) => Scopes::of(names.split_whitespace()),
         (None, None) => Scopes::default(),
     };
-    Ok(Principal {
-        subject: subject.into(),
-        scopes,
+    Ok(Verified {
+        principal: Principal {
+            subject: subject.into(),
+            scopes,
+        },
+        expires: claims.exp.as_ref().and_then(serde_json::Value::as_u64),
+        not_before: claims.nbf.as_ref().and_then(serde_json::Value::as_u64),
     })
 }
 

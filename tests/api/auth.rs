@@ -468,7 +468,11 @@ async fn keys_rotate_on_file_change_and_on_sighup_without_a_restart() {
     let s = Secured::start(&[]).await;
     let old = sign(Signer::Rsa("rsa-1"), &claims("ada", "users:read"));
     let new = sign(Signer::Rsa("rsa-2"), &claims("ada", "users:read"));
-    assert_eq!(s.get("/users", Some(&old)).await.status(), 200);
+    // Each request on a connection of its own: every worker verifies, and
+    // keeps, the old token.
+    for _ in 0..4 {
+        assert_eq!(s.get("/users", Some(&old)).await.status(), 200);
+    }
     assert_eq!(s.get("/users", Some(&new)).await.status(), 401);
 
     // The file is replaced: the new kid is accepted, the old one refused.
@@ -478,7 +482,9 @@ async fn keys_rotate_on_file_change_and_on_sighup_without_a_restart() {
     })
     .await;
     assert!(rotated, "the rotated key was never accepted");
-    assert_invalid(s.get("/users", Some(&old)).await, "kid) is unknown").await;
+    for _ in 0..4 {
+        assert_invalid(s.get("/users", Some(&old)).await, "kid) is unknown").await;
+    }
 
     // A broken file keeps the keys in use, and says why.
     std::fs::write(s.jwks(), "{ not json").unwrap();
@@ -505,6 +511,30 @@ async fn keys_rotate_on_file_change_and_on_sighup_without_a_restart() {
     s.app
         .wait_for_log("SIGHUP: the key files are unchanged", |_| true);
     assert_eq!(s.get("/health", None).await.status(), 200);
+}
+
+/// A token every worker has verified, and kept, is refused once it
+/// expires, as it was the first time.
+#[actix_web::test]
+async fn a_verified_token_is_refused_once_it_expires() {
+    let s = Secured::start(&[("SWITCHBOARD_AUTH_LEEWAY_SECONDS", "0")]).await;
+    let expires = now() + 3;
+    let token = hs256(
+        &json!({"sub": "ada", "scope": "users:read", "exp": expires, "iss": ISSUER, "aud": AUDIENCE}),
+    );
+    for _ in 0..4 {
+        assert_eq!(s.get("/users", Some(&token)).await.status(), 200);
+    }
+    let refused = eventually(Duration::from_secs(10), || async {
+        s.get("/users", Some(&token)).await.status() == 401
+    })
+    .await;
+    assert!(refused, "the token was still accepted at {}", now());
+    assert!(now() > expires, "refused only once expired");
+    for _ in 0..4 {
+        let response = s.get("/users", Some(&token)).await;
+        assert!(header(&response, "www-authenticate").contains("the token has expired"));
+    }
 }
 
 #[actix_web::test]
