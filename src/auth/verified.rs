@@ -27,7 +27,7 @@ const MAX_BYTES: u64 = 1 << 20;
 /// What an entry weighs beyond its token's bytes.
 const ENTRY_OVERHEAD: u64 = 64;
 
-pub struct VerifiedTokens(RefCell<Cache<Box<str>, Kept>>);
+pub struct VerifiedTokens(RefCell<Cache<String, Kept>>);
 
 #[derive(Clone)]
 struct Kept {
@@ -40,7 +40,7 @@ impl VerifiedTokens {
     pub fn new() -> Self {
         let cache = Cache::builder()
             .max_capacity(MAX_BYTES)
-            .weigher(|token: &Box<str>, _: &Kept| {
+            .weigher(|token: &String, _: &Kept| {
                 u32::try_from(token.len() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
             .build();
@@ -50,7 +50,7 @@ impl VerifiedTokens {
     /// Who `token` speaks for, if it verified here and has not expired.
     pub fn get(&self, token: &str) -> Option<Principal> {
         // The cache looks up by its own key type: a copy of the token.
-        let key: Box<str> = token.into();
+        let key = token.to_owned();
         let mut cache = self.0.borrow_mut();
         let kept = cache.get(&key)?.clone();
         if now() < kept.expires {
@@ -73,7 +73,7 @@ impl VerifiedTokens {
                 principal: verified.principal.clone(),
                 expires,
             };
-            self.0.borrow_mut().insert(token.into(), kept);
+            self.0.borrow_mut().insert(token.to_owned(), kept);
         }
     }
 
@@ -87,4 +87,49 @@ fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::scope::Scopes;
+
+    fn verified(expires: Option<u64>, not_before: Option<u64>) -> Verified {
+        Verified {
+            principal: Principal {
+                subject: "ada".into(),
+                scopes: Scopes::of(["users:read"]),
+            },
+            expires,
+            not_before,
+        }
+    }
+
+    #[test]
+    fn a_token_is_answered_until_its_expiry_and_only_that_token() {
+        let tokens = VerifiedTokens::new();
+        tokens.keep("a.b.c", &verified(Some(now() + 60), Some(now())));
+        assert_eq!(&*tokens.get("a.b.c").unwrap().subject, "ada");
+        assert!(tokens.get("a.b.d").is_none());
+        assert!(tokens.get("a.b.c ").is_none());
+    }
+
+    #[test]
+    fn a_token_past_its_expiry_without_one_or_not_yet_valid_is_not_kept() {
+        let tokens = VerifiedTokens::new();
+        tokens.keep("past", &verified(Some(now()), None));
+        tokens.keep("no-exp", &verified(None, None));
+        tokens.keep("early", &verified(Some(now() + 60), Some(now() + 10)));
+        for token in ["past", "no-exp", "early"] {
+            assert!(tokens.get(token).is_none(), "{token}");
+        }
+    }
+
+    #[test]
+    fn new_keys_forget_every_token() {
+        let tokens = VerifiedTokens::new();
+        tokens.keep("a.b.c", &verified(Some(now() + 60), None));
+        tokens.clear();
+        assert!(tokens.get("a.b.c").is_none());
+    }
 }
