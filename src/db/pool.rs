@@ -256,4 +256,45 @@ mod tests {
         assert_eq!(cache_size(path.clone(), PageCache::Small).await, -256);
         assert_eq!(cache_size(path, PageCache::Default).await, -2000);
     }
+
+    /// Every connection a pool opens, of either page cache, is in WAL mode
+    /// and waits for the WAL to reach the disk at every commit
+    /// (`synchronous` 2 is FULL).
+    #[actix_web::test]
+    async fn every_sqlite_connection_flushes_each_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("users.db"));
+        for page_cache in [PageCache::Default, PageCache::Small] {
+            let spec = PoolSpec {
+                url: url.clone(),
+                size: 3,
+                page_cache,
+            };
+            let DbPool::Sqlite(pool) = spec.build() else {
+                unreachable!("a SQLite url builds a SQLite pool")
+            };
+            // Three held at once: three connections, each set up anew.
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                held.push(pool.get().await.unwrap());
+            }
+            assert_eq!(pool.status().size, 3);
+            for conn in &mut held {
+                let synchronous: i64 = diesel::select(sql::<BigInt>(
+                    "(SELECT synchronous FROM pragma_synchronous())",
+                ))
+                .get_result(&mut **conn)
+                .await
+                .unwrap();
+                assert_eq!(synchronous, 2, "{page_cache:?}");
+                let journal: String = diesel::select(sql::<diesel::sql_types::Text>(
+                    "(SELECT journal_mode FROM pragma_journal_mode())",
+                ))
+                .get_result(&mut **conn)
+                .await
+                .unwrap();
+                assert_eq!(journal, "wal", "{page_cache:?}");
+            }
+        }
+    }
 }

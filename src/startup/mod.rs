@@ -31,6 +31,8 @@ use crate::auth::keyring;
 use crate::auth::keys::KeySet;
 use crate::config::Settings;
 use crate::db::migrate::{migrate, schema_status};
+use crate::db::postgres::durability::warn_if_commits_are_not_flushed;
+use crate::db::DatabaseUrl;
 use crate::lifecycle::{shutdown_signal, Lifecycle, Phase};
 use crate::rate_limit::headers::PolicyHeaders;
 use server::Listeners;
@@ -192,6 +194,9 @@ async fn prepare_schema(settings: &Settings) -> Result<(), StartupError> {
             unknown = ?status.unknown,
             "the database has migrations this build does not know: a newer build migrated it; serving, as every migration stays compatible with the release before it"
         );
+    }
+    if let DatabaseUrl::Postgres(url) = url {
+        warn_if_commits_are_not_flushed(url).await;
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! The real binary: durability across a kill, graceful shutdown on SIGTERM,
+//! The real binary: acknowledged writes kept when switchboard is killed (a
+//! crash of PostgreSQL itself is in `storage.rs`), graceful shutdown on SIGTERM,
 //! start-up refusal of bad settings, and the log lines operators rely on.
 
 use std::io::{BufRead, BufReader, Read};
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 use crate::helpers::{eventually, json_of, Backend, TestDatabase};
 use crate::process_app::ProcessApp;
 
-async fn acknowledged_writes_survive_a_kill(db: TestDatabase) {
+async fn acknowledged_writes_survive_switchboard_killed(db: TestDatabase) {
     let client = reqwest::Client::new();
     let app = ProcessApp::start(&db.url(), &[]);
     let mut acknowledged = Vec::new();
@@ -82,7 +83,7 @@ enum Deletion {
 /// go in batches (SQLite's group commit; PostgreSQL's multi-row inserts,
 /// updates and deletes), and a kill in the middle of them loses none that
 /// was acknowledged.
-async fn acknowledged_batched_writes_survive_a_kill(db: TestDatabase) {
+async fn acknowledged_batched_writes_survive_switchboard_killed(db: TestDatabase) {
     const CLIENTS: usize = 32;
     // SQLite: one transaction for any writes; PostgreSQL: a statement for
     // each kind.
@@ -279,8 +280,8 @@ async fn sigterm_drains_requests_in_flight_then_exits_zero(db: TestDatabase) {
 }
 
 on_both_backends!(
-    databases: acknowledged_writes_survive_a_kill,
-    acknowledged_batched_writes_survive_a_kill,
+    databases: acknowledged_writes_survive_switchboard_killed,
+    acknowledged_batched_writes_survive_switchboard_killed,
     sigterm_drains_requests_in_flight_then_exits_zero
 );
 
@@ -664,6 +665,43 @@ async fn a_500s_cause_is_logged_under_its_request_id() {
     app.wait_for_log("request", |e| {
         e["request_id"] == "fault-1" && e["status"] == 500
     });
+}
+
+/// A PostgreSQL that returns from a commit before flushing it (here, set
+/// so for the test's database) can lose acknowledged writes in a crash of
+/// its own: switchboard serves, and says so at start-up; a flushing one
+/// gets no such line.
+#[actix_web::test]
+async fn a_postgres_that_commits_without_flushing_is_warned_of_at_start_up() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    const WARNING: &str = "PostgreSQL commits without flushing: a write switchboard acknowledged is lost if the database server crashes; set synchronous_commit = on for its role or database";
+
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let TestDatabase::Postgres { name } = &db else {
+        unreachable!()
+    };
+    let flushing = ProcessApp::start(&db.url(), &[]);
+    assert!(flushing.logged(WARNING).is_empty());
+    drop(flushing);
+
+    let mut admin = AsyncPgConnection::establish(crate::helpers::POSTGRES_ADMIN_URL)
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET synchronous_commit = off"
+        ))
+        .await
+        .unwrap();
+    let app = ProcessApp::start(&db.url(), &[]);
+    let warned = app.logged(WARNING);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0]["level"], "WARN");
+    assert_eq!(warned[0]["synchronous_commit"], "off");
+    let ready = reqwest::get(app.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200, "it serves");
 }
 
 #[test]

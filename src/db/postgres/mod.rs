@@ -1,10 +1,12 @@
 //! What only PostgreSQL does: a worker's connections shared by its queries
 //! in flight ([`pipeline`]), the writes written by hand so that the server
-//! keeps them prepared ([`statements`]), and batches of writes as one
-//! statement each ([`batches`]). Everything here takes PostgreSQL's own
+//! keeps them prepared ([`statements`]), batches of writes as one
+//! statement each ([`batches`]), and whether commits reach the disk before
+//! they return ([`durability`]). Everything here takes PostgreSQL's own
 //! types, so no SQLite path can reach it.
 
 pub mod batches;
+pub mod durability;
 mod pipeline;
 pub mod statements;
 
