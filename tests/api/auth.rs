@@ -133,6 +133,22 @@ impl Secured {
         }
     }
 
+    /// The status of `method` on `path` with `token` (and a JSON body).
+    async fn status(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> u16 {
+        let request = self.request(method, path, Some(token));
+        let request = match body {
+            Some(body) => request.json(body),
+            None => request,
+        };
+        request.send().await.unwrap().status().as_u16()
+    }
+
     async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         self.request(reqwest::Method::GET, path, token)
             .send()
@@ -344,59 +360,36 @@ async fn each_scope_allows_what_it_names_and_nothing_else() {
     assert_eq!(s.get(&path, Some(&reader)).await.status(), 200);
     assert_eq!(s.get("/users", Some(&reader)).await.status(), 200);
     assert_eq!(
-        s.request(reqwest::Method::HEAD, &path, Some(&reader))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.status(reqwest::Method::HEAD, &path, &reader, None).await,
         200
     );
     assert_eq!(s.get(&path, Some(&fetcher)).await.status(), 403);
     let patch = json!({"name": "Ada L."});
     assert_eq!(
-        s.request(reqwest::Method::PATCH, &path, Some(&reader))
-            .json(&patch)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.status(reqwest::Method::PATCH, &path, &reader, Some(&patch))
+            .await,
         403
     );
     assert_eq!(
-        s.request(reqwest::Method::PATCH, &path, Some(&writer))
-            .json(&patch)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.status(reqwest::Method::PATCH, &path, &writer, Some(&patch))
+            .await,
         200
     );
     assert_eq!(
-        s.request(reqwest::Method::DELETE, &path, Some(&reader))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.status(reqwest::Method::DELETE, &path, &reader, None)
+            .await,
         403
     );
 
     let urls = json!({"urls": ["http://127.0.0.1:9/"]});
     assert_eq!(
-        s.request(reqwest::Method::POST, "/fetch", Some(&reader))
-            .json(&urls)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.status(reqwest::Method::POST, "/fetch", &reader, Some(&urls))
+            .await,
         403
     );
     assert_eq!(
-        s.request(reqwest::Method::POST, "/fetch", Some(&fetcher))
-            .json(&urls)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.status(reqwest::Method::POST, "/fetch", &fetcher, Some(&urls))
+            .await,
         200
     );
 
@@ -415,11 +408,8 @@ async fn each_scope_allows_what_it_names_and_nothing_else() {
         assert_eq!(response.status(), 200, "{scheme}");
     }
     assert_eq!(
-        s.request(reqwest::Method::DELETE, &path, Some(&writer))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.status(reqwest::Method::DELETE, &path, &writer, None)
+            .await,
         204
     );
 

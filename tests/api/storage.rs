@@ -236,6 +236,24 @@ impl Cluster {
         cluster
     }
 
+    /// A cluster, and switchboard on it with nothing between a request and
+    /// the database (no cache, no rate limit); `None` when this machine
+    /// cannot run one (said so).
+    fn serving() -> Option<(Self, ProcessApp)> {
+        if !crate::requires::storage_faults() {
+            return None;
+        }
+        let cluster = Self::start();
+        let app = ProcessApp::start(
+            &cluster.url(),
+            &[
+                ("SWITCHBOARD_CACHE_MAX_ENTRIES", "0"),
+                ("SWITCHBOARD_RATE_LIMIT_PER_SECOND", "0"),
+            ],
+        );
+        Some((cluster, app))
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -369,17 +387,9 @@ async fn acknowledged_writes_survive_a_crash_of_postgres_itself() {
         id: i64,
     }
 
-    if !crate::requires::storage_faults() {
+    let Some((cluster, app)) = Cluster::serving() else {
         return;
-    }
-    let cluster = Cluster::start();
-    let app = ProcessApp::start(
-        &cluster.url(),
-        &[
-            ("SWITCHBOARD_CACHE_MAX_ENTRIES", "0"),
-            ("SWITCHBOARD_RATE_LIMIT_PER_SECOND", "0"),
-        ],
-    );
+    };
     let load = CreateLoad::start(&app, 16);
     let busy = eventually(Duration::from_secs(20), || async {
         load.acknowledged() >= 300
@@ -423,17 +433,9 @@ async fn acknowledged_writes_survive_a_crash_of_postgres_itself() {
 
 #[actix_web::test]
 async fn postgres_stopped_and_started_under_load_answers_503_and_loses_nothing() {
-    if !crate::requires::storage_faults() {
+    let Some((cluster, app)) = Cluster::serving() else {
         return;
-    }
-    let cluster = Cluster::start();
-    let app = ProcessApp::start(
-        &cluster.url(),
-        &[
-            ("SWITCHBOARD_CACHE_MAX_ENTRIES", "0"),
-            ("SWITCHBOARD_RATE_LIMIT_PER_SECOND", "0"),
-        ],
-    );
+    };
     let client = reqwest::Client::new();
     let load = CreateLoad::start(&app, 32);
     tokio::time::sleep(Duration::from_millis(800)).await;
