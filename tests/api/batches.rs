@@ -1,5 +1,6 @@
 //! Writes on PostgreSQL in batches, on a real database: writes that arrive
-//! together go as one statement, each answered as it would be alone, and a
+//! together go as one statement (a trigger notes the transaction that wrote
+//! each row: theirs is one), each answered as it would be alone, and a
 //! batch refused as a whole runs each write alone.
 
 use std::time::Duration;
@@ -13,7 +14,9 @@ use switchboard::db::postgres::Statements;
 use switchboard::db::{users, Connections, DbError, PageCache, PoolSpec, Write, WriteQueue};
 use switchboard::domain::{Expected, NewUser, UserId, UserPatch, Version};
 
-use crate::pg::{count_kept, create_one_by_one, id_of, kept_prepared, pipeline};
+use crate::pg::{
+    count_kept, create_one_by_one, id_of, kept_prepared, note_writers, pipeline, writers_of,
+};
 
 /// A worker's queue of writes on `conns`.
 fn queue(conns: &Connections) -> WriteQueue<Statements> {
@@ -44,9 +47,10 @@ fn new_user_named(name: &str, email: &str) -> NewUser {
 /// taken before or by an earlier create of the same batch.
 #[actix_web::test]
 async fn creates_arriving_together_go_as_one_statement_each_answered_on_its_own() {
-    let Some((_db, conns)) = pipeline(1).await else {
+    let Some((db, conns)) = pipeline(1).await else {
         return;
     };
+    note_writers(&db).await;
     users::create(&conns, &new_user_named("Before", "taken@example.com"))
         .await
         .unwrap();
@@ -77,6 +81,12 @@ async fn creates_arriving_together_go_as_one_statement_each_answered_on_its_own(
     }
     let stored = users::list(&conns, 0, 100, None).await.unwrap();
     assert_eq!(stored.len(), 1 + 30);
+    let created: Vec<i64> = answers.iter().flatten().map(|user| user.id).collect();
+    assert_eq!(
+        writers_of(&db, &created).await,
+        1,
+        "one transaction wrote them all"
+    );
     let kept = kept_prepared(&conns).await;
     assert_eq!(count_kept(&kept, "INSERT INTO users (name"), 1, "{kept:#?}");
 }
@@ -116,10 +126,11 @@ fn patch_of(body: serde_json::Value) -> UserPatch {
 /// batch, so the later one wins.
 #[actix_web::test]
 async fn patches_arriving_together_go_as_one_statement_each_answered_on_its_own() {
-    let Some((_db, conns)) = pipeline(1).await else {
+    let Some((db, conns)) = pipeline(1).await else {
         return;
     };
     let created = create_one_by_one(&conns, 20).await;
+    note_writers(&db).await;
     let mut all: Vec<(UserId, UserPatch)> = created
         .iter()
         .enumerate()
@@ -166,6 +177,17 @@ async fn patches_arriving_together_go_as_one_statement_each_answered_on_its_own(
     assert_eq!(answers[21].as_ref().unwrap().name, "Later");
     let first = users::get(&conns, id_of(&created[0])).await.unwrap();
     assert_eq!(first.name, "Later");
+    let patched: Vec<i64> = created.iter().map(|user| user.id).collect();
+    assert_eq!(
+        writers_of(&db, &patched[1..]).await,
+        1,
+        "one transaction patched them"
+    );
+    assert_eq!(
+        writers_of(&db, &patched).await,
+        2,
+        "and the later patch another"
+    );
     let kept = kept_prepared(&conns).await;
     assert_eq!(count_kept(&kept, "WITH locked AS"), 1, "{kept:#?}");
 }
@@ -176,10 +198,11 @@ async fn patches_arriving_together_go_as_one_statement_each_answered_on_its_own(
 /// finds it gone.
 #[actix_web::test]
 async fn deletes_arriving_together_go_as_one_statement_each_answered_on_its_own() {
-    let Some((_db, conns)) = pipeline(1).await else {
+    let Some((db, conns)) = pipeline(1).await else {
         return;
     };
     let created = create_one_by_one(&conns, 12).await;
+    note_writers(&db).await;
     let untouched = &created[6..];
     let mut ids: Vec<UserId> = created[..6].iter().map(id_of).collect();
     ids.insert(2, UserId::parse("999999").unwrap());
@@ -209,6 +232,12 @@ async fn deletes_arriving_together_go_as_one_statement_each_answered_on_its_own(
     for user in untouched {
         assert_eq!(&users::get(&conns, id_of(user)).await.unwrap(), user);
     }
+    let deleted: Vec<i64> = created[..6].iter().map(|user| user.id).collect();
+    assert_eq!(
+        writers_of(&db, &deleted).await,
+        1,
+        "one transaction deleted them"
+    );
     let kept = kept_prepared(&conns).await;
     let batched = kept
         .iter()

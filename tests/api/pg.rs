@@ -67,3 +67,39 @@ pub async fn kept_prepared(conns: &Connections) -> Vec<String> {
 pub fn count_kept(kept: &[String], prefix: &str) -> usize {
     kept.iter().filter(|s| s.starts_with(prefix)).count()
 }
+
+/// From now on, notes which transaction wrote each row of `users` (insert,
+/// update or delete): writes that went as one statement share one.
+pub async fn note_writers(db: &TestDatabase) {
+    db.execute_unnoticed(
+        "CREATE TABLE written_by (id BIGINT NOT NULL, xid BIGINT NOT NULL);
+         CREATE FUNCTION note_writer() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO written_by VALUES (COALESCE(NEW.id, OLD.id), txid_current());
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER note_writer AFTER INSERT OR UPDATE OR DELETE ON users
+             FOR EACH ROW EXECUTE FUNCTION note_writer();",
+    )
+    .await;
+}
+
+/// How many transactions wrote the users `ids` since [`note_writers`].
+pub async fn writers_of(db: &TestDatabase, ids: &[i64]) -> i64 {
+    use diesel::sql_types::BigInt;
+    use diesel_async::{AsyncConnection, AsyncPgConnection};
+    #[derive(diesel::QueryableByName)]
+    struct Writers {
+        #[diesel(sql_type = BigInt)]
+        writers: i64,
+    }
+    let mut conn = AsyncPgConnection::establish(&db.url()).await.unwrap();
+    let counted: Writers = diesel::sql_query(
+        "SELECT count(DISTINCT xid) AS writers FROM written_by WHERE id = ANY($1)",
+    )
+    .bind::<Array<BigInt>, _>(ids)
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    counted.writers
+}
