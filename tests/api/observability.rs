@@ -3,9 +3,10 @@
 //! exercises every panel (reads, writes, 4xx, 429, fetches), and every panel
 //! query of the dashboard must return data for switchboard's job alone:
 //! first with no fault injected, then again with faults (fetches that fail,
-//! crash drills), when the restart annotation must show and the
-//! restart-storm alert must be pending or firing. Every alert rule must
-//! evaluate cleanly. Skips, saying so, without `prometheus` and `promtool`,
+//! crash drills, a request shed), when the restart annotation must show and
+//! the restart-storm alert must be pending or firing. Every alert rule must
+//! evaluate cleanly, what it compares must be in switchboard's series, and
+//! it must fire in a case of `alerts_test.yml` (which CI runs). Skips, saying so, without `prometheus` and `promtool`,
 //! unless SWITCHBOARD_REQUIRE_PROMETHEUS=1 (set by CI, which installs them).
 
 use std::net::TcpListener;
@@ -176,6 +177,40 @@ async fn until_every_query_answers(
     }
 }
 
+/// Every alerting rule as Prometheus evaluates it.
+async fn alert_rules(client: &reqwest::Client, prometheus: &Prometheus) -> Vec<Value> {
+    let rules: Value = json_of(client.get(format!("{}/api/v1/rules", prometheus.url))).await;
+    rules["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .collect()
+}
+
+/// An alert's expression without its threshold: the series it compares.
+fn compared(query: &str) -> String {
+    let cut = [" > ", " == "]
+        .iter()
+        .filter_map(|op| query.rfind(op))
+        .max()
+        .unwrap_or_else(|| panic!("no threshold in {query}"));
+    query[..cut].to_owned()
+}
+
+/// Whether the promtool tests hold a case where `alert` fires (its
+/// `exp_alerts` lists an alert, not `[]`).
+fn fires_in(tests: &str, alert: &str) -> bool {
+    tests.split("alertname: ").skip(1).any(|case| {
+        let mut lines = case.lines();
+        lines.next().is_some_and(|l| l.trim() == alert)
+            && lines.next().is_some_and(|l| l.trim() == "exp_alerts:")
+            && lines
+                .next()
+                .is_some_and(|l| l.trim_start().starts_with("- exp_labels"))
+    })
+}
+
 /// The exposition passes `promtool check metrics`.
 async fn assert_promtool_accepts(app: &TestApp) {
     use std::io::Write;
@@ -225,6 +260,8 @@ async fn every_panel_and_alert_works_on_a_real_prometheus() {
         s.rate_limit.per_second = 200;
         s.rate_limit.burst = 50;
         s.clients.trust_proxy = true;
+        // A client's share of the cap is an eighth: one request.
+        s.server.max_in_flight = 8;
     })
     .await
     .unwrap();
@@ -256,6 +293,18 @@ async fn every_panel_and_alert_works_on_a_real_prometheus() {
 
     // Faults: fetches that fail, and crash drills (restarts must come after
     // the first scrapes for increase() to see them).
+    // A client holding its share of the in-flight cap: its second request
+    // at once is shed (503).
+    let hold = || {
+        app.client
+            .get(app.url("/debug/slow/800"))
+            .header("x-forwarded-for", "10.77.77.77")
+            .send()
+    };
+    let (first, second) = tokio::join!(hold(), hold());
+    let mut held = [first.unwrap().status(), second.unwrap().status()];
+    held.sort();
+    assert_eq!(held, [200, 503]);
     let started = Instant::now();
     let mut crashes = 0;
     while started.elapsed() < Duration::from_secs(8) {
@@ -271,7 +320,20 @@ async fn every_panel_and_alert_works_on_a_real_prometheus() {
         .into_iter()
         .map(|expr| ("annotation".to_owned(), expr))
         .collect();
-    let every_query = [panels, annotated].concat();
+    let rules = alert_rules(&client, &prometheus).await;
+    assert_eq!(rules.len(), 8);
+    // What each alert compares exists in switchboard's own series.
+    let compared: Vec<(String, String)> = rules
+        .iter()
+        .map(|rule| {
+            let name = rule["name"].as_str().unwrap();
+            (
+                format!("alert {name}"),
+                compared(rule["query"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    let every_query = [panels, annotated, compared].concat();
     let empty = until_every_query_answers(&client, &prometheus, &every_query, async || {
         drive_traffic(&app, &ok, Some(&failing), round).await;
         round += 1;
@@ -283,16 +345,16 @@ async fn every_panel_and_alert_works_on_a_real_prometheus() {
         empty.join("\n")
     );
 
-    let rules: Value = json_of(client.get(format!("{}/api/v1/rules", prometheus.url))).await;
-    let rules: Vec<&Value> = rules["data"]["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|g| g["rules"].as_array().unwrap())
-        .collect();
-    assert_eq!(rules.len(), 8);
+    let rules = alert_rules(&client, &prometheus).await;
+    let tests =
+        std::fs::read_to_string(format!("{REPO}/grafana/prometheus/alerts_test.yml")).unwrap();
     for rule in &rules {
         assert_eq!(rule["health"], "ok", "{rule}");
+        let name = rule["name"].as_str().unwrap();
+        assert!(
+            fires_in(&tests, name),
+            "{name} has no case in alerts_test.yml where it fires"
+        );
     }
     let storm = rules
         .iter()
