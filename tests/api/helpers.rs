@@ -419,3 +419,17 @@ where
     }
     false
 }
+
+/// Room for this machine's pace in a time bound: twenty times the slowest
+/// of ten trivial round trips to `url` now, and at least `floor`. On a
+/// loaded machine the bound grows with it, where a fixed margin would fail.
+pub async fn slack(url: &str, floor: Duration) -> Duration {
+    let client = reqwest::Client::new();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let started = Instant::now();
+        client.get(url).send().await.expect("a trivial request");
+        slowest = slowest.max(started.elapsed());
+    }
+    (slowest * 20).max(floor)
+}

@@ -438,7 +438,11 @@ async fn postgres_stopped_and_started_under_load_answers_503_and_loses_nothing()
     };
     let client = reqwest::Client::new();
     let load = CreateLoad::start(&app, 32);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let busy = eventually(Duration::from_secs(20), || async {
+        load.acknowledged() >= 100
+    })
+    .await;
+    assert!(busy, "writes were acknowledged before the stop");
     cluster.pg_ctl("stop");
     // Not ready, but alive: an orchestrator takes the instance out of
     // rotation and does not restart it for the database's sake.
@@ -450,7 +454,16 @@ async fn postgres_stopped_and_started_under_load_answers_503_and_loses_nothing()
     );
     let health = client.get(app.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200, "liveness does not ask the database");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped_at = load.answers().len();
+    let refused = eventually(Duration::from_secs(20), || async {
+        load.answers()[stopped_at..]
+            .iter()
+            .filter(|(status, _)| *status == 503)
+            .count()
+            >= 20
+    })
+    .await;
+    assert!(refused, "writes meet the outage");
     let while_down = load.answers().len();
     cluster.pg_ctl("start");
     let restarted = Instant::now();

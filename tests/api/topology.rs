@@ -419,7 +419,12 @@ async fn three_instances_behind_haproxy_restart_and_fail_without_losing_anything
     // kill -9 of one instance: only what was in flight on it fails.
     let before = seen.lock().unwrap().answered;
     topology.instance(1).signal(Signal::SIGKILL);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Until the other two have carried a good deal of load past the kill.
+    let carried = crate::helpers::eventually(Duration::from_secs(30), || async {
+        seen.lock().unwrap().answered - before > 300
+    })
+    .await;
+    assert!(carried, "the others took the load");
     stop_load(&stop, lanes).await;
     let seen = Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap();
     let after_kill = seen.answered - before;
