@@ -1,7 +1,9 @@
 //! The benchmark suite's second yardstick (`benches/suite.py`): the users
 //! API as an actix-web user would write it by hand on PostgreSQL, with
 //! `tokio-postgres` and a `deadpool-postgres` pool, every statement prepared
-//! once per connection (`prepare_cached`) and each create its own INSERT.
+//! once per connection (`prepare_cached`), one statement per request: each
+//! create its own `INSERT`, each patch its own `UPDATE` (`... AND
+//! updated_at = $6` under `If-Match`), each delete its own `DELETE`.
 //! Where `benches/baseline.rs` shows what switchboard's design costs on its
 //! own queries, this shows how it stands against the usual way to write
 //! the service. Input is checked by switchboard's own domain types, so both
@@ -12,8 +14,9 @@
 //! `SWITCHBOARD_DB_POOL_SIZE`) and expects the schema switchboard migrated.
 
 mod common;
+mod etags;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use chrono::{NaiveDateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::Deserialize;
@@ -54,6 +57,7 @@ fn main() -> std::io::Result<()> {
                 .route("/users", web::post().to(create))
                 .route("/users/{id}", web::get().to(get))
                 .route("/users/{id}", web::patch().to(update))
+                .route("/users/{id}", web::delete().to(delete))
         })
         .workers(settings.server.workers)
         .bind(settings.server.bind)?
@@ -96,11 +100,11 @@ fn user(row: &Row) -> User {
     }
 }
 
-/// The first row as a user, or 404.
+/// The first row as a user with its `ETag`, or 404.
 fn one(rows: Result<Vec<Row>, HttpResponse>, ok: actix_web::http::StatusCode) -> HttpResponse {
     match rows {
         Ok(rows) => match rows.first() {
-            Some(row) => HttpResponse::build(ok).json(user(row)),
+            Some(row) => etags::user_answer(ok, &user(row)),
             None => HttpResponse::NotFound().finish(),
         },
         Err(answer) => answer,
@@ -152,28 +156,54 @@ async fn create(pool: web::Data<Pool>, body: web::Json<Value>) -> HttpResponse {
     )
 }
 
+/// One `UPDATE` a patch; with `If-Match`, one that also names the version
+/// (`updated_at`), and when it matches no row, a read of whether the user
+/// is there (412) or not (404).
 async fn update(
     pool: web::Data<Pool>,
     id: web::Path<String>,
     body: web::Json<Value>,
+    request: HttpRequest,
 ) -> HttpResponse {
     let (Ok(id), Ok(patch)) = (UserId::parse(&id), UserPatch::from_json(&body)) else {
         return HttpResponse::BadRequest().finish();
     };
-    let sql = format!(
-        "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), \
-         email_key = COALESCE($4, email_key), updated_at = $5 WHERE id = $1 RETURNING {COLUMNS}"
-    );
+    const SET: &str = "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), \
+         email_key = COALESCE($4, email_key), updated_at = $5";
     let name = patch.name.as_ref().map(|n| n.as_str());
     let email = patch.email.as_ref().map(|e| e.as_str());
     let key = patch.email.as_ref().map(|e| e.key());
-    one(
-        query(
-            &pool,
-            &sql,
-            &[&id.get(), &name, &email, &key, &Utc::now().naive_utc()],
-        )
-        .await,
-        actix_web::http::StatusCode::OK,
+    let (id, now) = (id.get(), Utc::now().naive_utc());
+    let Some(version) = etags::if_match(&request).map(|v| v.0.naive_utc()) else {
+        let sql = format!("{SET} WHERE id = $1 RETURNING {COLUMNS}");
+        let rows = query(&pool, &sql, &[&id, &name, &email, &key, &now]).await;
+        return one(rows, actix_web::http::StatusCode::OK);
+    };
+    let sql = format!("{SET} WHERE id = $1 AND updated_at = $6 RETURNING {COLUMNS}");
+    let rows = query(&pool, &sql, &[&id, &name, &email, &key, &now, &version]).await;
+    if rows.as_ref().is_ok_and(Vec::is_empty) {
+        let exists = query(&pool, "SELECT 1 FROM users WHERE id = $1", &[&id]).await;
+        if exists.is_ok_and(|rows| !rows.is_empty()) {
+            return HttpResponse::PreconditionFailed().finish();
+        }
+    }
+    one(rows, actix_web::http::StatusCode::OK)
+}
+
+/// One `DELETE` per request: 204, or 404 when there was no such user.
+async fn delete(pool: web::Data<Pool>, id: web::Path<String>) -> HttpResponse {
+    let Ok(id) = UserId::parse(&id) else {
+        return HttpResponse::BadRequest().finish();
+    };
+    match query(
+        &pool,
+        "DELETE FROM users WHERE id = $1 RETURNING id",
+        &[&id.get()],
     )
+    .await
+    {
+        Ok(rows) if rows.is_empty() => HttpResponse::NotFound().finish(),
+        Ok(_) => HttpResponse::NoContent().finish(),
+        Err(answer) => answer,
+    }
 }

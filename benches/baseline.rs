@@ -10,14 +10,15 @@
 //! `target/release/deps/baseline-*` (the suite builds and finds it).
 
 mod common;
+mod etags;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Deserialize;
 use serde_json::Value;
 use switchboard::config::Settings;
 use switchboard::db::{migrate, users, DbError, DbPool, PageCache, PoolSpec};
-use switchboard::domain::{Expected, NewUser, UserId, UserPatch};
+use switchboard::domain::{Expected, NewUser, User, UserId, UserPatch};
 
 fn main() -> std::io::Result<()> {
     let settings = Settings::load().map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -64,10 +65,10 @@ struct Page {
 }
 
 async fn list(pool: web::Data<DbPool>, page: web::Query<Page>) -> HttpResponse {
-    answer(
-        StatusCode::OK,
-        users::list(pool.get_ref(), 0, page.limit + 1, None).await,
-    )
+    match users::list(pool.get_ref(), 0, page.limit + 1, None).await {
+        Ok(page) => HttpResponse::Ok().json(page),
+        Err(err) => failure(err),
+    }
 }
 
 async fn create(pool: web::Data<DbPool>, body: web::Json<Value>) -> HttpResponse {
@@ -84,11 +85,13 @@ async fn update(
     pool: web::Data<DbPool>,
     id: web::Path<String>,
     body: web::Json<Value>,
+    request: HttpRequest,
 ) -> HttpResponse {
+    let expected = etags::if_match(&request).map_or(Expected::Any, |v| Expected::OneOf(vec![v]));
     match (UserId::parse(&id), UserPatch::from_json(&body)) {
         (Ok(id), Ok(patch)) => answer(
             StatusCode::OK,
-            users::update(pool.get_ref(), id, &patch, &Expected::Any).await,
+            users::update(pool.get_ref(), id, &patch, &expected).await,
         ),
         _ => HttpResponse::BadRequest().finish(),
     }
@@ -98,17 +101,25 @@ async fn delete(pool: web::Data<DbPool>, id: web::Path<String>) -> HttpResponse 
     match UserId::parse(&id) {
         Ok(id) => match users::delete(pool.get_ref(), id, &Expected::Any).await {
             Ok(_) => HttpResponse::NoContent().finish(),
-            Err(err) => answer::<()>(StatusCode::NO_CONTENT, Err(err)),
+            Err(err) => failure(err),
         },
         Err(reason) => HttpResponse::BadRequest().body(reason),
     }
 }
 
-fn answer<T: serde::Serialize>(status: StatusCode, result: Result<T, DbError>) -> HttpResponse {
+/// A user with its `ETag`, or what its failure gets.
+fn answer(status: StatusCode, result: Result<User, DbError>) -> HttpResponse {
     match result {
-        Ok(body) => HttpResponse::build(status).json(body),
-        Err(DbError::NotFound) => HttpResponse::NotFound().finish(),
-        Err(DbError::EmailTaken) => HttpResponse::Conflict().finish(),
-        Err(err) => HttpResponse::InternalServerError().body(err.to_string()),
+        Ok(user) => etags::user_answer(status, &user),
+        Err(err) => failure(err),
+    }
+}
+
+fn failure(err: DbError) -> HttpResponse {
+    match err {
+        DbError::NotFound => HttpResponse::NotFound().finish(),
+        DbError::EmailTaken => HttpResponse::Conflict().finish(),
+        DbError::Changed => HttpResponse::PreconditionFailed().finish(),
+        err => HttpResponse::InternalServerError().body(err.to_string()),
     }
 }

@@ -3,7 +3,8 @@
 
 Builds release binaries, then for PostgreSQL and for SQLite in turn creates a
 fresh database, seeds 10,000 users through the API, and measures every
-scenario with wrk on loopback against three servers sharing that database:
+scenario with wrk on loopback against three servers sharing that database
+(`delete`, on PostgreSQL only, deletes users inserted for each run):
 
   switchboard         the release binary, every guard and metrics on
   switchboard, no cache   the same with SWITCHBOARD_CACHE_MAX_ENTRIES=0
@@ -57,6 +58,9 @@ BENCHES = os.path.join(ROOT, "benches")
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 PG_DATABASE = "switchboard_bench"
 USERS = 10_000
+# More than any server deletes in a second: each run of `delete` gets this
+# many users per second of its length.
+DELETES_PER_SECOND = 60_000
 # How servers and wrk are started; --pin puts them on a CPU each.
 SERVER_PREFIX, LOAD_GENERATOR = [], ["wrk", "-t2"]
 
@@ -66,10 +70,11 @@ class Scenario:
     what it is compared with (the baseline's row, a pgbench script)."""
 
     def __init__(self, name, script, server="switchboard", baseline=None, pgbench=None,
-                 yardstick="tokio-postgres"):
+                 yardstick="tokio-postgres", backends=("postgres", "sqlite")):
         self.name, self.script, self.server, self.pgbench = name, script, server, pgbench
         self.baseline = baseline or name
         self.yardstick = yardstick
+        self.backends = backends
 
 
 SCENARIOS = [
@@ -81,12 +86,15 @@ SCENARIOS = [
     Scenario("GET /users?limit=50", "list", pgbench="list"),
     Scenario("POST /users", "create", pgbench="create"),
     Scenario("PATCH /users/{id}", "update", pgbench="update"),
+    Scenario("PATCH /users/{id} If-Match", "conditional"),
+    Scenario("DELETE /users/{id}", "delete", backends=("postgres",)),
     Scenario("mixed 90% GET / 10% PATCH", "mixed"),
 ]
 
 
-def selected(args):
-    return [s for s in SCENARIOS if args.only in s.name]
+def selected(args, backend=None):
+    return [s for s in SCENARIOS if args.only in s.name
+            and (backend is None or backend in s.backends)]
 
 
 def main():
@@ -238,7 +246,7 @@ class Bench:
         for number in range(1, self.args.passes + 1):
             print(f"[{self.backend}] pass {number} of {self.args.passes}", file=sys.stderr)
             measured = set()
-            for scenario in selected(self.args):
+            for scenario in selected(self.args, self.backend):
                 for connections in self.args.connections:
                     turn = [(scenario.server, scenario.name)]
                     for other in ("baseline", scenario.yardstick):
@@ -256,15 +264,30 @@ class Bench:
 
     def measure(self, name, scenario, script, connections):
         server = self.servers[name]
-        env = lambda: load_env(script, f"{name.split(',')[0]}{connections}")
         url = f"http://127.0.0.1:{server.port}"
         lua = os.path.join(BENCHES, "load.lua")
+
+        def run(seconds):
+            env = load_env(script, f"{name.split(',')[0]}{connections}")
+            if script == "delete":
+                env["FIRST"] = str(self.doomed(seconds))
+            return wrk(env, connections, seconds, lua, url)
         if self.args.warmup:
-            wrk(env(), connections, self.args.warmup, lua, url)
+            run(self.args.warmup)
         server.reset_peak()
-        result = wrk(env(), connections, self.args.duration, lua, url)
+        result = run(self.args.duration)
         result["peak_rss_kib"] = server.memory_kib("VmHWM")
         self.runs.setdefault((name, scenario, connections), []).append(result)
+
+    def doomed(self, seconds):
+        """Users for one run of `delete` to delete, made anew after what the
+        last run left is removed: the first one's id (the rest follow)."""
+        psql(self.url, "DELETE FROM users WHERE name = 'Doomed'")
+        made = (f"INSERT INTO users (name, email, email_key, created_at, updated_at) "
+                f"SELECT 'Doomed', 'doomed' || n || '@example.com', 'doomed' || n || "
+                f"'@example.com', now(), now() FROM generate_series(1, "
+                f"{DELETES_PER_SECOND * seconds}) AS n RETURNING id")
+        return int(psql(self.url, f"WITH made AS ({made}) SELECT min(id) FROM made"))
 
     def measure_pgbench(self, scenario, script):
         result = pgbench(self.url, os.path.join(BENCHES, "pgbench", script + ".sql"),
@@ -331,8 +354,9 @@ def load_env(script, tag=""):
 
 
 def psql(url, sql):
-    subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], check=True,
-                   stdout=subprocess.DEVNULL)
+    """Runs `sql`; what it printed."""
+    return subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], check=True,
+                          stdout=subprocess.PIPE, text=True).stdout.strip()
 
 
 def seed(port, users=USERS, clients=8):
@@ -414,7 +438,7 @@ def print_report(rows, checks, args):
     ratio = lambda mine, theirs, key: f"{mine[key] / theirs[key]:.2f}" if theirs else ""
     for backend in args.backends:
         printed = set()
-        for scenario in selected(args):
+        for scenario in selected(args, backend):
             others = ("baseline", scenario.yardstick, "pgbench")
             ours = [r for r in rows if (r["backend"], r["server"], r["scenario"])
                     == (backend, scenario.server, scenario.name)]

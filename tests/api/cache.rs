@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 
 use std::time::Duration;
 
-use crate::helpers::{spawn_app_on, Backend, TestApp, TestDatabase};
+use crate::helpers::{
+    eventually, scrape, spawn_app, spawn_app_on, spawn_app_with, Backend, TestApp, TestDatabase,
+};
 
 /// A time to live short enough to let an entry expire before each round.
 const FLEETING: Duration = Duration::from_millis(100);
@@ -111,4 +113,59 @@ async fn zero_entries_turns_the_cache_off() {
     for _ in 0..3 {
         assert_eq!(read(&app, &path).await, ("miss".into(), user.clone()));
     }
+}
+
+/// On PostgreSQL, `SWITCHBOARD_CACHE_INVALIDATION=none` (one instance
+/// alone) caches without listening: `cache_invalidation_listening` stays 0,
+/// and a change written by another client is not heard, while an instance
+/// on the channel, changed the same way at the same time, hears it and
+/// says 1.
+#[actix_web::test]
+async fn without_the_channel_postgres_caches_and_hears_nothing() {
+    use switchboard::config::CacheInvalidation;
+    const LISTENING: &str = "cache_invalidation_listening ";
+    let Some(listening) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let alone = spawn_app_with(Backend::Postgres, |s| {
+        s.cache.invalidation = Some(CacheInvalidation::None)
+    })
+    .await
+    .unwrap();
+    let heard = eventually(Duration::from_secs(5), || async {
+        scrape(&listening.url("/metrics"), LISTENING).await == Some(1.0)
+    })
+    .await;
+    assert!(heard, "the instance on the channel listens");
+
+    let mut paths = Vec::new();
+    for app in [&listening, &alone] {
+        let user = app.create_user("Cached", "cached@example.com").await;
+        let path = format!("/users/{}", user["id"]);
+        app.get(&path).await;
+        assert_eq!(read(app, &path).await.0, "hit");
+        paths.push(path);
+    }
+    // Another client's write, straight to each database (its trigger
+    // notifies, as switchboard's own writes do).
+    for (app, path) in [&listening, &alone].into_iter().zip(&paths) {
+        use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+        let id = path.trim_start_matches("/users/");
+        let mut conn = AsyncPgConnection::establish(&app.database().url())
+            .await
+            .unwrap();
+        conn.batch_execute(&format!(
+            "UPDATE users SET name = 'Changed' WHERE id = {id}"
+        ))
+        .await
+        .unwrap();
+    }
+    let changed = eventually(Duration::from_secs(5), || async {
+        read(&listening, &paths[0]).await.1["name"] == "Changed"
+    })
+    .await;
+    assert!(changed, "the listening instance heard the change");
+    let (cache, seen) = read(&alone, &paths[1]).await;
+    assert_eq!((cache.as_str(), &seen["name"]), ("hit", &json!("Cached")));
+    assert_eq!(scrape(&alone.url("/metrics"), LISTENING).await, Some(0.0));
 }

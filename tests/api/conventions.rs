@@ -23,6 +23,43 @@ fn header(response: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
+/// Every `GET` operation the description lists answers `HEAD` with the
+/// same status and headers, and no body.
+#[actix_web::test]
+async fn head_answers_on_every_get_route() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let user = app.create_user("Head", "head@example.com").await;
+    let description: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let described = description["paths"].as_object().unwrap();
+    let gets: Vec<&String> = described
+        .iter()
+        .filter(|(_, operations)| operations.get("get").is_some())
+        .map(|(template, _)| template)
+        .collect();
+    assert!(gets.len() >= 9, "{gets:?}");
+    // And the routes the description leaves out: the docs and a drill.
+    let undescribed = ["/docs/{file}".to_owned(), "/debug/slow/{ms}".to_owned()];
+    for template in gets.into_iter().chain(&undescribed) {
+        let path = template
+            .replace("{id}", &user["id"].to_string())
+            .replace("{name}", "Ada")
+            .replace("{ms}", "1")
+            .replace("{file}", "index.html");
+        let get = app.get(&path).await;
+        let head = app.client.head(app.url(&path)).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "HEAD {path}");
+        assert_eq!(
+            header(&head, "content-type"),
+            header(&get, "content-type"),
+            "HEAD {path}"
+        );
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "HEAD {path} has no body"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn head_options_and_405_say_what_a_route_takes() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();

@@ -94,6 +94,68 @@ async fn request_id_is_echoed_or_made_up() {
         .await
         .unwrap();
     assert_ne!(response.headers()["x-request-id"], "has spaces");
+
+    // Up to 128 characters are echoed; one more is replaced.
+    for (length, echoed) in [(128, true), (129, false)] {
+        let id = "r".repeat(length);
+        let response = app
+            .client
+            .get(app.url("/hello"))
+            .header("x-request-id", &id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["x-request-id"] == id.as_str(),
+            echoed,
+            "{length}"
+        );
+    }
+}
+
+/// A client that leaves before its answer is counted as 499 (nginx's
+/// "client closed request"), and its fetch is dropped with it.
+#[actix_web::test]
+async fn a_client_that_leaves_is_counted_as_499() {
+    use wiremock::{matchers::path, Mock, MockServer, ResponseTemplate};
+    let upstream = MockServer::start().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(5)))
+        .mount(&upstream)
+        .await;
+    let host = upstream.address().to_string();
+    let app = spawn_app_with(Backend::Sqlite, move |s| s.fetch.allow_hosts = vec![host])
+        .await
+        .unwrap();
+    let gone = app
+        .client
+        .post(app.url("/fetch"))
+        .json(&serde_json::json!({"urls": [format!("{}/slow", upstream.uri())]}))
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gone.unwrap_err().is_timeout());
+    let counted = r#"http_requests_total{method="POST",route="/fetch",status="499"}"#;
+    assert!(
+        crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+            crate::helpers::scrape(&app.url("/metrics"), counted).await == Some(1.0)
+        })
+        .await,
+        "the request is counted as 499"
+    );
+}
+
+/// `/debug/slow/{ms}` holds at most a minute: a longer ask is a 400 that
+/// says the cap.
+#[actix_web::test]
+async fn the_slow_drill_is_capped_at_a_minute() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let problem = assert_problem(app.get("/debug/slow/60001").await, 400).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("60000"),
+        "{problem}"
+    );
+    assert_eq!(app.get("/debug/slow/0").await.status(), 200);
 }
 
 #[actix_web::test]
