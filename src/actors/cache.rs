@@ -38,6 +38,13 @@ use crate::metrics::{Event, Recorder};
 const TOMBSTONE_FLOOR: Duration = Duration::from_secs(60);
 /// How often expired entries are swept out (at most; sooner for short TTLs).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The most invalidations remembered one by one. A burst past it (a bulk
+/// `UPDATE` or `DELETE` by hand notifies once per row, and deletes at full
+/// speed invalidate tens of thousands of keys a second) would otherwise
+/// hold a tombstone per row for a minute: instead, they are all forgotten
+/// and every fill read before then is refused, which costs misses, never a
+/// stale entry.
+const MAX_TOMBSTONES: usize = 65_536;
 
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
@@ -334,7 +341,13 @@ impl Handler<Invalidate> for CacheActor {
         run_guarded(self, ctx, |act, _| {
             act.epoch += 1;
             act.entries.invalidate(&key);
-            act.tombstones.insert(key, (act.epoch, Instant::now()));
+            if act.tombstones.len() < MAX_TOMBSTONES {
+                act.tombstones.insert(key, (act.epoch, Instant::now()));
+            } else {
+                // Dropped, not cleared: its room goes back too.
+                act.tombstones = HashMap::new();
+                act.oldest_valid = act.epoch;
+            }
         })
     }
 }
@@ -474,6 +487,53 @@ mod tests {
             panic!("fresh fill was refused")
         };
         assert_eq!(value, cached(b"new"));
+    }
+
+    /// How many invalidations the cache remembers one by one.
+    #[derive(Message)]
+    #[rtype(result = "usize")]
+    struct Tombstones;
+
+    impl Handler<Tombstones> for CacheActor {
+        type Result = usize;
+
+        fn handle(&mut self, _: Tombstones, _: &mut Context<Self>) -> usize {
+            self.tombstones.len()
+        }
+    }
+
+    /// Past its bound on remembered invalidations, the cache forgets them
+    /// all and refuses every fill read before then: still no stale entry,
+    /// and memory that a burst of writes cannot grow.
+    #[actix::test]
+    async fn a_burst_of_invalidations_is_remembered_in_bounded_memory() {
+        let cache =
+            actix::Supervisor::start(|_| CacheActor::new(config(100, 1 << 20), supervision()));
+        let Lookup::Miss(before) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
+            panic!("empty cache hit")
+        };
+        // The key's own invalidation is the one past the bound.
+        for i in 0..MAX_TOMBSTONES {
+            cache.do_send(Invalidate(format!("burst{i}")));
+        }
+        cache.send(Invalidate("k".into())).await.unwrap();
+        let remembered = cache.send(Tombstones).await.unwrap();
+        assert!(remembered <= MAX_TOMBSTONES, "{remembered}");
+        cache.do_send(Put {
+            key: "k".into(),
+            value: cached(b"old"),
+            token: before,
+        });
+        assert_eq!(
+            read_through(&cache, &["k"]).await,
+            [false],
+            "the stale fill was refused"
+        );
+        assert_eq!(
+            read_through(&cache, &["k"]).await,
+            [true],
+            "a fresh one is kept"
+        );
     }
 
     #[actix::test]

@@ -15,6 +15,7 @@ mod cache;
 mod coherence;
 mod concurrency;
 mod conventions;
+mod deploy;
 mod fetch;
 mod guards;
 mod health;
