@@ -2,7 +2,7 @@
 //! it is set), and the app each worker serves (its actors first, then the
 //! middleware and the routes).
 
-use std::cell::OnceCell;
+use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener};
 
 use actix_cors::Cors;
@@ -28,10 +28,27 @@ pub(super) fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), Sta
 }
 
 thread_local! {
-    /// This worker thread's actors and guard state. actix-web builds a
-    /// worker's application once per listener: the second build (the admin
-    /// listener's) must serve with the same ones, not start its own.
-    static WORKER: OnceCell<Worker> = const { OnceCell::new() };
+    /// This worker thread's actors and guard state, while its applications
+    /// are built. actix-web builds a worker's application once per
+    /// listener: the admin listener's build must serve with the same ones,
+    /// not start its own. The last build takes them out: what a thread
+    /// keeps is dropped after its runtime is gone, where dropping an
+    /// actor's handle panics (and the process aborts) instead of stopping
+    /// it; the applications drop them inside the runtime.
+    static WORKER: RefCell<Option<(Worker, usize)>> = const { RefCell::new(None) };
+}
+
+/// This worker's state for one of its `builds` applications.
+fn worker_for_build(spec: &WorkerSpec, builds: usize) -> Worker {
+    WORKER.with_borrow_mut(|held| {
+        let (worker, left) = held.get_or_insert_with(|| (spec.start_worker(), builds));
+        *left -= 1;
+        let worker = worker.clone();
+        if *left == 0 {
+            *held = None;
+        }
+        worker
+    })
 }
 
 /// The listeners: the public one, and the admin one if it is set.
@@ -53,12 +70,13 @@ pub(super) fn serve(
         settings.auth_keys().any(),
     ));
     let admin = AdminListener(listeners.admin.as_ref().map(|(_, address)| *address));
+    let builds = 1 + usize::from(admin.0.is_some());
     let server = HttpServer::new(move || {
         let Worker {
             db,
             guards,
             metrics,
-        } = WORKER.with(|worker| worker.get_or_init(|| spec.start_worker()).clone());
+        } = worker_for_build(&spec, builds);
         App::new()
             .app_data(admin)
             .app_data(spec.state.clone())
