@@ -119,7 +119,7 @@ impl Authenticator {
     pub fn start(mut keys: watch::Receiver<Arc<KeySet>>) -> Rc<Self> {
         let authenticator = Rc::new(Self {
             keys: RefCell::new(keys.borrow_and_update().clone()),
-            verified: VerifiedTokens::new(),
+            verified: VerifiedTokens::default(),
         });
         let weak = Rc::downgrade(&authenticator);
         actix_web::rt::spawn(async move {

@@ -11,52 +11,45 @@
 //!   ahead is not kept;
 //! - every one is forgotten when the keys change, so a removed key's tokens
 //!   are refused from the next request on;
-//! - the tokens' bytes are bounded per worker; past the bound, the least
-//!   used go.
+//! - the tokens' bytes are bounded per worker; past the bound, all are
+//!   forgotten at once and verified again as they come (a plain map looked
+//!   up by the request's own `&str`: no copy of the token per request).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use mini_moka::unsync::Cache;
 
 use super::verify::{Principal, Verified};
 
 /// The bytes of tokens one worker keeps (a token of a few hundred bytes:
 /// some thousands of clients).
-const MAX_BYTES: u64 = 1 << 20;
+const MAX_BYTES: usize = 1 << 20;
 /// What an entry weighs beyond its token's bytes.
-const ENTRY_OVERHEAD: u64 = 64;
+const ENTRY_OVERHEAD: usize = 64;
 
-pub struct VerifiedTokens(RefCell<Cache<String, Kept>>);
+#[derive(Default)]
+pub struct VerifiedTokens(RefCell<Kept>);
 
-#[derive(Clone)]
+#[derive(Default)]
 struct Kept {
-    principal: Principal,
-    /// The token's `exp`, in seconds since the epoch.
-    expires: u64,
+    /// Each token's subject and scopes, and its `exp` in seconds since the
+    /// epoch.
+    tokens: HashMap<Box<str>, (Principal, u64)>,
+    /// What `tokens` weighs.
+    bytes: usize,
 }
 
 impl VerifiedTokens {
-    pub fn new() -> Self {
-        let cache = Cache::builder()
-            .max_capacity(MAX_BYTES)
-            .weigher(|token: &String, _: &Kept| {
-                u32::try_from(token.len() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
-            })
-            .build();
-        Self(RefCell::new(cache))
-    }
-
     /// Who `token` speaks for, if it verified here and has not expired.
     pub fn get(&self, token: &str) -> Option<Principal> {
-        // The cache looks up by its own key type: a copy of the token.
-        let key = token.to_owned();
-        let mut cache = self.0.borrow_mut();
-        let kept = cache.get(&key)?.clone();
-        if now() < kept.expires {
-            return Some(kept.principal);
+        let mut kept = self.0.borrow_mut();
+        let (principal, expires) = kept.tokens.get(token)?;
+        if now() < *expires {
+            return Some(principal.clone());
         }
-        cache.invalidate(&key);
+        if kept.tokens.remove(token).is_some() {
+            kept.bytes -= token.len() + ENTRY_OVERHEAD;
+        }
         None
     }
 
@@ -68,18 +61,23 @@ impl VerifiedTokens {
         let Some(expires) = verified.expires.filter(|exp| now < *exp) else {
             return;
         };
-        if started {
-            let kept = Kept {
-                principal: verified.principal.clone(),
-                expires,
-            };
-            self.0.borrow_mut().insert(token.to_owned(), kept);
+        if !started {
+            return;
+        }
+        let mut kept = self.0.borrow_mut();
+        let weight = token.len() + ENTRY_OVERHEAD;
+        if kept.bytes + weight > MAX_BYTES {
+            *kept = Kept::default();
+        }
+        let entry = (verified.principal.clone(), expires);
+        if kept.tokens.insert(token.into(), entry).is_none() {
+            kept.bytes += weight;
         }
     }
 
     /// Forgets every token (the keys changed).
     pub fn clear(&self) {
-        self.0.borrow_mut().invalidate_all();
+        *self.0.borrow_mut() = Kept::default();
     }
 }
 
@@ -107,7 +105,7 @@ mod tests {
 
     #[test]
     fn a_token_is_answered_until_its_expiry_and_only_that_token() {
-        let tokens = VerifiedTokens::new();
+        let tokens = VerifiedTokens::default();
         tokens.keep("a.b.c", &verified(Some(now() + 60), Some(now())));
         assert_eq!(&*tokens.get("a.b.c").unwrap().subject, "ada");
         assert!(tokens.get("a.b.d").is_none());
@@ -116,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_token_past_its_expiry_without_one_or_not_yet_valid_is_not_kept() {
-        let tokens = VerifiedTokens::new();
+        let tokens = VerifiedTokens::default();
         tokens.keep("past", &verified(Some(now()), None));
         tokens.keep("no-exp", &verified(None, None));
         tokens.keep("early", &verified(Some(now() + 60), Some(now() + 10)));
@@ -126,8 +124,20 @@ mod tests {
     }
 
     #[test]
+    fn the_tokens_kept_stay_within_their_bytes() {
+        let tokens = VerifiedTokens::default();
+        let long = |n: usize| format!("{n:08}{}", "t".repeat(1000));
+        for n in 0..2000 {
+            tokens.keep(&long(n), &verified(Some(now() + 60), None));
+        }
+        assert!(tokens.0.borrow().bytes <= MAX_BYTES);
+        assert!(tokens.get(&long(1999)).is_some(), "the newest is kept");
+        assert!(tokens.get(&long(0)).is_none(), "the oldest went");
+    }
+
+    #[test]
     fn new_keys_forget_every_token() {
-        let tokens = VerifiedTokens::new();
+        let tokens = VerifiedTokens::default();
         tokens.keep("a.b.c", &verified(Some(now() + 60), None));
         tokens.clear();
         assert!(tokens.get("a.b.c").is_none());
