@@ -230,7 +230,7 @@ async fn in_flight(app: &ProcessApp) -> f64 {
 /// the last started first, the metrics last) and the process exits 0.
 async fn sigterm_drains_requests_in_flight_then_exits_zero(db: TestDatabase) {
     let mut app = ProcessApp::start(&db.url(), &[("SWITCHBOARD_CHAOS", "true")]);
-    let slow = tokio::spawn(reqwest::get(app.url("/debug/slow/3000")));
+    let slow = tokio::spawn(reqwest::get(app.url("/debug/slow/5000")));
     assert!(
         eventually(Duration::from_secs(5), || async {
             in_flight(&app).await >= 1.0
@@ -255,7 +255,7 @@ async fn sigterm_drains_requests_in_flight_then_exits_zero(db: TestDatabase) {
 
     let response = slow.await.unwrap().expect("the slow request is answered");
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["slept_ms"], 3000);
+    assert_eq!(response.json::<Value>().await.unwrap()["slept_ms"], 5000);
     let status = app.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{status:?}");
     let stopped: Vec<String> = app

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use crate::helpers::{Backend, TestDatabase};
+use crate::helpers::{slack, Backend, TestDatabase};
 use crate::process_app::ProcessApp;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -179,11 +179,13 @@ async fn haproxy_and_switchboard_log_the_same_request_id() {
     let response = reqwest::get(format!("{}/hello/joined", topology.front))
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
-    let id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .map(|id| id.to_str().unwrap().to_owned());
+    let status = response.status();
+    assert_eq!(status, 200, "{}", response.text().await.unwrap());
+    let id = id.expect("an X-Request-Id");
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "made by HAProxy: {id}");
     let deadline = Instant::now() + Duration::from_secs(5);
     let proxy_line = loop {
@@ -242,7 +244,10 @@ async fn one_clients_rate_limit_is_exact_across_three_instances() {
             .await
             .unwrap();
         first_answered.get_or_insert(started.elapsed());
-        statuses.push(response.status().as_u16());
+        // A 200 without `RateLimit` failed open: Redis did not answer in
+        // time (a busy machine), so no decision of the shared limiter.
+        let decided = response.headers().contains_key("ratelimit");
+        statuses.push((response.status().as_u16(), decided));
     }
     let last_answered = started.elapsed();
     // The burst, and one more for each second that passed between the
@@ -254,14 +259,16 @@ async fn one_clients_rate_limit_is_exact_across_three_instances() {
             .as_secs_f64()
             .floor() as usize;
     let most = 10 + last_answered.as_secs_f64().ceil() as usize;
-    let allowed = statuses.iter().filter(|s| **s == 200).count();
+    let allowed = statuses.iter().filter(|s| **s == (200, true)).count();
+    let failed_open = statuses.iter().filter(|s| **s == (200, false)).count();
     assert!(
-        (least..=most).contains(&allowed),
-        "{allowed} allowed, {least} to {most} expected, however the three share it: {statuses:?}"
+        (least.saturating_sub(failed_open)..=most).contains(&allowed),
+        "{allowed} allowed ({failed_open} more failed open), {least} to {most} expected, \
+         however the three share it: {statuses:?}"
     );
-    assert!(statuses[..10].iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses[..10].iter().all(|s| s.0 == 200), "{statuses:?}");
     assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 429),
+        statuses.iter().all(|s| s.0 == 200 || *s == (429, true)),
         "{statuses:?}"
     );
 }
@@ -358,6 +365,8 @@ async fn three_instances_behind_haproxy_restart_and_fail_without_losing_anything
         .await
         .unwrap();
     let path = format!("/users/{}", created["id"]);
+    // Well under the caches' TTL, and wider on a slow machine.
+    let stale_for = slack(&topology.instance(1).url("/hello"), Duration::from_secs(2)).await;
     let mut delays = Vec::new();
     for version in 1..=50 {
         for reader in [1, 2] {
@@ -383,7 +392,7 @@ async fn three_instances_behind_haproxy_restart_and_fail_without_losing_anything
                 if seen["name"] == name.as_str() {
                     break;
                 }
-                assert!(written.elapsed() < Duration::from_secs(2), "stale for 2 s");
+                assert!(written.elapsed() < stale_for, "stale for {stale_for:?}");
             }
             delays.push(written.elapsed());
             let again: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
