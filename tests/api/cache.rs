@@ -169,3 +169,51 @@ async fn without_the_channel_postgres_caches_and_hears_nothing() {
     assert_eq!((cache.as_str(), &seen["name"]), ("hit", &json!("Cached")));
     assert_eq!(scrape(&alone.url("/metrics"), LISTENING).await, Some(0.0));
 }
+
+/// `SWITCHBOARD_CACHE_MAX_BYTES` bounds the cache however many entries
+/// `SWITCHBOARD_CACHE_MAX_ENTRIES` allows: read 60 users of some 250 bytes
+/// each into a cache of 4 KiB, and at most 4 KiB of them are hits when
+/// read again, while the same reads under the default bound all hit.
+#[actix_web::test]
+async fn the_byte_bound_holds_whatever_the_entry_bound() {
+    async fn hits_on_a_second_pass(max_bytes: Option<u64>) -> (usize, usize, f64) {
+        let app = spawn_app_with(Backend::Sqlite, |s| {
+            s.server.workers = 1;
+            s.cache.max_entries = 10_000;
+            if let Some(max_bytes) = max_bytes {
+                s.cache.max_bytes = max_bytes;
+            }
+        })
+        .await
+        .unwrap();
+        let mut paths = Vec::new();
+        for n in 0..60 {
+            let name = format!("{n:03}{}", "n".repeat(97));
+            let user = app.create_user(&name, &format!("u{n}@example.com")).await;
+            paths.push(format!("/users/{}", user["id"]));
+        }
+        let mut largest = 0;
+        for path in &paths {
+            let (cache, user) = read(&app, path).await;
+            assert_eq!(cache, "miss");
+            largest = largest.max(user.to_string().len());
+        }
+        let mut hits = 0;
+        for path in &paths {
+            hits += usize::from(read(&app, path).await.0 == "hit");
+        }
+        let evictions = scrape(&app.url("/metrics"), "cache_evictions_total ")
+            .await
+            .unwrap_or(0.0);
+        (hits, largest, evictions)
+    }
+    let (hits, largest, evictions) = hits_on_a_second_pass(Some(4096)).await;
+    assert!(largest > 200, "{largest}");
+    assert!(
+        hits <= 4096 / largest,
+        "{hits} hits of about {largest} bytes each in 4 KiB"
+    );
+    assert!(evictions > 0.0, "evictions are counted");
+    let (hits, _, _) = hits_on_a_second_pass(None).await;
+    assert_eq!(hits, 60, "the default bound keeps them all");
+}

@@ -292,10 +292,12 @@ async fn answers_worth_compressing_are_compressed_for_clients_that_ask() {
         assert_eq!(inflated, plain);
     }
 
-    // Not worth it, or not wanted.
+    // Not worth it (under 1 KiB, or over the 256 KiB that would hold the
+    // worker), or not wanted.
     for (path, accept) in [
         ("/hello", "gzip"),
         ("/users/1", "gzip"),
+        ("/docs/swagger-ui-bundle.js", "gzip"),
         ("/users?limit=50", "gzip;q=0"),
     ] {
         let response = fetch(path, accept).await.unwrap();
@@ -304,7 +306,15 @@ async fn answers_worth_compressing_are_compressed_for_clients_that_ask() {
             response.headers().get("content-encoding").is_none(),
             "{path} with {accept}"
         );
+        assert_eq!(header(&response, "vary"), "accept-encoding", "{path}");
     }
+    let script = fetch("/docs/swagger-ui-bundle.js", "identity")
+        .await
+        .unwrap();
+    assert!(script.bytes().await.unwrap().len() > 256 * 1024);
+    // Of the same kind and under the ceiling, compressed.
+    let style = fetch("/docs/swagger-ui.css", "gzip").await.unwrap();
+    assert_eq!(header(&style, "content-encoding"), "gzip");
 }
 
 #[actix_web::test]
