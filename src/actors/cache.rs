@@ -314,17 +314,19 @@ impl Handler<Put> for CacheActor {
                     .tombstones
                     .get(&put.key)
                     .is_some_and(|(invalidated, _)| *invalidated > seen);
-            if stale {
+            // A key filled since this fill's miss, and not invalidated
+            // since, holds what this fill read or newer: concurrent misses
+            // of one key fill it once.
+            if stale || act.entries.contains_key(&put.key) {
                 return;
             }
             let before = act.entries.entry_count();
-            let replacing = act.entries.contains_key(&put.key);
             let entry = Entry {
                 value: put.value,
                 expires_at: Instant::now() + act.config.ttl,
             };
             act.entries.insert(put.key, entry);
-            let expected = before + u64::from(!replacing);
+            let expected = before + 1;
             let evicted = expected.saturating_sub(act.entries.entry_count());
             if evicted > 0 {
                 act.stats.evictions += evicted;
@@ -487,6 +489,36 @@ mod tests {
             panic!("fresh fill was refused")
         };
         assert_eq!(value, cached(b"new"));
+    }
+
+    /// Concurrent misses of one key fill it once: the first fill stays,
+    /// the later ones of the same misses are dropped.
+    #[actix::test]
+    async fn concurrent_misses_fill_once() {
+        let cache =
+            actix::Supervisor::start(|_| CacheActor::new(config(100, 1 << 20), supervision()));
+        let mut tokens = Vec::new();
+        for _ in 0..2 {
+            let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
+                panic!("empty cache hit")
+            };
+            tokens.push(token);
+        }
+        for (token, body) in tokens.into_iter().zip([&b"first"[..], b"second"]) {
+            cache.do_send(Put {
+                key: "k".into(),
+                value: Cached {
+                    status: 200,
+                    body: Bytes::copy_from_slice(body),
+                    tag: None,
+                },
+                token,
+            });
+        }
+        let Lookup::Hit(value) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
+            panic!("not filled")
+        };
+        assert_eq!(value, cached(b"first"));
     }
 
     /// How many invalidations the cache remembers one by one.

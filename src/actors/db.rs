@@ -10,7 +10,9 @@
 //! when it is built ([`WritePath`]): on PostgreSQL a worker batches its own
 //! writes; SQLite lets one connection write at a time, so its workers send
 //! their writes on to one more `DbActor`, the writer, whose pool is that one
-//! connection. Both batch through one mechanism ([`crate::db::batch`]).
+//! connection. On PostgreSQL a worker also batches its point reads (by id,
+//! by email) on a queue of their own. All batch through one mechanism
+//! ([`crate::db::batch`]).
 
 use std::cell::RefCell;
 use std::future::{ready, Future};
@@ -25,10 +27,11 @@ use tracing::Instrument;
 use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
 use super::{ActorRef, ActorUnavailable};
 use crate::db::batch::Batching;
-use crate::db::postgres::Statements;
+use crate::db::postgres::{Lookups, Statements};
+use crate::db::read::Read;
 use crate::db::sqlite::Transactions;
 use crate::db::{
-    users, Connections, DatabaseUrl, DbError, PageCache, PoolSpec, PoolStatus, Write, WriteQueue,
+    users, BatchQueue, Connections, DatabaseUrl, DbError, PageCache, PoolSpec, PoolStatus, Write,
 };
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
 use crate::metrics::{Event, Recorder};
@@ -46,9 +49,9 @@ pub enum DbFailure {
 #[derive(Clone)]
 enum WritePath {
     /// A PostgreSQL worker's own queue: one statement per batch.
-    Statements(WriteQueue<Statements>),
+    Statements(BatchQueue<Statements>),
     /// SQLite's writer's queue: one transaction per batch.
-    Transactions(WriteQueue<Transactions>),
+    Transactions(BatchQueue<Transactions>),
     /// A SQLite worker's: on to the writer.
     Writer(ActorRef<DbActor>),
 }
@@ -59,11 +62,11 @@ impl WritePath {
     fn new(conns: &Connections, writer: Option<ActorRef<DbActor>>) -> Self {
         match (conns, writer) {
             (Connections::Postgres(pipeline), _) => {
-                Self::Statements(WriteQueue::new(Statements(Rc::clone(pipeline))))
+                Self::Statements(BatchQueue::new(Statements(Rc::clone(pipeline))))
             }
             (Connections::Sqlite(_), Some(writer)) => Self::Writer(writer),
             (Connections::Sqlite(pool), None) => {
-                Self::Transactions(WriteQueue::new(Transactions(pool.clone())))
+                Self::Transactions(BatchQueue::new(Transactions(pool.clone())))
             }
         }
     }
@@ -88,6 +91,9 @@ pub struct DbActor {
     pool: PoolSpec,
     conns: Connections,
     writes: WritePath,
+    /// A PostgreSQL worker's queue of point reads; on SQLite each read
+    /// runs alone.
+    reads: Option<BatchQueue<Lookups>>,
     /// The last write probe's answer and when it came.
     writable: Rc<RefCell<Option<Probed>>>,
     /// The recorder of its thread, which its query futures share.
@@ -128,6 +134,12 @@ impl DbActor {
         let conns = Connections::new(pool.build());
         Self {
             writes: WritePath::new(&conns, writer),
+            reads: match &conns {
+                Connections::Postgres(pipeline) => {
+                    Some(BatchQueue::new(Lookups(Rc::clone(pipeline))))
+                }
+                Connections::Sqlite(_) => None,
+            },
             pool,
             conns,
             writable: Rc::default(),
@@ -177,10 +189,10 @@ impl DbActor {
         }
     }
 
-    fn queue<B: Batching>(
+    fn queue<B: Batching<Query = Write, Output = User>>(
         &mut self,
         ctx: &mut Context<Self>,
-        queue: WriteQueue<B>,
+        queue: BatchQueue<B>,
         write: Write,
     ) -> ResponseFuture<Result<User, DbFailure>> {
         let op = match write {
@@ -202,6 +214,9 @@ impl Supervise for DbActor {
     fn reset(&mut self) {
         let conns = Connections::new(self.pool.build());
         self.writes.renew(&conns);
+        if let (Some(reads), Connections::Postgres(pipeline)) = (&self.reads, &conns) {
+            reads.renew(Lookups(Rc::clone(pipeline)));
+        }
         std::mem::replace(&mut self.conns, conns).close();
     }
 
@@ -299,11 +314,13 @@ impl Handler<GetUser> for DbActor {
     type Result = ResponseFuture<Result<User, DbFailure>>;
 
     fn handle(&mut self, GetUser(id): GetUser, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(
-            ctx,
-            "get",
-            |conns| async move { users::get(&conns, id).await },
-        )
+        let reads = self.reads.clone();
+        self.query(ctx, "get", |conns| async move {
+            match reads {
+                Some(reads) => reads.submit(Read::Id(id)).await?.ok_or(DbError::NotFound),
+                None => users::get(&conns, id).await,
+            }
+        })
     }
 }
 
@@ -311,9 +328,21 @@ impl Handler<ListUsers> for DbActor {
     type Result = ResponseFuture<Result<Vec<User>, DbFailure>>;
 
     fn handle(&mut self, msg: ListUsers, ctx: &mut Context<Self>) -> Self::Result {
-        self.query(ctx, "list", |conns| async move {
-            users::list(&conns, msg.after, msg.limit, msg.email.as_ref()).await
-        })
+        let ListUsers {
+            after,
+            limit,
+            email,
+        } = msg;
+        match (email, self.reads.clone()) {
+            // One user at most: a point read, batched with the others.
+            (Some(email), Some(reads)) => self.query(ctx, "list", |_| async move {
+                let found = reads.submit(Read::Email(email)).await?;
+                Ok(found.into_iter().filter(|user| user.id > after).collect())
+            }),
+            (email, _) => self.query(ctx, "list", |conns| async move {
+                users::list(&conns, after, limit, email.as_ref()).await
+            }),
+        }
     }
 }
 

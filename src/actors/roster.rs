@@ -34,6 +34,8 @@ pub struct Member {
     id: ActorId,
     status: Recipient<Status>,
     crash: Recipient<Traced<Crash>>,
+    /// How long a drill waits for the crash's answer: what any call may.
+    call_timeout: Duration,
     /// Its own thread; `None` when it runs on an HTTP worker's.
     arbiter: Option<ArbiterHandle>,
     ended: Ended,
@@ -113,6 +115,7 @@ impl Member {
             id,
             status: addr.clone().recipient(),
             crash: addr.clone().recipient(),
+            call_timeout,
             arbiter,
             ended,
         };
@@ -175,7 +178,7 @@ impl Roster {
             let sent = member
                 .crash
                 .send(Traced::new(Crash))
-                .timeout(STATUS_TIMEOUT);
+                .timeout(member.call_timeout);
             let sent = sent.await;
             if let Err(err) = sent {
                 return Some(Err(ActorUnavailable::of_call(member.id, err)));

@@ -1,27 +1,35 @@
-//! Writes in batches: the writes a database actor receives while one batch
-//! of its writes is in flight go to the database together in the next.
+//! Queries in batches: the queries of one kind a database actor receives
+//! while one batch of them is in flight go to the database together in the
+//! next. An actor keeps a queue for its writes, and on PostgreSQL one for
+//! its point reads.
 //!
 //! Each write alone costs a commit (on SQLite an fsync; on PostgreSQL a
 //! round trip, and for patches and deletes the cache trigger's `NOTIFY`,
-//! which PostgreSQL serializes); a batch pays it once. A quiet actor's write
-//! finds nothing in flight and goes at once, alone. The backend supplies how
-//! a batch runs ([`Batching`]): SQLite one transaction per batch, PostgreSQL
-//! one statement per batch. The rest is said here, once for both:
+//! which PostgreSQL serializes); each read alone costs a statement's round
+//! trip and planning. A batch pays them once. A quiet actor's query finds
+//! nothing in flight and goes at once, alone. The backend supplies how a
+//! batch runs ([`Batching`]): SQLite's writes one transaction per batch,
+//! PostgreSQL's writes and reads one statement per batch. The rest is said
+//! here, once for all:
 //!
 //! - A batch holds at most one write per user, and a write waits while an
 //!   earlier write to its user waits, so writes to one user apply in the
-//!   order they came. Writes of one shape ([`Batching::shape`]) share a
-//!   batch; writes with no shape run alone, several at once.
-//! - No write is answered before its batch has committed or failed.
-//! - A batch refused as a whole, for a reason one write alone need not meet,
-//!   runs again write by write, so each gets its own answer. A batch that
-//!   could not start, or may have been applied (its connection lost
-//!   mid-commit), is not run again: each write is answered with that failure.
+//!   order they came ([`Batching::orders`]); reads need no order. Queries
+//!   of one shape ([`Batching::shape`]) share a batch; queries with no
+//!   shape run alone, several at once.
+//! - No query is answered before its batch has committed or failed; a
+//!   batch starts after every query in it was sent, so it sees every write
+//!   acknowledged before then.
+//! - A batch refused as a whole, for a reason one query alone need not
+//!   meet, runs again query by query, so each gets its own answer. A batch
+//!   that could not start, or may have been applied (its connection lost
+//!   mid-commit), is not run again: each query is answered with that
+//!   failure.
 //!
 //! The queue lives on the actor's thread (`Rc`, no lock) and its batches run
 //! as the thread's local tasks, so a request that gives up waiting takes no
-//! other write down with it. It outlives a restart of the actor, which hands
-//! it the fresh connections ([`WriteQueue::renew`]).
+//! other query down with it. It outlives a restart of the actor, which
+//! hands it the fresh connections ([`BatchQueue::renew`]).
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -30,61 +38,81 @@ use std::rc::Rc;
 use futures_util::future::join_all;
 use tokio::sync::oneshot;
 
-use super::write::{Write, Written};
 use super::DbError;
+use crate::domain::UserId;
 
-/// How one backend runs a batch of writes.
+/// How one backend runs a batch of one kind of query.
 #[allow(async_fn_in_trait)] // its futures run on the actor's thread only
 pub trait Batching: Clone + 'static {
-    /// Most writes in one batch: a bound on how long the first waits for
+    /// The queries it runs.
+    type Query: std::fmt::Debug;
+    /// What a query answers when it succeeds.
+    type Output;
+
+    /// Most queries in one batch: a bound on how long the first waits for
     /// the last.
     const MAX_BATCH: usize;
 
-    /// What writes that may share a batch have in common.
+    /// What queries that may share a batch have in common.
     type Shape: PartialEq + std::fmt::Debug;
 
-    /// The write's shape; `None` for a write that runs alone.
-    fn shape(write: &Write) -> Option<Self::Shape>;
+    /// The query's shape; `None` for a query that runs alone.
+    fn shape(query: &Self::Query) -> Option<Self::Shape>;
 
-    /// Runs writes of one shape together.
-    async fn together(&self, shape: &Self::Shape, batch: &[Write]) -> Together;
+    /// The user whose queries must apply in the order they came, one per
+    /// batch; `None` for a query that needs no order.
+    fn orders(query: &Self::Query) -> Option<UserId>;
 
-    /// Runs one write alone, its own transaction.
-    async fn alone(&self, write: &Write) -> Written;
+    /// Runs queries of one shape together.
+    async fn together(&self, shape: &Self::Shape, batch: &[Self::Query]) -> Together<Self>;
+
+    /// Runs one query alone, its own transaction.
+    async fn alone(&self, query: &Self::Query) -> Answer<Self>;
 }
 
+/// What a query of `B` answers.
+pub type Answer<B> = Result<<B as Batching>::Output, DbError>;
+
 /// What running a batch together came to.
-pub enum Together {
-    /// An answer for each write, in order.
-    Answered(Vec<Written>),
-    /// Refused as a whole, nothing applied: each write runs again alone.
+pub enum Together<B: Batching> {
+    /// An answer for each query, in order.
+    Answered(Vec<Answer<B>>),
+    /// Refused as a whole, nothing applied: each query runs again alone.
     Refused(DbError),
-    /// Each write fails with this, and none runs again: the batch could not
+    /// Each query fails with this, and none runs again: the batch could not
     /// start (no connection), or may have been applied (its connection was
     /// lost, or its commit failed).
     Failed(DbError),
 }
 
-type Reply = oneshot::Sender<Written>;
+type Reply<B> = oneshot::Sender<Answer<B>>;
 
-/// An actor's queue of writes; cloning shares it.
-pub struct WriteQueue<B: Batching>(Rc<RefCell<Queue<B>>>);
+/// A batch taken off the queue: its queries, where their answers go, and
+/// how it runs.
+struct Batch<B: Batching> {
+    queries: Vec<B::Query>,
+    replies: Vec<Reply<B>>,
+    batching: B,
+}
 
-struct Queue<B> {
+/// An actor's queue of one kind of query; cloning shares it.
+pub struct BatchQueue<B: Batching>(Rc<RefCell<Queue<B>>>);
+
+struct Queue<B: Batching> {
     /// How the next batch runs, on the actor's latest connections.
     batching: B,
-    pending: Vec<(Write, Reply)>,
+    pending: Vec<(B::Query, Reply<B>)>,
     /// A task is running batches; it takes whatever is pending next.
     running: bool,
 }
 
-impl<B: Batching> Clone for WriteQueue<B> {
+impl<B: Batching> Clone for BatchQueue<B> {
     fn clone(&self) -> Self {
         Self(Rc::clone(&self.0))
     }
 }
 
-impl<B: Batching> WriteQueue<B> {
+impl<B: Batching> BatchQueue<B> {
     pub fn new(batching: B) -> Self {
         Self(Rc::new(RefCell::new(Queue {
             batching,
@@ -98,13 +126,13 @@ impl<B: Batching> WriteQueue<B> {
         self.0.borrow_mut().batching = batching;
     }
 
-    /// Runs `write` with whatever other writes are waiting when its turn
+    /// Runs `query` with whatever other queries are waiting when its turn
     /// comes. Must be called on the actor's thread.
-    pub async fn submit(&self, write: Write) -> Written {
+    pub async fn submit(&self, query: B::Query) -> Answer<B> {
         let (reply, answer) = oneshot::channel();
         {
             let mut queue = self.0.borrow_mut();
-            queue.pending.push((write, reply));
+            queue.pending.push((query, reply));
             if !queue.running {
                 queue.running = true;
                 tokio::task::spawn_local(run(self.clone()));
@@ -115,34 +143,38 @@ impl<B: Batching> WriteQueue<B> {
 
     /// The next batch, where its answers go and how to run it; `None` once
     /// the queue is empty (and then the running task ends, see [`Running`]).
-    fn next_batch(&self) -> Option<(Vec<Write>, Vec<Reply>, B)> {
+    fn next_batch(&self) -> Option<Batch<B>> {
         let mut queue = self.0.borrow_mut();
         let shape = B::shape(&queue.pending.first()?.0);
-        let (mut writes, mut replies, mut waiting) = (Vec::new(), Vec::new(), Vec::new());
-        // Users with a write in this batch, or one that waits for the next.
+        let (mut queries, mut replies, mut waiting) = (Vec::new(), Vec::new(), Vec::new());
+        // Users with a query in this batch, or one that waits for the next.
         let mut held = HashSet::new();
-        for (write, reply) in std::mem::take(&mut queue.pending) {
-            let user = write.user();
-            let joins = writes.len() < B::MAX_BATCH
-                && B::shape(&write) == shape
+        for (query, reply) in std::mem::take(&mut queue.pending) {
+            let user = B::orders(&query);
+            let joins = queries.len() < B::MAX_BATCH
+                && B::shape(&query) == shape
                 && user.is_none_or(|user| !held.contains(&user));
             held.extend(user);
             if joins {
-                writes.push(write);
+                queries.push(query);
                 replies.push(reply);
             } else {
-                waiting.push((write, reply));
+                waiting.push((query, reply));
             }
         }
         queue.pending = waiting;
         match &shape {
-            Some(shape) => tracing::debug!(writes = writes.len(), ?shape, "a batch of writes"),
-            None => tracing::debug!(writes = writes.len(), "writes that run alone"),
+            Some(shape) => tracing::debug!(queries = queries.len(), ?shape, "a batch"),
+            None => tracing::debug!(queries = queries.len(), "queries that run alone"),
         }
-        Some((writes, replies, queue.batching.clone()))
+        Some(Batch {
+            queries,
+            replies,
+            batching: queue.batching.clone(),
+        })
     }
 
-    fn stop_running(&self) -> Vec<(Write, Reply)> {
+    fn stop_running(&self) -> Vec<(B::Query, Reply<B>)> {
         let mut queue = self.0.borrow_mut();
         queue.running = false;
         std::mem::take(&mut queue.pending)
@@ -150,21 +182,26 @@ impl<B: Batching> WriteQueue<B> {
 }
 
 /// Runs batches until the queue is empty.
-async fn run<B: Batching>(queue: WriteQueue<B>) {
+async fn run<B: Batching>(queue: BatchQueue<B>) {
     let _stopped = Running(queue.clone());
-    while let Some((writes, replies, batching)) = queue.next_batch() {
-        let answers = run_batch(&batching, &writes).await;
+    while let Some(Batch {
+        queries,
+        replies,
+        batching,
+    }) = queue.next_batch()
+    {
+        let answers = run_batch(&batching, &queries).await;
         for (reply, answer) in replies.into_iter().zip(answers) {
             drop(reply.send(answer));
         }
     }
 }
 
-/// Ends a running task, so that the next write starts a new one. When the
-/// queue ran empty this finds nothing else to do; when the task is dropped midway (a panic, or the actor's thread
-/// stopping), the writes still queued are answered with an error rather
-/// than left waiting.
-struct Running<B: Batching>(WriteQueue<B>);
+/// Ends a running task, so that the next query starts a new one. When the
+/// queue ran empty this finds nothing else to do; when the task is dropped
+/// midway (a panic, or the actor's thread stopping), the queries still
+/// queued are answered with an error rather than left waiting.
+struct Running<B: Batching>(BatchQueue<B>);
 
 impl<B: Batching> Drop for Running<B> {
     fn drop(&mut self) {
@@ -174,21 +211,21 @@ impl<B: Batching> Drop for Running<B> {
     }
 }
 
-/// Runs one batch: an answer for each of its writes, in order.
-async fn run_batch<B: Batching>(batching: &B, writes: &[Write]) -> Vec<Written> {
-    let each_alone = || join_all(writes.iter().map(|write| batching.alone(write)));
-    let shape = match B::shape(&writes[0]) {
-        Some(shape) if writes.len() > 1 => shape,
+/// Runs one batch: an answer for each of its queries, in order.
+async fn run_batch<B: Batching>(batching: &B, queries: &[B::Query]) -> Vec<Answer<B>> {
+    let each_alone = || join_all(queries.iter().map(|query| batching.alone(query)));
+    let shape = match B::shape(&queries[0]) {
+        Some(shape) if queries.len() > 1 => shape,
         _ => return each_alone().await,
     };
-    match batching.together(&shape, writes).await {
+    match batching.together(&shape, queries).await {
         Together::Answered(answers) => answers,
         Together::Failed(err) => {
-            tracing::error!(%err, writes = writes.len(), "a batch of writes failed");
-            writes.iter().map(|_| Err(err.clone())).collect()
+            tracing::error!(%err, queries = queries.len(), ?shape, "a batch failed");
+            queries.iter().map(|_| Err(err.clone())).collect()
         }
         Together::Refused(err) => {
-            tracing::warn!(%err, writes = writes.len(), "a batch of writes was refused; running each alone");
+            tracing::warn!(%err, queries = queries.len(), ?shape, "a batch was refused; running each alone");
             each_alone().await
         }
     }

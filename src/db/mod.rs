@@ -7,7 +7,8 @@
 //! Inside, dependencies point one way: `conn` (what a query runs on) is at
 //! the bottom; `pool` and `postgres::Pipeline` lend connections;
 //! `connections` picks one of them for an actor; `users` runs queries;
-//! `write` and `batch` queue writes, which the backends' strategies run.
+//! `write`, `read` and `batch` queue writes and point reads, which the
+//! backends' strategies run.
 
 pub mod batch;
 pub mod conn;
@@ -16,13 +17,14 @@ pub mod migrate;
 pub mod models;
 pub mod pool;
 pub mod postgres;
+pub mod read;
 pub mod schema;
 pub mod sqlite;
 mod url;
 pub mod users;
 pub mod write;
 
-pub use batch::WriteQueue;
+pub use batch::BatchQueue;
 pub use conn::{Checkout, DbConn, PoolStatus, QueryCost};
 pub use connections::Connections;
 pub use migrate::migrate;

@@ -81,6 +81,29 @@ async fn get_on(conn: DbConn<'_>, id: UserId) -> Result<User, DbError> {
     Ok(row.into())
 }
 
+/// What a batch of point reads ([`super::postgres::Lookups`]) looks
+/// users up by.
+pub enum UserKeys<'a> {
+    Ids(&'a [i64]),
+    /// Email keys ([`UserEmail::key`]).
+    Emails(&'a [String]),
+}
+
+/// The users with these keys, in no order.
+pub async fn get_many(conns: &impl Checkout, keys: UserKeys<'_>) -> Result<Vec<User>, DbError> {
+    read(conns, QueryCost::Page, async |conn| {
+        let rows: Vec<UserRow> = on_conn!(conn, conn => {
+            let all = users::table.select(UserRow::as_select());
+            match keys {
+                UserKeys::Ids(ids) => all.filter(users::id.eq_any(ids)).load(conn).await,
+                UserKeys::Emails(keys) => all.filter(users::email_key.eq_any(keys)).load(conn).await,
+            }
+        })?;
+        Ok(rows.into_iter().map(User::from).collect())
+    })
+    .await
+}
+
 /// Up to `limit` users with ids above `after`, in id order; only the one
 /// with this email address, if one is given.
 pub async fn list(

@@ -11,7 +11,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::future::join_all;
 use switchboard::config::DatabaseUrl;
 use switchboard::db::postgres::Statements;
-use switchboard::db::{users, Connections, DbError, PageCache, PoolSpec, Write, WriteQueue};
+use switchboard::db::{users, BatchQueue, Connections, DbError, PageCache, PoolSpec, Write};
 use switchboard::domain::{Expected, NewUser, UserId, UserPatch, Version};
 
 use crate::pg::{
@@ -19,11 +19,11 @@ use crate::pg::{
 };
 
 /// A worker's queue of writes on `conns`.
-fn queue(conns: &Connections) -> WriteQueue<Statements> {
+fn queue(conns: &Connections) -> BatchQueue<Statements> {
     let Connections::Postgres(pipeline) = conns else {
         unreachable!("a PostgreSQL pipeline")
     };
-    WriteQueue::new(Statements(pipeline.clone()))
+    BatchQueue::new(Statements(pipeline.clone()))
 }
 
 fn create(user: &NewUser) -> Write {

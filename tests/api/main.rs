@@ -20,6 +20,7 @@ mod fetch;
 mod guards;
 mod health;
 mod hostile;
+mod lookups;
 mod metrics;
 mod migrations;
 mod observability;

@@ -160,9 +160,9 @@ async fn acknowledged_batched_writes_survive_switchboard_killed(db: TestDatabase
         })
         .collect();
     let in_batches = |shape: &str| {
-        app.logged("a batch of writes")
+        app.logged("a batch")
             .iter()
-            .filter(|e| e["writes"].as_u64() > Some(1) && e["shape"] == shape)
+            .filter(|e| e["queries"].as_u64() > Some(1) && e["shape"] == shape)
             .count()
     };
     assert!(

@@ -31,7 +31,7 @@ use crate::db::conn::{run, Checkout, QueryCost};
 use crate::db::models::{NewUserRow, UserChanges, UserRow};
 use crate::db::write::{Write, Written};
 use crate::db::DbError;
-use crate::domain::{Expected, NewUser, User};
+use crate::domain::{Expected, NewUser, User, UserId};
 
 /// Runs a worker's batches on its pipelined connections.
 #[derive(Clone)]
@@ -46,8 +46,14 @@ pub enum Statement {
 }
 
 impl Batching for Statements {
+    type Query = Write;
+    type Output = User;
     const MAX_BATCH: usize = 256;
     type Shape = Statement;
+
+    fn orders(write: &Write) -> Option<UserId> {
+        write.user()
+    }
 
     fn shape(write: &Write) -> Option<Statement> {
         match write {
@@ -61,7 +67,7 @@ impl Batching for Statements {
         }
     }
 
-    async fn together(&self, statement: &Statement, batch: &[Write]) -> Together {
+    async fn together(&self, statement: &Statement, batch: &[Write]) -> Together<Self> {
         let answered = match statement {
             Statement::Insert => create_many(&self.0, batch).await,
             Statement::Update => update_many(&self.0, batch).await,

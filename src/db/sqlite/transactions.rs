@@ -23,6 +23,7 @@ use crate::db::batch::{Batching, Together};
 use crate::db::conn::{DbConn, SqliteAsyncConnection};
 use crate::db::write::{Write, Written};
 use crate::db::DbError;
+use crate::domain::{User, UserId};
 
 /// Runs the writer's batches on its pool of one connection.
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub struct Transactions(pub Pool<SqliteAsyncConnection>);
 pub struct AnyWrite;
 
 impl Batching for Transactions {
+    type Query = Write;
+    type Output = User;
     const MAX_BATCH: usize = 128;
     type Shape = AnyWrite;
 
@@ -40,7 +43,11 @@ impl Batching for Transactions {
         Some(AnyWrite)
     }
 
-    async fn together(&self, _: &AnyWrite, batch: &[Write]) -> Together {
+    fn orders(write: &Write) -> Option<UserId> {
+        write.user()
+    }
+
+    async fn together(&self, _: &AnyWrite, batch: &[Write]) -> Together<Self> {
         let mut conn = match self.0.get().await {
             Ok(conn) => InTransaction(Some(conn)),
             Err(err) => return Together::Failed(err.into()),
@@ -82,7 +89,7 @@ fn spoils_transaction(err: &DbError) -> bool {
 
 /// Rolls the batch's transaction back after a statement spoiled it; the
 /// connection is dropped if even that fails.
-async fn roll_back(mut conn: InTransaction, cause: DbError) -> Together {
+async fn roll_back(mut conn: InTransaction, cause: DbError) -> Together<Transactions> {
     match conn.get().batch_execute("ROLLBACK").await {
         Ok(()) => drop(conn.ended()),
         Err(err) => tracing::error!(%err, "rollback failed; dropping the connection"),
@@ -119,13 +126,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::db::batch::WriteQueue;
+    use crate::db::batch::BatchQueue;
     use crate::db::DatabaseUrl;
     use crate::db::{migrate, users, DbPool, PageCache, PoolSpec};
     use crate::domain::{Expected, NewUser, User, UserId, UserPatch};
 
     /// A migrated SQLite file and the writer's queue on a pool of one.
-    async fn writer(dir: &tempfile::TempDir) -> (WriteQueue<Transactions>, DbPool) {
+    async fn writer(dir: &tempfile::TempDir) -> (BatchQueue<Transactions>, DbPool) {
         let url = DatabaseUrl::Sqlite(dir.path().join("users.db"));
         migrate(&url).await.unwrap();
         let pool = PoolSpec {
@@ -137,7 +144,7 @@ mod tests {
         let DbPool::Sqlite(sqlite) = &pool else {
             unreachable!("a SQLite url builds a SQLite pool")
         };
-        (WriteQueue::new(Transactions(sqlite.clone())), pool)
+        (BatchQueue::new(Transactions(sqlite.clone())), pool)
     }
 
     fn create(name: &str, email: &str) -> Write {
@@ -151,7 +158,7 @@ mod tests {
     /// Submits writes in order, without yielding in between, so that all
     /// are pending when the queue's task first runs and share a batch
     /// where the rules let them.
-    async fn submit_all(queue: &WriteQueue<Transactions>, writes: Vec<Write>) -> Vec<Written> {
+    async fn submit_all(queue: &BatchQueue<Transactions>, writes: Vec<Write>) -> Vec<Written> {
         let submitted = writes.into_iter().map(|write| {
             let queue = queue.clone();
             tokio::task::spawn_local(async move { queue.submit(write).await })
