@@ -459,13 +459,23 @@ mod tests {
         }
     }
 
+    /// A cache of 100 entries in 1 MiB.
+    fn started() -> actix::Addr<CacheActor> {
+        actix::Supervisor::start(|_| CacheActor::new(config(100, 1 << 20), supervision()))
+    }
+
+    /// The fill token of a lookup of "k" that must miss.
+    async fn miss(cache: &actix::Addr<CacheActor>) -> FillToken {
+        let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
+            panic!("\"k\" was expected to miss")
+        };
+        token
+    }
+
     #[actix::test]
     async fn fills_hit_and_a_fill_after_invalidation_is_refused() {
-        let cache =
-            actix::Supervisor::start(|_| CacheActor::new(config(100, 1 << 20), supervision()));
-        let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
-            panic!("empty cache hit")
-        };
+        let cache = started();
+        let token = miss(&cache).await;
         cache.send(Invalidate("k".into())).await.unwrap();
         cache.do_send(Put {
             key: "k".into(),
@@ -477,9 +487,7 @@ mod tests {
             Lookup::Miss(_)
         ));
 
-        let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
-            panic!("stale value was cached")
-        };
+        let token = miss(&cache).await;
         cache.do_send(Put {
             key: "k".into(),
             value: cached(b"new"),
@@ -495,23 +503,16 @@ mod tests {
     /// the later ones of the same misses are dropped.
     #[actix::test]
     async fn concurrent_misses_fill_once() {
-        let cache =
-            actix::Supervisor::start(|_| CacheActor::new(config(100, 1 << 20), supervision()));
+        let cache = started();
         let mut tokens = Vec::new();
         for _ in 0..2 {
-            let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
-                panic!("empty cache hit")
-            };
+            let token = miss(&cache).await;
             tokens.push(token);
         }
         for (token, body) in tokens.into_iter().zip([&b"first"[..], b"second"]) {
             cache.do_send(Put {
                 key: "k".into(),
-                value: Cached {
-                    status: 200,
-                    body: Bytes::copy_from_slice(body),
-                    tag: None,
-                },
+                value: cached(body),
                 token,
             });
         }
@@ -539,11 +540,8 @@ mod tests {
     /// and memory that a burst of writes cannot grow.
     #[actix::test]
     async fn a_burst_of_invalidations_is_remembered_in_bounded_memory() {
-        let cache =
-            actix::Supervisor::start(|_| CacheActor::new(config(100, 1 << 20), supervision()));
-        let Lookup::Miss(before) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
-            panic!("empty cache hit")
-        };
+        let cache = started();
+        let before = miss(&cache).await;
         // The key's own invalidation is the one past the bound.
         for i in 0..MAX_TOMBSTONES {
             cache.do_send(Invalidate(format!("burst{i}")));
@@ -570,8 +568,7 @@ mod tests {
 
     #[actix::test]
     async fn a_paused_cache_serves_and_keeps_nothing_and_resumes_empty() {
-        let cache =
-            actix::Supervisor::start(|_| CacheActor::new(config(100, 1 << 20), supervision()));
+        let cache = started();
         assert_eq!(read_through(&cache, &["k"]).await, [false]);
         assert_eq!(read_through(&cache, &["k"]).await, [true]);
         cache.send(Pause).await.unwrap();
@@ -588,9 +585,7 @@ mod tests {
         let cache =
             actix::Supervisor::start(|_| CacheActor::new(config(0, 1 << 20), supervision()));
         for _ in 0..2 {
-            let Lookup::Miss(token) = cache.send(Get("k".into())).await.unwrap().unwrap() else {
-                panic!("a disabled cache hit")
-            };
+            let token = miss(&cache).await;
             cache.do_send(Put {
                 key: "k".into(),
                 value: cached(b"v"),

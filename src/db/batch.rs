@@ -85,6 +85,20 @@ pub enum Together<B: Batching> {
     Failed(DbError),
 }
 
+impl<B: Batching> Together<B> {
+    /// What a batch run as one statement came to: its answers, or, if the
+    /// statement failed, `Failed` when its connection was lost or could
+    /// not be had (it may have been applied), else `Refused` (the database
+    /// refused it as a whole, so nothing was).
+    pub fn of_statement(answered: Result<Vec<Answer<B>>, DbError>) -> Self {
+        match answered {
+            Ok(answers) => Self::Answered(answers),
+            Err(err @ (DbError::ConnectionLost(_) | DbError::Unavailable(_))) => Self::Failed(err),
+            Err(err) => Self::Refused(err),
+        }
+    }
+}
+
 type Reply<B> = oneshot::Sender<Answer<B>>;
 
 /// A batch taken off the queue: its queries, where their answers go, and

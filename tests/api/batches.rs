@@ -15,15 +15,12 @@ use switchboard::db::{users, BatchQueue, Connections, DbError, PageCache, PoolSp
 use switchboard::domain::{Expected, NewUser, UserId, UserPatch, Version};
 
 use crate::pg::{
-    count_kept, create_one_by_one, id_of, kept_prepared, note_writers, pipeline, writers_of,
+    count_kept, create_one_by_one, id_of, kept_prepared, note_writers, pipeline, shared, writers_of,
 };
 
 /// A worker's queue of writes on `conns`.
 fn queue(conns: &Connections) -> BatchQueue<Statements> {
-    let Connections::Postgres(pipeline) = conns else {
-        unreachable!("a PostgreSQL pipeline")
-    };
-    BatchQueue::new(Statements(pipeline.clone()))
+    BatchQueue::new(Statements(shared(conns)))
 }
 
 fn create(user: &NewUser) -> Write {

@@ -16,13 +16,10 @@ use switchboard::db::{BatchQueue, Connections};
 use switchboard::domain::UserId;
 
 use crate::helpers::{eventually, spawn_app_with, Backend, TestDatabase};
-use crate::pg::{create_one_by_one, id_of, pipeline};
+use crate::pg::{create_one_by_one, id_of, pipeline, shared};
 
 fn lookups(conns: &Connections) -> BatchQueue<Lookups> {
-    let Connections::Postgres(pipeline) = conns else {
-        unreachable!("a PostgreSQL pipeline")
-    };
-    BatchQueue::new(Lookups(pipeline.clone()))
+    BatchQueue::new(Lookups(shared(conns)))
 }
 
 /// Statements of the database's clients, but `LOCK`s, waiting for a lock,

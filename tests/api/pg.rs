@@ -7,6 +7,7 @@ use diesel::sql_types::{Array, Text};
 use diesel_async::RunQueryDsl;
 use switchboard::config::DatabaseUrl;
 use switchboard::db::conn::Lease;
+use switchboard::db::postgres::Pipeline;
 use switchboard::db::{
     migrate, users, Checkout, Connections, DbConn, PageCache, PoolSpec, QueryCost,
 };
@@ -26,6 +27,14 @@ pub async fn pipeline(size: usize) -> Option<(TestDatabase, Connections)> {
     };
     let conns = Connections::new(pool.build());
     Some((db, conns))
+}
+
+/// The PostgreSQL pipeline of `conns`, for a strategy of batches to run on.
+pub fn shared(conns: &Connections) -> std::rc::Rc<Pipeline> {
+    let Connections::Postgres(pipeline) = conns else {
+        unreachable!("a PostgreSQL pipeline")
+    };
+    pipeline.clone()
 }
 
 pub fn new_user(n: usize) -> NewUser {

@@ -73,13 +73,7 @@ impl Batching for Statements {
             Statement::Update => update_many(&self.0, batch).await,
             Statement::Delete => delete_many(&self.0, batch).await,
         };
-        match answered {
-            Ok(answers) => Together::Answered(answers),
-            Err(err @ (DbError::ConnectionLost(_) | DbError::Unavailable(_))) => {
-                Together::Failed(err)
-            }
-            Err(err) => Together::Refused(err),
-        }
+        Together::of_statement(answered)
     }
 
     async fn alone(&self, write: &Write) -> Written {

@@ -47,13 +47,7 @@ impl Batching for Lookups {
     }
 
     async fn together(&self, key: &LookupKey, batch: &[Read]) -> Together<Self> {
-        match find(&self.0, *key, batch).await {
-            Ok(answers) => Together::Answered(answers),
-            Err(err @ (DbError::ConnectionLost(_) | DbError::Unavailable(_))) => {
-                Together::Failed(err)
-            }
-            Err(err) => Together::Refused(err),
-        }
+        Together::of_statement(find(&self.0, *key, batch).await)
     }
 
     async fn alone(&self, read: &Read) -> Answer<Self> {
