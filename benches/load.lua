@@ -5,6 +5,9 @@
 --   create          POST /users, every email unique (TAG names the run)
 --   update          PATCH /users/{random id}, a new name
 --   mixed           90% get, 10% update
+--   email           GET /users?email=user{random n}@EXAMPLE.com (seeded
+--                   users are user{n}@example.com; the case differs)
+--   deep            GET /users?after={random id in the last tenth}&limit=50
 --   delete          DELETE /users/{id}, each id once: FIRST, FIRST+1, ...
 --                   shared out among wrk's THREADS (default 2) threads
 --   conditional     PATCH /users/{id} with If-Match: the ETag its last
@@ -64,6 +67,13 @@ local builders = {
       '{"name":"Bench User","email":"' .. email .. '"}')
   end,
   update = update_user,
+  email = function()
+    return wrk.format("GET", "/users?email=user" .. math.random(1, users) .. "@EXAMPLE.com")
+  end,
+  deep = function()
+    local after = math.random(users - math.floor(users / 10), users - 50)
+    return wrk.format("GET", "/users?after=" .. after .. "&limit=50")
+  end,
   mixed = function()
     if math.random(1, 10) == 1 then return update_user() end
     return get_user()

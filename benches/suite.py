@@ -387,6 +387,26 @@ def seed(port, users=USERS, clients=8):
         list(pool.map(create, (range(i, users + 1, clients) for i in range(1, clients + 1))))
 
 
+def seed_by_copy(url, users):
+    """Users 1..N, user{n}@example.com, in one COPY with triggers off (no
+    server is listening yet), then analysed as autovacuum would."""
+    copy = subprocess.Popen(
+        ["psql", url, "-v", "ON_ERROR_STOP=1", "-q",
+         "-c", "SET session_replication_role = replica",
+         "-c", "\\copy users (name, email, email_key, created_at, updated_at) FROM pstdin"],
+        stdin=subprocess.PIPE, text=True)
+    chunk = 50_000
+    for first in range(1, users + 1, chunk):
+        copy.stdin.write("".join(
+            f"User {n}\tuser{n}@example.com\tuser{n}@example.com\t"
+            "2026-01-01 00:00:00\t2026-01-01 00:00:00\n"
+            for n in range(first, min(first + chunk, users + 1))))
+    copy.stdin.close()
+    if copy.wait() != 0:
+        raise RuntimeError("seeding by COPY failed")
+    psql(url, "VACUUM ANALYZE users")
+
+
 def wrk(env, connections, seconds, script, url):
     # A response within switchboard's request deadline (30 s) is an answer,
     # however slow; wrk's own 2 s timeout would count SQLite's slowest
@@ -398,16 +418,23 @@ def wrk(env, connections, seconds, script, url):
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if not rps:
         raise RuntimeError("wrk printed no rate:\n" + output)
-    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
+    non_2xx = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
+    errors = non_2xx
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     if socket:
         errors += sum(int(n) for n in socket.groups())
-    return {"rps": float(rps.group(1)), "p50": wrk_latency_ms(output, "50%"),
-            "p99": wrk_latency_ms(output, "99%"), "errors": errors}
+    requests = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m),", output)
+    return {"rps": float(rps.group(1)), "p50": wrk_latency_ms(output, r"50%"),
+            "p99": wrk_latency_ms(output, r"99%"),
+            "max": wrk_latency_ms(output, r"Latency(?:\s+\S+){2}"),
+            "errors": errors, "non_2xx": non_2xx, "requests": int(requests.group(1)),
+            "seconds": float(requests.group(2)) * {"ms": 0.001, "s": 1, "m": 60}[requests.group(3)]}
 
 
-def wrk_latency_ms(output, quantile):
-    value, unit = re.search(rf"^\s+{quantile}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
+def wrk_latency_ms(output, label):
+    """A latency wrk printed after LABEL (a quantile, or the thread stats'
+    maximum), in ms."""
+    value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\b", output, re.M).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 

@@ -75,7 +75,9 @@ pub enum Event {
     Cache {
         hit: bool,
     },
+    /// One cache shard's entries (the gauge adds every shard's up).
     CacheSize {
+        shard: usize,
         entries: u64,
     },
     CacheEvictions(u64),

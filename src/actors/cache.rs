@@ -11,6 +11,13 @@
 //! hitting. Each entry carries its expiry: a read past it drops the entry,
 //! and a sweep drops the rest, both through `invalidate`, which counts right.
 //!
+//! One actor's thread would cost every hit two thread switches (a cache
+//! thread of its own sleeps between lookups, and each hit wakes it), so each
+//! HTTP worker runs a shard of the cache on its own thread, and
+//! [`CacheHandle`] routes each key to one shard by a hash of the key: a key
+//! lives in exactly one place, each shard holds its share of the bounds, and
+//! a hit on the worker's own shard never leaves its thread.
+//!
 //! Read-through without stale fills: a miss hands out a [`FillToken`] (the
 //! invalidation epoch at that moment) and a [`Put`] is dropped if its key was
 //! invalidated after the token was taken. So a reader that fetched a user from
@@ -22,6 +29,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::{AsyncContext, Context, Handler, Message, MessageResponse};
@@ -46,6 +55,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// stale entry.
 const MAX_TOMBSTONES: usize = 65_536;
 
+/// One shard's share of the cache's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
     /// `0` turns caching off: every lookup misses, every fill is dropped.
@@ -203,7 +213,8 @@ impl Supervise for CacheActor {
 
     fn report(&mut self) {
         let entries = self.entries.entry_count();
-        self.metrics.record(Event::CacheSize { entries });
+        let shard = self.supervision.id().shard;
+        self.metrics.record(Event::CacheSize { shard, entries });
     }
 }
 
@@ -372,20 +383,46 @@ pub enum Read<T> {
 }
 
 /// The callers' side of the cache: read-through with fill tokens, and
-/// invalidation. With no room for entries (`SWITCHBOARD_CACHE_MAX_ENTRIES=0`)
-/// it never calls the actor, so reads and writes pay nothing for it.
+/// invalidation, each key at its shard. With no room for entries
+/// (`SWITCHBOARD_CACHE_MAX_ENTRIES=0`) it never calls a shard, so reads and
+/// writes pay nothing for it; nor before the workers have started theirs.
 #[derive(Clone)]
 pub struct CacheHandle {
-    actor: ActorRef<CacheActor>,
+    shards: Arc<OnceLock<CacheShards>>,
     enabled: bool,
 }
 
+struct CacheShards {
+    shards: Vec<ActorRef<CacheActor>>,
+    /// Picks a key's shard. Seeded per process: a client choosing its
+    /// keys can at worst pick their shard, which buys it nothing.
+    hasher: foldhash::fast::RandomState,
+}
+
 impl CacheHandle {
-    pub fn new(actor: ActorRef<CacheActor>, config: &CacheConfig) -> Self {
+    /// A handle whose shards are not started yet ([`Self::set_shards`]).
+    pub fn new(config: &CacheConfig) -> Self {
         Self {
-            actor,
+            shards: Arc::default(),
             enabled: config.max_entries > 0,
         }
+    }
+
+    /// The workers' shards, in worker order; set once.
+    pub fn set_shards(&self, shards: Vec<ActorRef<CacheActor>>) {
+        let hasher = foldhash::fast::RandomState::default();
+        let _ = self.shards.set(CacheShards { shards, hasher });
+    }
+
+    /// The shard that holds `key`, if the cache is on and started.
+    fn shard_of(&self, key: &str) -> Option<&ActorRef<CacheActor>> {
+        let CacheShards { shards, hasher } = self.shards.get().filter(|_| self.enabled)?;
+        let index = hasher.hash_one(key) % shards.len().max(1) as u64;
+        shards.get(usize::try_from(index).unwrap_or(0))
+    }
+
+    fn every_shard(&self) -> &[ActorRef<CacheActor>] {
+        self.shards.get().map_or(&[], |s| &s.shards)
     }
 
     /// The cached value of `key`, or else what `load` loads, which fills
@@ -402,18 +439,18 @@ impl CacheHandle {
     where
         Fut: Future<Output = Result<T, E>>,
     {
-        let token = if self.enabled {
-            match self.actor.call(Get(key.clone())).await {
+        let shard = self.shard_of(&key);
+        let token = match shard {
+            Some(shard) => match shard.call(Get(key.clone())).await {
                 Ok(Lookup::Hit(cached)) => return Ok(Read::Hit(cached)),
                 Ok(Lookup::Miss(token)) => Some(token),
                 Ok(Lookup::Paused) | Err(_) => None,
-            }
-        } else {
-            None
+            },
+            None => None,
         };
         let loaded = load().await?;
-        if let (Some(token), Some(value)) = (token, fill(&loaded)) {
-            self.actor.tell(Put { key, value, token });
+        if let (Some(shard), Some(token), Some(value)) = (shard, token, fill(&loaded)) {
+            shard.tell(Put { key, value, token });
         }
         Ok(Read::Loaded(loaded))
     }
@@ -425,8 +462,23 @@ impl CacheHandle {
     /// finds the key gone. A cache actor that is restarting keeps its
     /// mailbox; one given up or ended holds no copy to drop.
     pub fn invalidate(&self, key: String) {
-        if self.enabled {
-            self.actor.post(Invalidate(key));
+        if let Some(shard) = self.shard_of(&key) {
+            shard.post(Invalidate(key));
+        }
+    }
+
+    /// This instance stopped hearing other instances' writes: every shard
+    /// stops serving ([`Pause`]).
+    pub fn pause(&self) {
+        for shard in self.every_shard() {
+            shard.post(Pause);
+        }
+    }
+
+    /// It hears them again: every shard forgets and serves ([`Resume`]).
+    pub fn resume(&self) {
+        for shard in self.every_shard() {
+            shard.post(Resume);
         }
     }
 }

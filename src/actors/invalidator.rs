@@ -23,7 +23,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use super::cache::{CacheActor, Invalidate, Pause, Resume};
+use super::cache::CacheHandle;
 use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
 use super::ActorRef;
 use crate::metrics::{Event, Recorder};
@@ -40,7 +40,7 @@ const LAST_RETRY: Duration = Duration::from_secs(2);
 
 pub struct InvalidatorActor {
     url: String,
-    cache: ActorRef<CacheActor>,
+    cache: CacheHandle,
     listening: bool,
     /// Told once, the first time it listens (start-up waits for it).
     first_listen: Option<oneshot::Sender<()>>,
@@ -53,7 +53,7 @@ impl InvalidatorActor {
     /// on `first_listen` once it first listens.
     pub fn new(
         url: String,
-        cache: ActorRef<CacheActor>,
+        cache: CacheHandle,
         first_listen: oneshot::Sender<()>,
         supervision: Supervision,
     ) -> Self {
@@ -76,7 +76,7 @@ impl Supervise for InvalidatorActor {
     /// A restarted listener starts over: not listening, the cache paused.
     fn reset(&mut self) {
         self.listening = false;
-        self.cache.post(Pause);
+        self.cache.pause();
     }
 
     fn on_start(&mut self, ctx: &mut Context<Self>) {
@@ -113,13 +113,13 @@ impl Handler<Listening> for InvalidatorActor {
             act.listening = now;
             act.metrics.record(Event::Invalidations { listening: now });
             if now {
-                act.cache.post(Resume);
+                act.cache.resume();
                 tracing::info!("listening for other instances' writes: the cache serves again");
                 if let Some(first) = act.first_listen.take() {
                     let _ = first.send(());
                 }
             } else {
-                act.cache.post(Pause);
+                act.cache.pause();
                 tracing::warn!(
                     "lost the channel of other instances' writes: the cache is paused, reads go to the database"
                 );
@@ -134,7 +134,7 @@ impl Handler<Heard> for InvalidatorActor {
     fn handle(&mut self, Heard(key): Heard, ctx: &mut Context<Self>) {
         run_guarded(self, ctx, |act, _| {
             act.metrics.record(Event::InvalidationHeard);
-            act.cache.post(Invalidate(key));
+            act.cache.invalidate(key);
         })
     }
 }

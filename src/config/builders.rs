@@ -12,10 +12,20 @@ use crate::rate_limit::RatePolicy;
 use super::{CacheInvalidation, RateLimitBackend, Settings};
 
 impl Settings {
+    /// One worker's cache shard: its share of the bounds (at least one
+    /// entry each, while the cache is on).
     pub fn cache_config(&self) -> CacheConfig {
+        let shards = self.server.workers.max(1) as u64;
+        let share = |bound: u64| {
+            if bound == 0 {
+                0
+            } else {
+                (bound / shards).max(1)
+            }
+        };
         CacheConfig {
-            max_entries: self.cache.max_entries,
-            max_bytes: self.cache.max_bytes,
+            max_entries: share(self.cache.max_entries),
+            max_bytes: share(self.cache.max_bytes),
             ttl: self.cache.ttl,
             fill_window: self.server.request_timeout,
             start_paused: self.cache_invalidation() != CacheInvalidation::None,

@@ -247,10 +247,10 @@ settings! {
 
     /// The response cache.
     [cache] CacheSettings {
-        /// cache entries; `0` turns the cache off
+        /// cache entries, shared out among the workers' shards; `0` turns the cache off
         max_entries: u64 = 10_000, Number,
             env "SWITCHBOARD_CACHE_MAX_ENTRIES", flag "cache-max-entries";
-        /// cache bytes
+        /// cache bytes, shared out among the workers' shards
         max_bytes: u64 = 64 * 1024 * 1024, Number,
             env "SWITCHBOARD_CACHE_MAX_BYTES", flag "cache-max-bytes", shown "67108864 (64 MiB)";
         /// cache entry lifetime, in seconds

@@ -94,19 +94,20 @@ impl Application {
             call_timeout: settings.server.request_timeout,
         };
         let mut actors = SharedActors::start(&settings, &starter);
-        actors.until_coherent().await;
         let keys = token_keys(&settings)?;
         let (public, address) = server::bind(settings.server.bind)?;
         let admin = settings.server.admin_bind.map(server::bind).transpose()?;
         let admin_address = admin.as_ref().map(|(_, admin)| *admin);
         let state = web::Data::new(app_state(&settings, &actors));
-        let (spec, started) = WorkerSpec::new(&settings, &state, &actors, starter, keys);
+        let (spec, started) = WorkerSpec::new(&settings, &state, &actors, starter.clone(), keys);
         let server = server::serve(Listeners { public, admin }, &settings, spec)
             .map_err(|source| StartupError::Bind { address, source })?;
         let handle = server.handle();
         // Polling the server is what starts its workers.
         let server = actix_web::rt::spawn(server);
         let workers = workers::collect(started, settings.server.workers).await?;
+        actors.cache.set_shards(workers.cache_shards());
+        actors.until_coherent(&settings, &starter).await;
         if let (Some((policy, _)), Some(shards)) =
             (settings.rate_limiter(), workers.limiter_shards())
         {

@@ -1,13 +1,13 @@
 //! The actors that run once per process, each on an arbiter of its own:
-//! metrics, cache, the cache's invalidator (PostgreSQL), fetcher, and on
-//! SQLite the database writer. They start in that order and stop in
-//! reverse.
+//! metrics, fetcher, on SQLite the database writer, and once the workers
+//! have started their cache shards, the cache's invalidator (PostgreSQL).
+//! They start in that order and stop in reverse.
 
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::actors::cache::{CacheActor, CacheHandle};
+use crate::actors::cache::CacheHandle;
 use crate::actors::db::DbActor;
 use crate::actors::fetcher::FetcherActor;
 use crate::actors::invalidator::InvalidatorActor;
@@ -25,12 +25,10 @@ pub(super) struct SharedActors {
     /// Where every thread's recorder sends its batches.
     pub sink: MetricsSink,
     pub metrics: Started<MetricsActor>,
+    /// The workers' cache shards, once they have started them.
     pub cache: CacheHandle,
-    cache_member: Member,
-    /// Hears other instances' writes (PostgreSQL), and says when it first
-    /// does.
+    /// Hears other instances' writes (PostgreSQL), once started.
     invalidator: Option<Member>,
-    listening: Option<oneshot::Receiver<()>>,
     pub fetcher: Started<FetcherActor>,
     /// On SQLite, the one database actor that writes.
     pub db_writer: Option<Started<DbActor>>,
@@ -39,14 +37,7 @@ pub(super) struct SharedActors {
 impl SharedActors {
     pub fn start(settings: &Settings, starter: &Starter) -> Self {
         let (metrics, sink) = start_metrics(settings, starter);
-        let cache_config = settings.cache_config();
-        let cache = starter.alone(
-            ActorId::single(ActorKind::Cache),
-            sink.clone(),
-            move |supervision| CacheActor::new(cache_config, supervision),
-        );
-        let cache_handle = CacheHandle::new(cache.actor.clone(), &cache_config);
-        let (invalidator, listening) = start_invalidator(settings, starter, &sink, &cache);
+        let cache_handle = CacheHandle::new(&settings.cache_config());
         let fetcher = starter.alone(ActorId::single(ActorKind::Fetcher), sink.clone(), {
             let (config, cache) = (settings.fetch_config(), cache_handle.clone());
             let timeout = settings.server.request_timeout;
@@ -57,18 +48,22 @@ impl SharedActors {
             sink,
             metrics,
             cache: cache_handle,
-            cache_member: cache.member,
-            listening,
-            invalidator,
+            invalidator: None,
             fetcher,
             db_writer,
         }
     }
 
-    /// Waits (a little) until the cache hears other instances' writes, so
-    /// that a fresh instance serves from its cache from its first request.
-    pub async fn until_coherent(&mut self) {
-        if let Some(listening) = self.listening.take() {
+    /// Once the cache's shards are set: on PostgreSQL, starts hearing
+    /// other instances' writes, and waits (a little) until the cache does,
+    /// so that a fresh instance serves from its cache from its first
+    /// requests (until then the shards are paused: reads go to the
+    /// database).
+    pub async fn until_coherent(&mut self, settings: &Settings, starter: &Starter) {
+        let (invalidator, listening) =
+            start_invalidator(settings, starter, &self.sink, &self.cache);
+        self.invalidator = invalidator;
+        if let Some(listening) = listening {
             if tokio::time::timeout(LISTEN_TIMEOUT, listening)
                 .await
                 .is_err()
@@ -80,10 +75,9 @@ impl SharedActors {
 
     /// Every actor: these in the order they started, then the workers'.
     pub fn roster(&self, workers: impl IntoIterator<Item = Member>) -> Roster {
-        let mut members = vec![self.metrics.member.clone(), self.cache_member.clone()];
-        members.extend(self.invalidator.clone());
-        members.push(self.fetcher.member.clone());
+        let mut members = vec![self.metrics.member.clone(), self.fetcher.member.clone()];
         members.extend(self.db_writer.iter().map(|writer| writer.member.clone()));
+        members.extend(self.invalidator.clone());
         members.extend(workers);
         Roster::new(members)
     }
@@ -112,7 +106,7 @@ fn start_invalidator(
     settings: &Settings,
     starter: &Starter,
     sink: &MetricsSink,
-    cache: &Started<CacheActor>,
+    cache: &CacheHandle,
 ) -> (Option<Member>, Option<oneshot::Receiver<()>>) {
     let DatabaseUrl::Postgres(url) = &settings.database.url else {
         return (None, None);
@@ -121,7 +115,7 @@ fn start_invalidator(
         return (None, None);
     }
     let (first_listen, listening) = oneshot::channel();
-    let (url, cache) = (url.clone(), cache.actor.clone());
+    let (url, cache) = (url.clone(), cache.clone());
     let invalidator = starter.alone(
         ActorId::single(ActorKind::Invalidator),
         sink.clone(),

@@ -1,6 +1,6 @@
 //! What each HTTP worker starts on its own thread: its database actor (with
-//! its share of the pool), its rate limiter shard, its metrics recorder and
-//! its guard state. The workers report their actors back, and start-up
+//! its share of the pool), its rate limiter shard, its cache shard, its
+//! metrics recorder and its guard state. The workers report their actors back, and start-up
 //! collects them into the roster.
 
 use std::rc::Rc;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix_web::web;
 use tokio::sync::{mpsc, watch};
 
+use crate::actors::cache::{CacheActor, CacheConfig};
 use crate::actors::db::DbActor;
 use crate::actors::rate_limiter::{LimiterBackend, RateLimiterActor, RateLimiterShards};
 use crate::actors::roster::{Member, Starter};
@@ -42,6 +43,8 @@ pub(super) struct WorkerSpec {
     db_writer: Option<ActorRef<DbActor>>,
     /// `None` when rate limiting is off.
     limiter: Option<(RatePolicy, LimiterBackend)>,
+    /// Each worker's cache shard.
+    cache: CacheConfig,
     starter: Starter,
     max_in_flight: usize,
     max_in_flight_per_client: usize,
@@ -56,6 +59,7 @@ pub(super) struct WorkerSpec {
 pub(super) struct WorkerActors {
     worker: usize,
     limiter: Option<ActorRef<RateLimiterActor>>,
+    cache: ActorRef<CacheActor>,
     members: Vec<Member>,
 }
 
@@ -83,6 +87,7 @@ impl WorkerSpec {
             pool_share: settings.pool_share(),
             db_writer: actors.db_writer.as_ref().map(|w| w.actor.clone()),
             limiter: settings.rate_limiter(),
+            cache: settings.cache_config(),
             starter,
             max_in_flight: settings.server.max_in_flight,
             max_in_flight_per_client: settings.server.max_in_flight_per_client(),
@@ -116,11 +121,16 @@ impl WorkerSpec {
                     RateLimiterActor::new(policy, backend, s)
                 })
         });
-        let mut members = vec![db.member];
+        let config = self.cache;
+        let cache = self.starter.here(id(ActorKind::Cache), &metrics, |s| {
+            CacheActor::new(config, s)
+        });
+        let mut members = vec![db.member, cache.member];
         members.extend(limiter.as_ref().map(|limiter| limiter.member.clone()));
         let _ = self.started.send(WorkerActors {
             worker,
             limiter: limiter.map(|limiter| limiter.actor),
+            cache: cache.actor,
             members,
         });
         let in_flight = InFlight::new(
@@ -149,6 +159,11 @@ impl Workers {
     pub fn limiter_shards(&self) -> Option<RateLimiterShards> {
         let shards = self.0.iter().filter_map(|w| w.limiter.clone()).collect();
         RateLimiterShards::new(shards)
+    }
+
+    /// The cache shards, one per worker, in worker order.
+    pub fn cache_shards(&self) -> Vec<ActorRef<CacheActor>> {
+        self.0.iter().map(|w| w.cache.clone()).collect()
     }
 
     pub fn members(self) -> impl Iterator<Item = Member> {

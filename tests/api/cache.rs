@@ -220,3 +220,41 @@ async fn the_byte_bound_holds_whatever_the_entry_bound() {
     let (hits, _, _) = hits_on_a_second_pass(None).await;
     assert_eq!(hits, 60, "the default bound keeps them all");
 }
+
+/// Each worker holds a shard of the cache, a key in exactly one of them:
+/// 40 users read twice over both workers are 40 entries in all (none
+/// cached twice, every shard counted) and the second reads all hit,
+/// whichever worker served them.
+#[actix_web::test]
+async fn every_key_lives_in_one_shard_and_the_gauge_counts_them_all() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.server.workers = 2)
+        .await
+        .unwrap();
+    let mut paths = Vec::new();
+    for n in 0..40 {
+        let user = app
+            .create_user(&format!("Sharded {n}"), &format!("s{n}@example.com"))
+            .await;
+        paths.push(format!("/users/{}", user["id"]));
+    }
+    for path in &paths {
+        assert_eq!(read(&app, path).await.0, "miss");
+    }
+    // Each read on a connection of its own, so both workers serve them.
+    let urls: Vec<String> = paths.iter().map(|path| app.url(path)).collect();
+    let hits = join_all(urls.into_iter().map(|url| async move {
+        let response = reqwest::Client::new().get(url).send().await.unwrap();
+        response.headers()["x-cache"] == "hit"
+    }))
+    .await;
+    assert!(hits.iter().all(|hit| *hit), "{hits:?}");
+    let counted = eventually(Duration::from_secs(5), || async {
+        scrape(&app.url("/metrics"), "cache_entries ").await == Some(40.0)
+    })
+    .await;
+    assert!(
+        counted,
+        "cache_entries: {:?}",
+        scrape(&app.url("/metrics"), "cache_entries ").await
+    );
+}

@@ -21,10 +21,11 @@ async fn ready_reports_database_and_every_actor(app: TestApp) {
     assert_eq!(body["checks"]["lifecycle"], "serving");
     assert_eq!(body["checks"]["database"]["status"], "up");
     assert_eq!(body["checks"]["database"]["writable"], true);
-    // Two workers: a database actor and a limiter shard each; SQLite's
+    // Two workers: a database actor, a cache shard and a limiter shard each; SQLite's
     // one writer, or PostgreSQL's invalidator; one of each other kind.
     let mut expected: Vec<(&str, u64)> = vec![
         ("cache", 0),
+        ("cache", 1),
         ("db", 0),
         ("db", 1),
         ("fetcher", 0),

@@ -263,17 +263,17 @@ async fn sigterm_drains_requests_in_flight_then_exits_zero(db: TestDatabase) {
         .iter()
         .map(|e| e["actor"].as_str().unwrap_or_default().to_owned())
         .collect();
-    let (workers, others) = stopped.split_at(4);
+    let (workers, others) = stopped.split_at(6);
     let mut workers = workers.to_vec();
     workers.sort();
     assert_eq!(
         workers,
-        ["db", "db", "rate_limiter", "rate_limiter"],
+        ["cache", "cache", "db", "db", "rate_limiter", "rate_limiter"],
         "{stopped:?}"
     );
     let others_in_order: &[&str] = match db {
-        TestDatabase::Sqlite(_) => &["db_writer", "fetcher", "cache", "metrics"],
-        TestDatabase::Postgres { .. } => &["fetcher", "invalidator", "cache", "metrics"],
+        TestDatabase::Sqlite(_) => &["db_writer", "fetcher", "metrics"],
+        TestDatabase::Postgres { .. } => &["invalidator", "fetcher", "metrics"],
     };
     assert_eq!(others, others_in_order, "{stopped:?}");
     assert_eq!(app.logged("switchboard stopped").len(), 1);

@@ -1,6 +1,8 @@
 //! The cache families: lookups by result, entries, evictions, and whether
 //! this instance hears other instances' writes.
 
+use std::collections::HashMap;
+
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
 use super::{counter, registered};
@@ -10,6 +12,7 @@ pub struct CacheMetrics {
     hits: IntCounter,
     misses: IntCounter,
     entries: IntGauge,
+    entries_by_shard: HashMap<usize, u64>,
     evictions: IntCounter,
     listening: IntGauge,
     heard: IntCounter,
@@ -31,6 +34,7 @@ impl CacheMetrics {
                 registry,
                 IntGauge::new("cache_entries", "Entries in the response cache"),
             ),
+            entries_by_shard: HashMap::new(),
             evictions: registered(
                 registry,
                 IntCounter::new("cache_evictions_total", "Entries evicted from the cache"),
@@ -60,8 +64,10 @@ impl CacheMetrics {
         }
     }
 
-    pub fn size(&self, entries: u64) {
-        self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+    pub fn size(&mut self, shard: usize, entries: u64) {
+        self.entries_by_shard.insert(shard, entries);
+        let total: u64 = self.entries_by_shard.values().sum();
+        self.entries.set(i64::try_from(total).unwrap_or(i64::MAX));
     }
 
     pub fn evicted(&self, n: u64) {

@@ -159,7 +159,7 @@ impl Metrics {
             Event::RateLimit(decision) => self.decisions[decision as usize].inc(),
             Event::AuthFailure(reason) => self.auth_failures.with_label_values(&[reason]).inc(),
             Event::Cache { hit } => self.cache.lookup(hit),
-            Event::CacheSize { entries } => self.cache.size(entries),
+            Event::CacheSize { shard, entries } => self.cache.size(shard, entries),
             Event::CacheEvictions(n) => self.cache.evicted(n),
             Event::Invalidations { listening } => self.cache.listening(listening),
             Event::InvalidationHeard => self.cache.heard(),
