@@ -30,7 +30,9 @@ matplotlib`, then run this script with target/bench-venv/bin/python).
   python3 benches/growth.py --smoke                  # one short pass, 1,000 users
 
 Needs wrk and psql (Debian: wrk, postgresql-client). Exits non-zero if a
-connection fails outright or an answer comes past the deadline.
+connection fails outright or an answer comes past the deadline, or if the
+users study (64 connections, under the in-flight cap) gets any answer but
+a 2xx.
 """
 
 import argparse
@@ -86,10 +88,12 @@ def main():
     if "users" in args.only:
         rows, cache = users_study(binary, args)
         print_users(rows, cache, args)
+        late += [r for r in rows + cache if r["max"] > DEADLINE_MS or r["socket"] or r["shed"]]
         if plots:
             plots.users(rows)
     if late:
-        sys.exit(f"{len(late)} runs had an answer past the deadline or a failed connection")
+        sys.exit(f"{len(late)} runs had an answer past the deadline or a failed connection, "
+                 "or at 64 connections an answer that was not a 2xx")
 
 
 def parse_args():
@@ -134,11 +138,14 @@ class Study:
         """One warmed-up wrk run; its figures and the server's peak RSS."""
         server = self.servers[server]
         url = f"http://127.0.0.1:{server.port}"
-        env = dict(suite.load_env(script, f"{server.port}c{connections}"), USERS=str(self.users))
+        def run(seconds):
+            # Each run creates users with emails of its own (load_env's TAG).
+            env = suite.load_env(script, f"{server.port}c{connections}")
+            return suite.wrk(dict(env, USERS=str(self.users)), connections, seconds, LOAD, url)
         if args.warmup:
-            suite.wrk(env, connections, args.warmup, LOAD, url)
+            run(args.warmup)
         server.reset_peak()
-        result = suite.wrk(env, connections, args.duration, LOAD, url)
+        result = run(args.duration)
         result["peak_rss_kib"] = server.memory_kib("VmHWM")
         return result
 

@@ -2,7 +2,8 @@
 //! them one client holds. Each worker owns its share of
 //! `SWITCHBOARD_MAX_IN_FLIGHT` and of `SWITCHBOARD_MAX_IN_FLIGHT_PER_CLIENT`
 //! in plain cells, so there is no shared counter and no lock. Past either,
-//! a request is refused at once (503 with `Retry-After`), never queued: one
+//! a request is refused (503 with `Retry-After`, after a short pause that
+//! holds no place: `guards::SHED_PAUSE`), never queued: one
 //! client cannot take the whole cap, slow bodies and slow upstreams
 //! included, and what it holds is returned as its requests end, however
 //! they end.

@@ -243,7 +243,7 @@ async fn a_dead_limiter_fails_open() {
 }
 
 #[actix_web::test]
-async fn past_the_in_flight_cap_requests_are_shed_at_once() {
+async fn past_the_in_flight_cap_requests_are_shed_after_a_pause() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.server.workers = 1;
         s.server.max_in_flight = 2;
@@ -259,11 +259,14 @@ async fn past_the_in_flight_cap_requests_are_shed_at_once() {
     })
     .await;
     assert!(busy, "both slow requests are in flight");
+    let asked = Instant::now();
     let response = app.get("/hello").await;
     assert!(
         slow.iter().all(|s| !s.is_finished()),
-        "shed at once, not queued until a slow one finished"
+        "shed, not queued until a slow one finished"
     );
+    // Held half a second, so a client retrying at once retries slowly.
+    assert!(asked.elapsed() >= Duration::from_millis(500));
     assert_eq!(header(&response, "retry-after"), "1");
     let problem = assert_problem(response, 503).await;
     assert!(problem["detail"].as_str().unwrap().contains("capacity"));
