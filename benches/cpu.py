@@ -133,7 +133,7 @@ def measure(server, scenario, args, work, record):
         perf.wait()
     requests = result["requests"]
     if record:
-        result["parts"] = {part: share for part, share in parts_of(work).items()}
+        result["parts"] = parts_of(work)
         return result
     counts = {}
     for line in open(output):
