@@ -29,7 +29,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -38,6 +37,7 @@ use bytes::Bytes;
 use mini_moka::unsync::Cache;
 use serde::Serialize;
 
+use super::sharding::ShardPicker;
 use super::supervision::{run_guarded, supervised_actor, Supervise, Supervision};
 use super::{ActorRef, ActorUnavailable};
 use crate::metrics::{Event, Recorder};
@@ -394,9 +394,7 @@ pub struct CacheHandle {
 
 struct CacheShards {
     shards: Vec<ActorRef<CacheActor>>,
-    /// Picks a key's shard. Seeded per process: a client choosing its
-    /// keys can at worst pick their shard, which buys it nothing.
-    hasher: foldhash::fast::RandomState,
+    picker: ShardPicker,
 }
 
 impl CacheHandle {
@@ -410,15 +408,14 @@ impl CacheHandle {
 
     /// The workers' shards, in worker order; set once.
     pub fn set_shards(&self, shards: Vec<ActorRef<CacheActor>>) {
-        let hasher = foldhash::fast::RandomState::default();
-        let _ = self.shards.set(CacheShards { shards, hasher });
+        let picker = ShardPicker::default();
+        let _ = self.shards.set(CacheShards { shards, picker });
     }
 
     /// The shard that holds `key`, if the cache is on and started.
     fn shard_of(&self, key: &str) -> Option<&ActorRef<CacheActor>> {
-        let CacheShards { shards, hasher } = self.shards.get().filter(|_| self.enabled)?;
-        let index = hasher.hash_one(key) % shards.len().max(1) as u64;
-        shards.get(usize::try_from(index).unwrap_or(0))
+        let CacheShards { shards, picker } = self.shards.get().filter(|_| self.enabled)?;
+        shards.get(picker.index(key, shards.len()))
     }
 
     fn every_shard(&self) -> &[ActorRef<CacheActor>] {

@@ -12,6 +12,7 @@ pub mod invalidator;
 pub mod metrics;
 pub mod rate_limiter;
 pub mod roster;
+pub mod sharding;
 pub mod supervision;
 
 pub use actor_ref::{ActorRef, ActorUnavailable};

@@ -217,12 +217,11 @@ fn known_query(req: &ServiceRequest) -> Result<(), ApiError> {
 }
 
 /// How long a request refused for want of room waits for its 503. Clients
-/// that retry at once (wrk, a tight retry loop, a load balancer's retries)
-/// would otherwise get their 503s as fast as the server can write them,
-/// and spend on refusals the time the admitted requests need: at 4,096
-/// connections against a cap of 1,024, immediate refusals took 94% of the
-/// goodput (docs/PERFORMANCE.md, "How the figures grow"). Held, a refused
-/// request costs a timer and no permit.
+/// that retry at once (a tight retry loop, a load balancer's retries) would
+/// otherwise get their 503s as fast as the server can write them, and spend
+/// on refusals the time the admitted requests need (docs/PERFORMANCE.md,
+/// "How the figures grow"). Held, a refused request costs a timer and no
+/// permit.
 const SHED_PAUSE: Duration = Duration::from_millis(500);
 
 /// A place among the requests in flight, or 503 past the worker's share of

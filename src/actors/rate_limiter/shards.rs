@@ -2,17 +2,14 @@
 //! always maps to the same shard, so its allowance lives in one place
 //! whichever worker serves it.
 
-use std::hash::BuildHasher;
-
 use super::{LimiterStats, RateLimiterActor, Stats};
+use crate::actors::sharding::ShardPicker;
 use crate::actors::ActorRef;
 use crate::rate_limit::RateKey;
 
 pub struct RateLimiterShards {
     shards: Vec<ActorRef<RateLimiterActor>>,
-    /// Picks a client's shard. Seeded per process; a client choosing its
-    /// address can at worst pick its shard, which buys it nothing.
-    hasher: foldhash::fast::RandomState,
+    picker: ShardPicker,
 }
 
 impl RateLimiterShards {
@@ -20,7 +17,7 @@ impl RateLimiterShards {
     pub fn new(shards: Vec<ActorRef<RateLimiterActor>>) -> Option<Self> {
         (!shards.is_empty()).then(|| Self {
             shards,
-            hasher: foldhash::fast::RandomState::default(),
+            picker: ShardPicker::default(),
         })
     }
 
@@ -30,8 +27,7 @@ impl RateLimiterShards {
 
     /// The index of the shard that holds this client's allowance.
     pub fn shard_of(&self, key: &RateKey) -> usize {
-        let index = self.hasher.hash_one(key) % self.shards.len() as u64;
-        usize::try_from(index).unwrap_or(0)
+        self.picker.index(key, self.shards.len())
     }
 
     /// Totals over every shard.
