@@ -6,12 +6,13 @@
 //!
 //! Dependencies point one way, from the HTTP edge down:
 //! `routes` → `middleware` → `actors` → `db`, `domain`, `fetch`,
-//! `rate_limit`, `metrics`.
+//! `rate_limit`, `metrics`, `traces`.
 //!
 //! - [`startup`]: start the actors, bind, serve; shut down in order;
 //!   [`lifecycle`]: serving, draining or escalating, as the probes say.
 //! - [`config`]: every setting declared once, by section, and its layers,
 //!   and the task (serve, `migrate`, `healthcheck`); [`telemetry`]: logs;
+//!   [`traces`]: OpenTelemetry traces over OTLP;
 //!   [`healthcheck`]: the container health check's client.
 //! - [`routes`]: thin handlers, one module per resource.
 //! - [`middleware`]: the request context (id, access line, request metrics)
@@ -34,10 +35,12 @@
 //!
 //! ```text
 //! roster
-//! ├── metrics, cache, fetcher         one each, on an arbiter of its own
+//! ├── metrics, fetcher                one each, on an arbiter of its own
+//! ├── span_exporter                   while traces are on, on an arbiter of its own
 //! ├── db_writer                       SQLite only, on an arbiter of its own
 //! └── per HTTP worker, on its thread
 //!     ├── db (shard = worker)         its share of the pool
+//!     ├── cache (shard)               its share of the keys
 //!     └── rate_limiter (shard)        its share of the clients
 //! ```
 //!
@@ -71,3 +74,4 @@ pub mod request_id;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod traces;

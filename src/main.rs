@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use switchboard::config::{ConfigError, Invocation, Settings, Task};
 use switchboard::db::migrate::{migrate, schema_status};
 use switchboard::startup::{Application, StartupError, Stopped};
+use switchboard::traces::TraceSettings;
 use switchboard::{healthcheck, telemetry};
 
 /// The exit status after an actor was given up (`EX_SOFTWARE`): the process
@@ -37,7 +38,14 @@ fn main() -> ExitCode {
             return ExitCode::from(MISCONFIGURED);
         }
     };
-    telemetry::init(settings.log.format, &settings.log.filter);
+    let traces = match TraceSettings::from_env() {
+        Ok(traces) => traces,
+        Err(err) => {
+            eprintln!("switchboard: {err}");
+            return ExitCode::from(MISCONFIGURED);
+        }
+    };
+    telemetry::init(settings.log.format, &settings.log.filter, traces);
     if let Err(err) = background_purge {
         tracing::warn!(%err, "no allocator background thread: freed memory is returned only as allocations go on");
     }
@@ -63,9 +71,9 @@ async fn serve(settings: Settings) -> ExitCode {
             tracing::error!(%err, "start-up failed");
             eprintln!("switchboard: {err}");
             return match err {
-                StartupError::MigrationsPending(_) | StartupError::Keys(_) => {
-                    ExitCode::from(MISCONFIGURED)
-                }
+                StartupError::MigrationsPending(_)
+                | StartupError::Keys(_)
+                | StartupError::Traces(_) => ExitCode::from(MISCONFIGURED),
                 _ => ExitCode::FAILURE,
             };
         }

@@ -130,6 +130,8 @@ pub enum Event {
     /// Batches this thread could not hand over since its last one that
     /// went through.
     BatchesDropped(u64),
+    /// Trace spans dropped on their way to the collector.
+    SpansDropped(u64),
 }
 
 /// A batch of events from one thread.

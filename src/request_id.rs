@@ -12,6 +12,9 @@
 use std::future::Future;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::trace::SpanContext;
+
+use crate::traces::propagation::Origin;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -20,6 +23,8 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 tokio::task_local! {
     static REQUEST_ID: HeaderValue;
+    /// The request's place in its trace (see [`crate::traces`]).
+    static TRACE: SpanContext;
 }
 
 /// The client's request id if it is one we can safely echo, else a new one.
@@ -44,9 +49,19 @@ fn new_id() -> HeaderValue {
     HeaderValue::from_str(text).expect("a UUID is a valid header value")
 }
 
-/// Runs `request` with `id` as its request id.
-pub async fn scope<F: Future>(id: HeaderValue, request: F) -> F::Output {
-    REQUEST_ID.scope(id, request).await
+/// Runs `request` with `id` as its request id, and `trace` as its ids in
+/// its trace.
+pub async fn scope<F: Future>(id: HeaderValue, trace: SpanContext, request: F) -> F::Output {
+    REQUEST_ID.scope(id, TRACE.scope(trace, request)).await
+}
+
+/// The request id and trace ids of the request being handled on this
+/// task, as its outbound calls pass them on.
+pub fn origin() -> Origin {
+    Origin {
+        request_id: REQUEST_ID.try_with(HeaderValue::clone).ok(),
+        trace: TRACE.try_with(SpanContext::clone).ok(),
+    }
 }
 
 /// The id of the request being handled on this task, if any.

@@ -11,6 +11,9 @@
 //! spans. Colour is used only when stdout is a terminal: escape codes in a
 //! file or a pipe are noise.
 //!
+//! Fields named `otel.*` are left out: they name a span in its trace
+//! ([`crate::traces`]), not a line in the logs.
+//!
 //! A panic anywhere (an actor's handler, a request's future) becomes one
 //! structured error line instead of the default hook's free text on stderr,
 //! so operators find it with the same query as every other failure.
@@ -22,27 +25,34 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::field::{RecordFields, VisitOutput};
+use tracing_subscriber::fmt::format::{DefaultVisitor, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::traces::TraceSettings;
 
-/// Installs the global subscriber and panic hook. Call once, before anything
+/// Installs the global subscriber and panic hook, and the trace exporter's
+/// layer when `traces` says where to export. Call once, before anything
 /// logs; a second call (as in tests that build several apps) is a no-op.
-pub fn init(format: LogFormat, filter: &str) {
+pub fn init(format: LogFormat, filter: &str, traces: Option<TraceSettings>) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    let installed = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder
+    let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal());
+    let logs = match format {
+        LogFormat::Pretty => logs.fmt_fields(LogFields).boxed(),
+        LogFormat::Json => logs
             .fmt_fields(JsonFields::new())
             .event_format(FlatJson)
-            .try_init(),
+            .boxed(),
     };
+    let installed = tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(crate::traces::layer(traces))
+        .try_init();
     if installed.is_ok() {
         std::panic::set_hook(Box::new(|info| {
             let location = info
@@ -55,6 +65,64 @@ pub fn init(format: LogFormat, filter: &str) {
                 "panic"
             );
         }));
+    }
+}
+
+/// Fields named `otel.*` name a span in its trace (its name, its kind):
+/// not what a log line needs.
+fn for_logs(field: &Field) -> bool {
+    !field.name().starts_with("otel.")
+}
+
+/// The human-readable fields, `otel.*` left out.
+struct LogFields;
+
+impl<'writer> FormatFields<'writer> for LogFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = DefaultVisitor::new(writer, true);
+        fields.record(&mut ForLogs(&mut visitor));
+        visitor.finish()
+    }
+}
+
+/// Hands a visitor the fields a log line shows.
+struct ForLogs<'a, V>(&'a mut V);
+
+impl<V: Visit> Visit for ForLogs<'_, V> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if for_logs(field) {
+            self.0.record_f64(field, value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if for_logs(field) {
+            self.0.record_i64(field, value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if for_logs(field) {
+            self.0.record_u64(field, value);
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if for_logs(field) {
+            self.0.record_bool(field, value);
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if for_logs(field) {
+            self.0.record_str(field, value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if for_logs(field) {
+            self.0.record_debug(field, value);
+        }
     }
 }
 
@@ -98,7 +166,8 @@ where
             let fields = extensions
                 .get::<FormattedFields<N>>()
                 .and_then(|fields| serde_json::from_str::<Map<String, Value>>(fields).ok());
-            line.extend(fields.into_iter().flatten());
+            let fields = fields.into_iter().flatten();
+            line.extend(fields.filter(|(name, _)| !name.starts_with("otel.")));
         }
         event.record(&mut JsonVisitor(&mut line));
         let mut text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;

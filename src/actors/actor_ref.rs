@@ -8,12 +8,13 @@
 //! turns into a fast 503; nothing here knows HTTP.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, MailboxError, Message, Recipient};
 
 use super::identity::ActorId;
+use crate::traces::spans;
 
 /// Why an actor did not do what it was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +64,14 @@ impl ActorUnavailable {
 }
 
 /// A message and the span it was sent from; the actor handles it inside
-/// that span (`supervised_actor!` implements the handler).
+/// that span (`supervised_actor!` implements the handler). While traces
+/// are on, that span is the message's own (`db GetUser`), a child of the
+/// sender's, which marks when the actor took it off its mailbox.
 pub struct Traced<M> {
     pub msg: M,
     pub span: tracing::Span,
+    /// When it was sent, if its span is its own.
+    pub sent: Option<Instant>,
 }
 
 impl<M: Message> Message for Traced<M> {
@@ -74,12 +79,28 @@ impl<M: Message> Message for Traced<M> {
 }
 
 impl<M> Traced<M> {
-    /// `msg`, sent from the current span.
-    pub fn new(msg: M) -> Self {
-        Self {
-            msg,
-            span: tracing::Span::current(),
+    /// `msg` to `actor`, sent from the current span.
+    pub fn new(actor: ActorId, msg: M) -> Self {
+        match spans::message(actor.name(), spans::type_name::<M>()) {
+            Some((span, sent)) => Self {
+                msg,
+                span,
+                sent: Some(sent),
+            },
+            None => Self {
+                msg,
+                span: tracing::Span::current(),
+                sent: None,
+            },
         }
+    }
+
+    /// The message, and its span entered; the wait in the mailbox ends.
+    pub fn open(self) -> (M, tracing::span::EnteredSpan) {
+        if let Some(sent) = self.sent {
+            spans::dequeued(&self.span, sent);
+        }
+        (self.msg, self.span.entered())
     }
 }
 
@@ -128,7 +149,7 @@ impl<A: Actor> ActorRef<A> {
         M::Result: Send,
     {
         self.addr
-            .send(Traced::new(msg))
+            .send(Traced::new(self.id, msg))
             .timeout(self.timeout)
             .await
             .map_err(|err| {
@@ -159,7 +180,7 @@ impl<A: Actor> ActorRef<A> {
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        let _ = self.addr.try_send(Traced::new(msg));
+        let _ = self.addr.try_send(Traced::new(self.id, msg));
     }
 
     /// Queues a message the actor must get, past the mailbox's capacity,
@@ -173,6 +194,6 @@ impl<A: Actor> ActorRef<A> {
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        self.addr.do_send(Traced::new(msg));
+        self.addr.do_send(Traced::new(self.id, msg));
     }
 }

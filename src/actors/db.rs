@@ -35,6 +35,7 @@ use crate::db::{
 };
 use crate::domain::{Expected, NewUser, User, UserEmail, UserId, UserPatch};
 use crate::metrics::{Event, Recorder};
+use crate::traces::spans;
 
 /// What a database actor's reply can fail with: the query, or the actor.
 #[derive(Debug, thiserror::Error)]
@@ -164,15 +165,17 @@ impl DbActor {
         run_guarded(self, ctx, |act, _| {
             let metrics = act.metrics.clone();
             let started = Instant::now();
-            let running = query(act.conns.clone());
+            let statement = spans::statement(act.conns.system(), sql_operation(op));
+            let running = statement.in_scope(|| query(act.conns.clone()));
             let query = async move {
                 let result = running.await;
                 let seconds = started.elapsed().as_secs_f64();
                 metrics.record(Event::Query { op, seconds });
                 result.map_err(DbFailure::from)
             };
-            // It runs after this handler returns: in the caller's span still.
-            Box::pin(query.instrument(tracing::Span::current())) as ResponseFuture<_>
+            // It runs after this handler returns: in the caller's span still
+            // (its statement's, while traces are on).
+            Box::pin(query.instrument(statement)) as ResponseFuture<_>
         })
     }
 
@@ -185,7 +188,10 @@ impl DbActor {
         match self.writes.clone() {
             WritePath::Statements(queue) => self.queue(ctx, queue, write),
             WritePath::Transactions(queue) => self.queue(ctx, queue, write),
-            WritePath::Writer(writer) => Box::pin(async move { writer.call(Queued(write)).await }),
+            WritePath::Writer(writer) => {
+                let to_writer = async move { writer.call(Queued(write)).await };
+                Box::pin(to_writer.instrument(tracing::Span::current()))
+            }
         }
     }
 
@@ -201,6 +207,16 @@ impl DbActor {
             Write::Delete { .. } => "delete",
         };
         self.query(ctx, op, |_| async move { queue.submit(write).await })
+    }
+}
+
+/// The SQL a query's operation runs, as its span names it.
+fn sql_operation(op: &'static str) -> &'static str {
+    match op {
+        "create" => "INSERT",
+        "update" => "UPDATE",
+        "delete" => "DELETE",
+        _ => "SELECT",
     }
 }
 

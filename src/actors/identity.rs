@@ -18,6 +18,8 @@ pub enum ActorKind {
     RateLimiter,
     Fetcher,
     Metrics,
+    /// Exports trace spans (only while traces are on).
+    SpanExporter,
 }
 
 impl ActorKind {
@@ -31,6 +33,7 @@ impl ActorKind {
             Self::RateLimiter => "rate_limiter",
             Self::Fetcher => "fetcher",
             Self::Metrics => "metrics",
+            Self::SpanExporter => "span_exporter",
         }
     }
 
@@ -44,13 +47,14 @@ impl ActorKind {
     }
 
     /// Every drill name, for the answer to an unknown one.
-    pub const DRILLS: [&'static str; 6] = [
+    pub const DRILLS: [&'static str; 7] = [
         "db",
         "cache",
         "invalidator",
         "rate_limiter",
         "fetcher",
         "metrics",
+        "span_exporter",
     ];
 }
 

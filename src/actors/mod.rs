@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod rate_limiter;
 pub mod roster;
 pub mod sharding;
+pub mod span_exporter;
 pub mod supervision;
 
 pub use actor_ref::{ActorRef, ActorUnavailable};

@@ -177,7 +177,7 @@ impl Roster {
         for member in self.members.iter().filter(|m| m.id.kind.drill() == drill) {
             let sent = member
                 .crash
-                .send(Traced::new(Crash))
+                .send(Traced::new(member.id, Crash))
                 .timeout(member.call_timeout);
             let sent = sent.await;
             if let Err(err) = sent {

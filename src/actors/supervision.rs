@@ -443,8 +443,7 @@ macro_rules! supervised_actor {
                 traced: $crate::actors::actor_ref::Traced<$message>,
                 ctx: &mut Self::Context,
             ) -> Self::Result {
-                let $crate::actors::actor_ref::Traced { msg, span } = traced;
-                let _entered = span.enter();
+                let (msg, _entered) = traced.open();
                 <Self as actix::Handler<$message>>::handle(self, msg, ctx)
             }
         }

@@ -37,9 +37,11 @@ use std::rc::Rc;
 
 use futures_util::future::join_all;
 use tokio::sync::oneshot;
+use tracing::{Instrument, Span};
 
 use super::DbError;
 use crate::domain::UserId;
+use crate::traces::spans;
 
 /// How one backend runs a batch of one kind of query.
 #[allow(async_fn_in_trait)] // its futures run on the actor's thread only
@@ -106,6 +108,8 @@ type Reply<B> = oneshot::Sender<Answer<B>>;
 struct Batch<B: Batching> {
     queries: Vec<B::Query>,
     replies: Vec<Reply<B>>,
+    /// The spans the queries were sent in (see [`spans::batch`]).
+    served: Vec<Span>,
     batching: B,
 }
 
@@ -115,7 +119,7 @@ pub struct BatchQueue<B: Batching>(Rc<RefCell<Queue<B>>>);
 struct Queue<B: Batching> {
     /// How the next batch runs, on the actor's latest connections.
     batching: B,
-    pending: Vec<(B::Query, Reply<B>)>,
+    pending: Vec<(B::Query, Reply<B>, Span)>,
     /// A task is running batches; it takes whatever is pending next.
     running: bool,
 }
@@ -146,7 +150,7 @@ impl<B: Batching> BatchQueue<B> {
         let (reply, answer) = oneshot::channel();
         {
             let mut queue = self.0.borrow_mut();
-            queue.pending.push((query, reply));
+            queue.pending.push((query, reply, spans::sender()));
             if !queue.running {
                 queue.running = true;
                 tokio::task::spawn_local(run(self.clone()));
@@ -160,10 +164,11 @@ impl<B: Batching> BatchQueue<B> {
     fn next_batch(&self) -> Option<Batch<B>> {
         let mut queue = self.0.borrow_mut();
         let shape = B::shape(&queue.pending.first()?.0);
-        let (mut queries, mut replies, mut waiting) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut queries, mut replies, mut served) = (Vec::new(), Vec::new(), Vec::new());
+        let mut waiting = Vec::new();
         // Users with a query in this batch, or one that waits for the next.
         let mut held = HashSet::new();
-        for (query, reply) in std::mem::take(&mut queue.pending) {
+        for (query, reply, span) in std::mem::take(&mut queue.pending) {
             let user = B::orders(&query);
             let joins = queries.len() < B::MAX_BATCH
                 && B::shape(&query) == shape
@@ -172,8 +177,9 @@ impl<B: Batching> BatchQueue<B> {
             if joins {
                 queries.push(query);
                 replies.push(reply);
+                served.push(span);
             } else {
-                waiting.push((query, reply));
+                waiting.push((query, reply, span));
             }
         }
         queue.pending = waiting;
@@ -184,11 +190,12 @@ impl<B: Batching> BatchQueue<B> {
         Some(Batch {
             queries,
             replies,
+            served,
             batching: queue.batching.clone(),
         })
     }
 
-    fn stop_running(&self) -> Vec<(B::Query, Reply<B>)> {
+    fn stop_running(&self) -> Vec<(B::Query, Reply<B>, Span)> {
         let mut queue = self.0.borrow_mut();
         queue.running = false;
         std::mem::take(&mut queue.pending)
@@ -201,10 +208,13 @@ async fn run<B: Batching>(queue: BatchQueue<B>) {
     while let Some(Batch {
         queries,
         replies,
+        served,
         batching,
     }) = queue.next_batch()
     {
-        let answers = run_batch(&batching, &queries).await;
+        let answers = run_batch(&batching, &queries)
+            .instrument(spans::batch(&served))
+            .await;
         for (reply, answer) in replies.into_iter().zip(answers) {
             drop(reply.send(answer));
         }
@@ -219,7 +229,7 @@ struct Running<B: Batching>(BatchQueue<B>);
 
 impl<B: Batching> Drop for Running<B> {
     fn drop(&mut self) {
-        for (_, reply) in self.0.stop_running() {
+        for (_, reply, _) in self.0.stop_running() {
             drop(reply.send(Err(stopped())));
         }
     }

@@ -27,6 +27,14 @@ pub enum ConnectionLease {
 }
 
 impl Connections {
+    /// The database system, as traces name it.
+    pub fn system(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgresql",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
     pub fn new(pool: DbPool) -> Self {
         match pool {
             DbPool::Postgres(pool) => Self::Postgres(Rc::new(Pipeline::new(pool))),

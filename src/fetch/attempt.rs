@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::LOCATION;
+use reqwest::header::{HeaderMap, LOCATION};
 use reqwest::{Client, Response, StatusCode, Url};
 use tokio::time::{timeout_at, Instant};
 
@@ -44,16 +44,27 @@ fn failed(reason: &'static str, transient: bool) -> Outcome {
     Outcome::Failed { reason, transient }
 }
 
-pub async fn attempt(
-    client: &Client,
-    allow: &AllowList,
-    mut url: Url,
-    timeout: Duration,
-    max_body: usize,
-) -> Outcome {
+/// One attempt's request: where, with which headers (the request id and
+/// trace context passed on), within what time, and how much body to take.
+#[derive(Debug)]
+pub struct Outbound {
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub timeout: Duration,
+    pub max_body: usize,
+}
+
+pub async fn attempt(client: &Client, allow: &AllowList, outbound: Outbound) -> Outcome {
+    let Outbound {
+        mut url,
+        headers,
+        timeout,
+        max_body,
+    } = outbound;
     let deadline = Instant::now() + timeout;
     for _ in 0..=MAX_REDIRECTS {
-        let response = match timeout_at(deadline, client.get(url.clone()).send()).await {
+        let request = client.get(url.clone()).headers(headers.clone()).send();
+        let response = match timeout_at(deadline, request).await {
             Err(_) => return failed("timeout", true),
             Ok(Err(err)) if err.is_timeout() => return failed("timeout", true),
             Ok(Err(err)) if err.is_connect() => return failed("connect error", true),

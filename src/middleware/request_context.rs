@@ -21,10 +21,14 @@ use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::Error;
 
-use tracing::{Instrument, Level};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry::KeyValue;
+use tracing::{Instrument, Level, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::{Event, Recorder};
 use crate::request_id::{self, REQUEST_ID_HEADER};
+use crate::traces::{self, propagation, spans};
 
 /// A resource's route template, as logs and metrics name it; each resource
 /// carries its own (see [`crate::routes`]).
@@ -90,18 +94,31 @@ pub async fn request_context(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let id = request_id::of_request(req.headers());
+    let parent = propagation::incoming(req.headers());
+    // Without a span to record it, the request's ids are made here.
+    let unrecorded = (!traces::enabled()).then(|| propagation::unrecorded(&parent));
+    let client = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |peer| peer.ip().to_string());
     let span = tracing::info_span!(
         "request",
+        otel.kind = "server",
         request_id = id.to_str().unwrap_or_default(),
+        trace_id = unrecorded.as_ref().map(|ids| tracing::field::display(ids.trace_id())),
+        span_id = unrecorded.as_ref().map(|ids| tracing::field::display(ids.span_id())),
         method = %req.method(),
         route = tracing::field::Empty,
         subject = tracing::field::Empty,
-        client = %req.peer_addr().map_or_else(|| "unknown".to_owned(), |peer| peer.ip().to_string()),
+        client = %client,
     );
+    let ids = match unrecorded {
+        Some(ids) => ids,
+        None => server_span(&span, parent, &req, client),
+    };
     // Every layer inside renders its failures as responses (never `Err`), so
     // each one gets the id header and the log line below.
     let answered = next.call(req).instrument(span.clone());
-    let mut response = request_id::scope(id.clone(), answered).await?;
+    let mut response = request_id::scope(id.clone(), ids, answered).await?;
     let request = response.request();
     let route = request
         .app_data::<RouteLabel>()
@@ -123,9 +140,13 @@ pub async fn request_context(
             access_line!(Level::INFO, route, request, status, bytes, latency);
         }
     });
+    let method = method_label(request.method());
+    if traces::enabled() {
+        spans::request_ended(&span, method, route, status);
+    }
     if let (Some(metrics), false) = (request.app_data::<Recorder>(), route == METRICS_ROUTE) {
         metrics.record(Event::Request {
-            method: method_label(request.method()),
+            method,
             route,
             status,
             seconds: elapsed.as_secs_f64(),
@@ -133,4 +154,30 @@ pub async fn request_context(
     }
     response.headers_mut().insert(REQUEST_ID_HEADER, id);
     Ok(response)
+}
+
+/// Makes `span` the request's server span, a child of the caller's when it
+/// sent a well-formed `traceparent`, with the HTTP attributes known now;
+/// its ids go into the request's log lines.
+fn server_span(
+    span: &Span,
+    parent: opentelemetry::Context,
+    req: &ServiceRequest,
+    client: String,
+) -> SpanContext {
+    let _ = span.set_parent(parent);
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method_label(req.method())),
+        KeyValue::new("url.path", loggable(req.path()).to_owned()),
+        KeyValue::new("client.address", client),
+    ];
+    if let Some(agent) = req.headers().get(header::USER_AGENT) {
+        let agent = loggable(&String::from_utf8_lossy(agent.as_bytes())).to_owned();
+        attributes.push(KeyValue::new("user_agent.original", agent));
+    }
+    spans::request_started(span, attributes);
+    let ids = span.context().span().span_context().clone();
+    span.record("trace_id", tracing::field::display(ids.trace_id()));
+    span.record("span_id", tracing::field::display(ids.span_id()));
+    ids
 }

@@ -11,6 +11,7 @@ use crate::domain::FetchUrls;
 use crate::error::{ApiError, Problem};
 use crate::fetch::FetchResult;
 use crate::middleware::disconnect::client_gone;
+use crate::request_id;
 use crate::routes::openapi::FetchBody;
 
 #[utoipa::path(
@@ -30,7 +31,10 @@ pub async fn fetch(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let urls = FetchUrls::from_json(&body, state.fetch_max_urls).map_err(ApiError::Validation)?;
-    let flights = state.fetcher.call(FetchMany(urls)).await?;
+    let flights = state
+        .fetcher
+        .call(FetchMany(urls, request_id::origin()))
+        .await?;
     // Awaited here, in this request's task, and dropped (the upstream
     // requests with them) if the client goes away first.
     tokio::select! {

@@ -24,8 +24,9 @@ use actix_web::web;
 use tokio::sync::{mpsc, watch};
 
 use crate::actors::roster::Starter;
+use crate::actors::span_exporter::{Flush, SpanExporterActor};
 use crate::actors::supervision::Escalation;
-use crate::actors::ActorId;
+use crate::actors::{ActorId, ActorRef};
 use crate::app_state::{AppState, RateLimiting};
 use crate::auth::keyring;
 use crate::auth::keys::KeySet;
@@ -35,9 +36,13 @@ use crate::db::postgres::durability::warn_if_commits_are_not_flushed;
 use crate::db::DatabaseUrl;
 use crate::lifecycle::{shutdown_signal, Lifecycle, Phase};
 use crate::rate_limit::headers::PolicyHeaders;
+use crate::traces;
 use server::Listeners;
 use shared::SharedActors;
 use workers::WorkerSpec;
+
+/// How long shutdown waits for the last trace spans to be exported.
+const SPANS_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -55,6 +60,9 @@ pub enum StartupError {
     /// A token key file cannot be read or used.
     #[error("access control: {0}")]
     Keys(String),
+    /// The trace exporter cannot be set up as the `OTEL_*` variables say.
+    #[error("traces: {0}")]
+    Traces(String),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -73,6 +81,8 @@ pub struct Application {
     escalated: mpsc::UnboundedReceiver<ActorId>,
     /// Between readiness turning 503 and the listener closing.
     shutdown_delay: Duration,
+    /// Flushed once the requests have drained, while traces are on.
+    span_exporter: Option<ActorRef<SpanExporterActor>>,
 }
 
 /// Why the application stopped.
@@ -93,7 +103,8 @@ impl Application {
             escalation,
             call_timeout: settings.server.request_timeout,
         };
-        let mut actors = SharedActors::start(&settings, &starter);
+        let span_exporter = traces::exporter().map_err(StartupError::Traces)?;
+        let mut actors = SharedActors::start(&settings, &starter, span_exporter);
         let keys = token_keys(&settings)?;
         let (public, address) = server::bind(settings.server.bind)?;
         let admin = settings.server.admin_bind.map(server::bind).transpose()?;
@@ -115,6 +126,9 @@ impl Application {
             let _ = state.rate_limiting.set(RateLimiting { shards, headers });
         }
         let _ = state.roster.set(actors.roster(workers.members()));
+        if let Some(traces) = traces::settings() {
+            tracing::info!(endpoint = %traces.endpoint, "exporting traces over OTLP/HTTP");
+        }
         tracing::info!(
             %address,
             admin = admin_address.map(tracing::field::display),
@@ -131,6 +145,7 @@ impl Application {
             state,
             escalated,
             shutdown_delay: settings.shutdown.delay,
+            span_exporter: actors.span_exporter.map(|exporter| exporter.actor),
         })
     }
 
@@ -170,6 +185,14 @@ impl Application {
             Stopped::OnSignal
         };
         tracing::info!("server stopped; shutting down actors");
+        if let Some(exporter) = &self.span_exporter {
+            if tokio::time::timeout(SPANS_FLUSH_TIMEOUT, exporter.ask(Flush))
+                .await
+                .is_err()
+            {
+                tracing::warn!("the last trace spans were not exported in time");
+            }
+        }
         if let Some(roster) = self.state.roster.get() {
             roster.stop().await;
         }

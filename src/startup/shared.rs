@@ -1,7 +1,8 @@
 //! The actors that run once per process, each on an arbiter of its own:
-//! metrics, fetcher, on SQLite the database writer, and once the workers
-//! have started their cache shards, the cache's invalidator (PostgreSQL).
-//! They start in that order and stop in reverse.
+//! metrics, the span exporter (while traces are on), fetcher, on SQLite the
+//! database writer, and once the workers have started their cache shards,
+//! the cache's invalidator (PostgreSQL). They start in that order and stop
+//! in reverse.
 
 use std::time::Duration;
 
@@ -13,10 +14,13 @@ use crate::actors::fetcher::FetcherActor;
 use crate::actors::invalidator::InvalidatorActor;
 use crate::actors::metrics::MetricsActor;
 use crate::actors::roster::{Member, Roster, Started, Starter};
+use crate::actors::span_exporter::SpanExporterActor;
 use crate::actors::{ActorId, ActorKind};
 use crate::config::{CacheInvalidation, Settings};
 use crate::db::DatabaseUrl;
 use crate::metrics::MetricsSink;
+use crate::traces;
+use opentelemetry_otlp::SpanExporter;
 
 /// How long start-up waits for the cache to hear other instances' writes.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,6 +29,8 @@ pub(super) struct SharedActors {
     /// Where every thread's recorder sends its batches.
     pub sink: MetricsSink,
     pub metrics: Started<MetricsActor>,
+    /// Exports trace spans, while traces are on.
+    pub span_exporter: Option<Started<SpanExporterActor>>,
     /// The workers' cache shards, once they have started them.
     pub cache: CacheHandle,
     /// Hears other instances' writes (PostgreSQL), once started.
@@ -35,8 +41,25 @@ pub(super) struct SharedActors {
 }
 
 impl SharedActors {
-    pub fn start(settings: &Settings, starter: &Starter) -> Self {
+    pub fn start(
+        settings: &Settings,
+        starter: &Starter,
+        span_exporter: Option<SpanExporter>,
+    ) -> Self {
         let (metrics, sink) = start_metrics(settings, starter);
+        let span_exporter = span_exporter
+            .zip(traces::settings())
+            .map(|(exporter, traces)| {
+                let batching = traces.batching;
+                starter.alone(
+                    ActorId::single(ActorKind::SpanExporter),
+                    sink.clone(),
+                    move |supervision| SpanExporterActor::new(batching, exporter, supervision),
+                )
+            });
+        if let Some(exporter) = &span_exporter {
+            traces::deliver_to(exporter.actor.recipient());
+        }
         let cache_handle = CacheHandle::new(&settings.cache_config());
         let fetcher = starter.alone(ActorId::single(ActorKind::Fetcher), sink.clone(), {
             let (config, cache) = (settings.fetch_config(), cache_handle.clone());
@@ -47,6 +70,7 @@ impl SharedActors {
         Self {
             sink,
             metrics,
+            span_exporter,
             cache: cache_handle,
             invalidator: None,
             fetcher,
@@ -75,7 +99,13 @@ impl SharedActors {
 
     /// Every actor: these in the order they started, then the workers'.
     pub fn roster(&self, workers: impl IntoIterator<Item = Member>) -> Roster {
-        let mut members = vec![self.metrics.member.clone(), self.fetcher.member.clone()];
+        let mut members = vec![self.metrics.member.clone()];
+        members.extend(
+            self.span_exporter
+                .iter()
+                .map(|exporter| exporter.member.clone()),
+        );
+        members.push(self.fetcher.member.clone());
         members.extend(self.db_writer.iter().map(|writer| writer.member.clone()));
         members.extend(self.invalidator.clone());
         members.extend(workers);

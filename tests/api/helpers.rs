@@ -211,7 +211,7 @@ pub async fn spawn_app_with(
 ) -> Option<TestApp> {
     // TEST_LOG=debug (any RUST_LOG filter) shows the app's logs in tests.
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        switchboard::telemetry::init(switchboard::config::LogFormat::Pretty, &filter);
+        switchboard::telemetry::init(switchboard::config::LogFormat::Pretty, &filter, None);
     }
     let db = TestDatabase::create(backend).await?;
     Some(spawn_app_on(db, tweak).await)

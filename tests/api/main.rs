@@ -31,5 +31,6 @@ mod process;
 mod storage;
 mod supervision;
 mod topology;
+mod traces;
 mod users;
 mod validation;

@@ -18,9 +18,13 @@ use reqwest::{Client, Url};
 use super::{Admit, FetchConfig, FetcherActor, Refused, Report, Verdict};
 use crate::actors::cache::{CacheHandle, Cached, Read};
 use crate::actors::ActorRef;
-use crate::fetch::attempt::{attempt, Outcome};
+use tracing::Instrument;
+
+use crate::fetch::attempt::{attempt, Outbound, Outcome};
 use crate::fetch::retry;
 use crate::fetch::FetchResult;
+use crate::traces::propagation::{upstream_headers, Origin};
+use crate::traces::spans;
 
 /// What a flight brought back; every request that shared it gets a copy.
 #[derive(Debug, Clone, Default)]
@@ -105,6 +109,8 @@ pub struct Crew {
     pub client: Client,
     pub cache: CacheHandle,
     pub fetcher: ActorRef<FetcherActor>,
+    /// The request that started the flight, as its upstream hears of it.
+    pub origin: Origin,
 }
 
 impl Crew {
@@ -187,14 +193,22 @@ impl Crew {
         landed.attempts += 1;
         let timeout = self.config.attempt_timeout.min(remaining);
         let attempt_started = Instant::now();
-        let outcome = attempt(
-            &self.client,
-            &self.config.allow,
-            url.clone(),
+        let span = spans::fetch_attempt(url, landed.attempts);
+        let outbound = Outbound {
+            url: url.clone(),
+            headers: upstream_headers(&span, &self.origin),
             timeout,
-            self.config.max_body_bytes,
-        )
-        .await;
+            max_body: self.config.max_body_bytes,
+        };
+        let outcome = attempt(&self.client, &self.config.allow, outbound)
+            .instrument(span.clone())
+            .await;
+        match &outcome {
+            Outcome::Answered { status, .. } => {
+                spans::attempt_ended(&span, Some(status.as_u16()), None);
+            }
+            Outcome::Failed { reason, .. } => spans::attempt_ended(&span, None, Some(reason)),
+        }
         report.done(&outcome, attempt_started.elapsed().as_secs_f64());
         Ok(outcome)
     }

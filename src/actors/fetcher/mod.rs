@@ -40,6 +40,7 @@ use crate::domain::FetchUrls;
 use crate::fetch::allow_list::AllowList;
 use crate::fetch::breaker::{Breaker, BreakerState};
 use crate::metrics::{Event, Recorder};
+use crate::traces::propagation::Origin;
 use flight::{Crew, Landed};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -173,7 +174,7 @@ supervised_actor!(FetcherActor; FetchMany, Admit, Report);
 /// order, which it awaits ([`Flights::land`]).
 #[derive(Message)]
 #[rtype(result = "Result<Flights, ActorUnavailable>")]
-pub struct FetchMany(pub FetchUrls);
+pub struct FetchMany(pub FetchUrls, pub Origin);
 
 /// May an attempt go to this host now? Answers the host's concurrency limit.
 #[derive(Debug, Message)]
@@ -215,13 +216,18 @@ impl From<ActorUnavailable> for Refused {
 impl Handler<FetchMany> for FetcherActor {
     type Result = Result<Flights, ActorUnavailable>;
 
-    fn handle(&mut self, FetchMany(urls): FetchMany, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(
+        &mut self,
+        FetchMany(urls, origin): FetchMany,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
         run_guarded(self, ctx, |act, ctx| {
             let crew = Crew {
                 config: Arc::clone(&act.config),
                 client: act.client.clone(),
                 cache: act.cache.clone(),
                 fetcher: ActorRef::new(act.supervision.id(), ctx.address(), act.call_timeout),
+                origin,
             };
             let mut flights = Flights::new();
             for raw in urls.into_inner() {

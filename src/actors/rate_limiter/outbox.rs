@@ -26,6 +26,8 @@ use std::task::{Poll, Waker};
 use super::{Check, CheckMany, LimiterFailed, RateLimiterActor, RateLimiterShards};
 use crate::actors::ActorRef;
 use crate::rate_limit::{Decision, RateKey};
+use crate::traces::spans;
+use tracing::Instrument;
 
 type Answer = Result<Decision, LimiterFailed>;
 
@@ -132,10 +134,15 @@ impl LimiterOutbox {
             let (outbox, actor) = (Rc::clone(self), limiter.shards()[shard].clone());
             // A new task runs after the tasks already queued: the other
             // requests ready in this turn add their checks first.
-            actix_web::rt::spawn(async move {
-                let batch = mem::take(&mut outbox.pending.borrow_mut()[shard]);
-                batch.send(actor).await;
-            });
+            // Traced, if at all, as part of the request that opened it.
+            let sender = spans::sender();
+            actix_web::rt::spawn(
+                async move {
+                    let batch = mem::take(&mut outbox.pending.borrow_mut()[shard]);
+                    batch.send(actor).await;
+                }
+                .instrument(sender),
+            );
         }
         answers.answer(place).await
     }

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub actors: ActorMetrics,
     /// Batches of events no thread could hand to the metrics actor.
     batches_dropped: IntCounter,
+    /// Trace spans that never reached the collector.
+    spans_dropped: IntCounter,
 }
 
 /// Registers a metric (defined here, so a failure is a bug) and keeps a handle.
@@ -143,6 +145,13 @@ impl Metrics {
                     "Batches of metric events dropped because the metrics actor could not take them (down, restarting or its mailbox full): the other metrics undercount",
                 ),
             ),
+            spans_dropped: registered(
+                &registry,
+                IntCounter::new(
+                    "otel_spans_dropped_total",
+                    "Trace spans dropped on their way to the collector: the export queue full, or an export that failed or timed out",
+                ),
+            ),
             registry,
         }
     }
@@ -190,6 +199,7 @@ impl Metrics {
                 state,
             } => self.actors.state(actor, shard, state),
             Event::BatchesDropped(n) => self.batches_dropped.inc_by(n),
+            Event::SpansDropped(n) => self.spans_dropped.inc_by(n),
         }
     }
 }
