@@ -17,6 +17,11 @@ per request. Inlined code counts where it was inlined.
 
   python3 benches/cpu.py --scenarios health,hello,get --parts
   python3 benches/cpu.py --variant "limiter off=SWITCHBOARD_RATE_LIMIT_PER_SECOND=0"
+  python3 benches/cpu.py --scenarios get --traces --build "before=old/switchboard"
+
+With --traces, two more variants export their traces to a local collector
+(benches/collector.rs, which answers every export at once): every trace
+sampled, and 1 % of them; the spans each could not export are reported.
 
 Runs on PostgreSQL with 10,000 users seeded by COPY. Needs wrk, psql and
 perf (Debian: wrk, postgresql-client, linux-perf).
@@ -30,15 +35,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import urllib.request
 
 import suite
 
 USERS = 10_000
+COLLECTOR_PORT = 18430
 LOAD = os.path.join(suite.BENCHES, "load.lua")
 # A request's parts, by the functions its CPU time was spent in: the first
 # pattern a sample's function matches names its part.
 PARTS = [
     ("kernel: sockets, scheduling", r"^\[kernel"),
+    ("spans: logs and traces",
+     r"opentelemetry|tracing_subscriber|tracing_core|tracing::|switchboard::traces|span_exporter|prost"),
     ("rate limiter", r"rate_limit|governor|RateLimit"),
     ("cache", r"actors::cache|mini_moka|CacheActor|CacheHandle"),
     ("metrics", r"switchboard::metrics|actors::metrics|prometheus"),
@@ -58,8 +67,18 @@ def main():
     for tool in ("wrk", "psql", "perf"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian: wrk, postgresql-client, linux-perf)")
-    binary = os.path.abspath(args.switchboard or suite.build()["switchboard"])
+    binaries = suite.build()
+    binary = os.path.abspath(args.switchboard or binaries["switchboard"])
     work = tempfile.mkdtemp(prefix="switchboard-cpu-")
+    collector = None
+    if args.traces:
+        collector = subprocess.Popen([binaries["collector"], str(COLLECTOR_PORT)])
+        endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{COLLECTOR_PORT}"}
+        args.variants += [
+            ("traces, all sampled", endpoint),
+            ("traces, 1 % sampled", dict(endpoint, OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+                                         OTEL_TRACES_SAMPLER_ARG="0.01")),
+        ]
     url = suite.fresh_database("postgres", work)
     env = suite.server_env(url)
     subprocess.run([binary, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -69,7 +88,8 @@ def main():
     try:
         for port, (name, overrides) in enumerate(args.variants, start=18440):
             servers[name] = suite.Server(
-                name, [binary], dict(env, SWITCHBOARD_BIND=f"127.0.0.1:{port}", **overrides),
+                name, [args.builds.get(name, binary)],
+                dict(env, SWITCHBOARD_BIND=f"127.0.0.1:{port}", **overrides),
                 port, os.path.join(work, f"{port}.log"))
         for number in range(1, args.passes + 1):
             print(f"pass {number} of {args.passes}", file=sys.stderr)
@@ -83,9 +103,15 @@ def main():
                 for name, server in servers.items():
                     parts[(scenario, name)] = measure(server, scenario, args, work,
                                                       record=True)["parts"]
+        for name, server in servers.items():
+            dropped = metric(server.port, "otel_spans_dropped_total")
+            if name.startswith("traces"):
+                print(f"{name}: {dropped:.0f} spans dropped", file=sys.stderr)
     finally:
         for server in servers.values():
             server.stop()
+        if collector is not None:
+            collector.terminate()
         suite.drop_database("postgres")
         shutil.rmtree(work, ignore_errors=True)
     report(runs, parts, args)
@@ -98,15 +124,25 @@ def parse_args():
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=VAR=VALUE[,VAR=VALUE]: a server run with these settings, "
                         "beside the one with every default (repeatable)")
+    parser.add_argument("--build", action="append", default=[],
+                        help="NAME=BINARY: another switchboard build, with every default "
+                        "(a change's before, say; repeatable)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--duration", type=int, default=6, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--parts", action="store_true", help="also attribute CPU to parts")
     parser.add_argument("--switchboard", help="measure this switchboard binary, not a new build")
+    parser.add_argument("--traces", action="store_true",
+                        help="also with traces exported, all sampled and 1 %% sampled")
     args = parser.parse_args()
     args.scenarios = args.scenarios.split(",")
     args.variants = [("every guard on", {})]
+    args.builds = {}
+    for build in args.build:
+        name, path = build.split("=", 1)
+        args.variants.append((name, {}))
+        args.builds[name] = os.path.abspath(path)
     for variant in args.variant:
         name, settings = variant.split("=", 1)
         args.variants.append((name, dict(s.split("=", 1) for s in settings.split(","))))
@@ -143,6 +179,15 @@ def measure(server, scenario, args, work, record):
     result["cpu_us"] = counts["task-clock"] * 1000 / requests
     result["switches"] = counts["context-switches"] / requests
     return result
+
+
+def metric(port, name):
+    """A counter's value on a running server's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def parts_of(work):

@@ -151,7 +151,8 @@ def build():
     """Release binaries of switchboard and the baseline; their paths."""
     output = subprocess.run(
         ["cargo", "build", "--release", "--locked", "--bin", "switchboard", "--bench", "baseline",
-         "--bench", "bare_postgres", "--bench", "governed", "--message-format=json-render-diagnostics"],
+         "--bench", "bare_postgres", "--bench", "governed", "--bench", "collector",
+         "--message-format=json-render-diagnostics"],
         cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
     paths = {}
     for line in output.splitlines():

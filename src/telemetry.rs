@@ -41,18 +41,17 @@ use crate::traces::TraceSettings;
 /// logs; a second call (as in tests that build several apps) is a no-op.
 pub fn init(format: LogFormat, filter: &str, traces: Option<TraceSettings>) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal());
-    let logs = match format {
-        LogFormat::Pretty => logs.fmt_fields(LogFields).boxed(),
-        LogFormat::Json => logs
-            .fmt_fields(JsonFields::new())
-            .event_format(FlatJson)
-            .boxed(),
+    // `RUST_LOG` filters everything unless traces need spans it leaves out.
+    let installed = match crate::traces::layer(traces) {
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(log_layer(format))
+            .try_init(),
+        Some(traces) => tracing_subscriber::registry()
+            .with(log_layer(format).with_filter(filter))
+            .with(traces)
+            .try_init(),
     };
-    let installed = tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
-        .with(crate::traces::layer(traces))
-        .try_init();
     if installed.is_ok() {
         std::panic::set_hook(Box::new(|info| {
             let location = info
@@ -65,6 +64,21 @@ pub fn init(format: LogFormat, filter: &str, traces: Option<TraceSettings>) {
                 "panic"
             );
         }));
+    }
+}
+
+/// The log lines, in `format`.
+fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal());
+    match format {
+        LogFormat::Pretty => logs.fmt_fields(LogFields).boxed(),
+        LogFormat::Json => logs
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatJson)
+            .boxed(),
     }
 }
 

@@ -19,7 +19,8 @@ use futures_util::future::join_all;
 use super::actor_ref::{ActorRef, ActorUnavailable, Traced};
 use super::identity::{ActorId, ActorKind};
 use super::supervision::{
-    ActorState, ActorStatus, Crash, Ended, Escalation, Lifeline, Status, Supervise, Supervision,
+    ActorState, ActorStatus, Crash, Drain, Ended, Escalation, Lifeline, Status, Supervise,
+    Supervision,
 };
 use crate::metrics::{MetricsSink, Recorder};
 
@@ -27,6 +28,8 @@ use crate::metrics::{MetricsSink, Recorder};
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long shutdown waits for one actor to end.
 const END_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for one actor to finish its work ([`Drain`]).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One actor instance on the list.
 #[derive(Clone)]
@@ -34,6 +37,8 @@ pub struct Member {
     id: ActorId,
     status: Recipient<Status>,
     crash: Recipient<Traced<Crash>>,
+    /// Asked to finish its work before its thread stops, if it has any.
+    drain: Option<Recipient<Drain>>,
     /// How long a drill waits for the crash's answer: what any call may.
     call_timeout: Duration,
     /// Its own thread; `None` when it runs on an HTTP worker's.
@@ -115,6 +120,7 @@ impl Member {
             id,
             status: addr.clone().recipient(),
             crash: addr.clone().recipient(),
+            drain: None,
             call_timeout,
             arbiter,
             ended,
@@ -139,6 +145,12 @@ impl Member {
             },
             restarts: 0,
         })
+    }
+
+    /// The same member, asked to [`Drain`] before its thread stops.
+    pub fn draining(mut self, drain: Recipient<Drain>) -> Self {
+        self.drain = Some(drain);
+        self
     }
 
     async fn wait_ended(&self) {
@@ -188,13 +200,19 @@ impl Roster {
     }
 
     /// Waits for the workers' actors to end with their threads, then stops
-    /// each other actor's thread, the last started first, and waits for it
-    /// to end.
+    /// each other actor's thread, the last started first (after it has
+    /// drained, if it drains), and waits for it to end.
     pub async fn stop(&self) {
         let on_workers = self.members.iter().filter(|m| m.arbiter.is_none());
         join_all(on_workers.map(Member::wait_ended)).await;
         for member in self.members.iter().rev() {
             if let Some(arbiter) = &member.arbiter {
+                if let Some(drain) = &member.drain {
+                    if drain.send(Drain).timeout(DRAIN_TIMEOUT).await.is_err() {
+                        let (actor, shard) = (member.id.name(), member.id.shard);
+                        tracing::warn!(actor, shard, "actor did not finish its work in time");
+                    }
+                }
                 arbiter.stop();
                 member.wait_ended().await;
             }

@@ -1,7 +1,7 @@
 //! `SpanExporterActor`: owns the finished spans on their way to the
 //! collector, and their export over OTLP/HTTP.
 //!
-//! Spans arrive one message each from whichever thread ended them
+//! Spans arrive in batches from whichever thread ended them
 //! ([`crate::traces`] hands them over with a `try_send`, never waiting),
 //! and wait here in a queue bounded by `OTEL_BSP_MAX_QUEUE_SIZE`. A batch
 //! leaves when it is full (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`) or when its
@@ -12,21 +12,20 @@
 //! dropped and counted (`otel_spans_dropped_total`), with a warning at most
 //! once a minute rather than a line per span.
 //!
-//! At shutdown the roster asks it to [`Flush`] (what is queued leaves in
-//! as many batches as it takes, within the flush timeout) before its thread
-//! stops. A restart keeps the exporter and drops the queue: the spans it
+//! At shutdown the roster asks it to [`Drain`] once every other actor but
+//! the metrics has stopped (each hands over its thread's last spans as it
+//! stops): what is queued leaves in as many batches as it takes, within
+//! the roster's drain timeout, before its thread stops. A restart keeps the exporter and drops the queue: the spans it
 //! held are counted as dropped.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use actix::{
-    ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture,
-};
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
 use opentelemetry_otlp::SpanExporter;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 
-use super::supervision::{supervised_actor, Supervise, Supervision};
+use super::supervision::{supervised_actor, Drain, Supervise, Supervision};
 use crate::metrics::{Event, Recorder};
 use crate::traces::{self, Batching, Finished};
 
@@ -129,10 +128,11 @@ impl Supervise for SpanExporterActor {
         self.dropped(lost, "the exporter restarted");
     }
 
-    /// Room in the mailbox for a full queue, since the queue is what bounds
-    /// the spans held; a timer for batches that do not fill.
+    /// Room in the mailbox for a full queue's worth of hand-overs (the
+    /// queue is what bounds the spans held); a timer for batches that do
+    /// not fill.
     fn on_start(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.batching.max_queue);
+        ctx.set_mailbox_capacity((self.batching.max_queue / traces::HAND_OVER_AT).max(8));
         let tick = (self.batching.schedule_delay / 4).max(Duration::from_millis(10));
         ctx.run_interval(tick, |act, ctx| act.export(ctx, false));
     }
@@ -143,33 +143,31 @@ impl Supervise for SpanExporterActor {
     }
 }
 
-supervised_actor!(SpanExporterActor; Flush);
+supervised_actor!(SpanExporterActor;);
 
 impl Handler<Finished> for SpanExporterActor {
     type Result = ();
 
-    fn handle(&mut self, Finished(span): Finished, ctx: &mut Context<Self>) {
-        if self.queue.len() >= self.batching.max_queue {
-            self.dropped(1, "the export queue is full");
-            return;
+    fn handle(&mut self, Finished(mut spans): Finished, ctx: &mut Context<Self>) {
+        let room = self.batching.max_queue - self.queue.len();
+        if spans.len() > room {
+            let over = spans.len() - room;
+            spans.truncate(room);
+            self.dropped(over as u64, "the export queue is full");
         }
-        if self.queue.is_empty() {
+        if self.queue.is_empty() && !spans.is_empty() {
             self.oldest = Some(Instant::now());
         }
-        self.queue.push(*span);
+        self.queue.append(&mut spans);
         self.export(ctx, false);
     }
 }
 
-/// Export everything queued now, and answer once it has left (or failed).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Flush;
-
-impl Handler<Flush> for SpanExporterActor {
+/// Exports everything queued now, and answers once it has left (or failed).
+impl Handler<Drain> for SpanExporterActor {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
         self.report();
         let mut spans = std::mem::take(&mut self.queue);
         self.oldest = None;

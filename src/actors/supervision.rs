@@ -413,16 +413,24 @@ where
     }
 }
 
-/// Runs the actor's periodic report: its gauges, then its supervision's.
+/// Runs the actor's periodic report: its gauges, then its supervision's;
+/// and hands the trace spans its thread holds to the exporter.
 pub fn report<A: Supervise>(act: &mut A) {
     act.report();
     act.supervision().report();
+    crate::traces::hand_over();
 }
 
 /// What state is the actor in? Answered even while restarting or given up.
 #[derive(Debug, Message)]
 #[rtype(result = "ActorStatus")]
 pub struct Status;
+
+/// Finish the work in hand (at shutdown, before the actor's thread stops);
+/// answered once it is done.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain;
 
 /// The fault drill: the handler panics, as a bug would.
 #[derive(Debug, Message)]
@@ -462,6 +470,11 @@ macro_rules! supervised_actor {
                 actix::AsyncContext::run_interval(ctx, $crate::metrics::FLUSH_EVERY, |act, _| {
                     $crate::actors::supervision::report(act)
                 });
+            }
+
+            /// The trace spans its thread holds leave before the thread does.
+            fn stopped(&mut self, _: &mut Self::Context) {
+                $crate::traces::hand_over();
             }
         }
 

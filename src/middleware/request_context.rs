@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderValue;
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::Error;
@@ -94,27 +95,7 @@ pub async fn request_context(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let id = request_id::of_request(req.headers());
-    let parent = propagation::incoming(req.headers());
-    // Without a span to record it, the request's ids are made here.
-    let unrecorded = (!traces::enabled()).then(|| propagation::unrecorded(&parent));
-    let client = req
-        .peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |peer| peer.ip().to_string());
-    let span = tracing::info_span!(
-        "request",
-        otel.kind = "server",
-        request_id = id.to_str().unwrap_or_default(),
-        trace_id = unrecorded.as_ref().map(|ids| tracing::field::display(ids.trace_id())),
-        span_id = unrecorded.as_ref().map(|ids| tracing::field::display(ids.span_id())),
-        method = %req.method(),
-        route = tracing::field::Empty,
-        subject = tracing::field::Empty,
-        client = %client,
-    );
-    let ids = match unrecorded {
-        Some(ids) => ids,
-        None => server_span(&span, parent, &req, client),
-    };
+    let (span, ids) = request_span(&req, &id);
     // Every layer inside renders its failures as responses (never `Err`), so
     // each one gets the id header and the log line below.
     let answered = next.call(req).instrument(span.clone());
@@ -154,6 +135,33 @@ pub async fn request_context(
     }
     response.headers_mut().insert(REQUEST_ID_HEADER, id);
     Ok(response)
+}
+
+/// The request's span, in which everything that serves it runs, and its
+/// ids in its trace: the server span's while traces are on, else made
+/// here (the caller's trace continued, or a new one).
+fn request_span(req: &ServiceRequest, id: &HeaderValue) -> (Span, SpanContext) {
+    let parent = propagation::incoming(req.headers());
+    let unrecorded = (!traces::enabled()).then(|| propagation::unrecorded(&parent));
+    let client = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |peer| peer.ip().to_string());
+    let span = tracing::info_span!(
+        "request",
+        otel.kind = "server",
+        request_id = id.to_str().unwrap_or_default(),
+        trace_id = unrecorded.as_ref().map(|ids| tracing::field::display(ids.trace_id())),
+        span_id = unrecorded.as_ref().map(|ids| tracing::field::display(ids.span_id())),
+        method = %req.method(),
+        route = tracing::field::Empty,
+        subject = tracing::field::Empty,
+        client = %client,
+    );
+    let ids = match unrecorded {
+        Some(ids) => ids,
+        None => server_span(&span, parent, req, client),
+    };
+    (span, ids)
 }
 
 /// Makes `span` the request's server span, a child of the caller's when it

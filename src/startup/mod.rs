@@ -24,9 +24,8 @@ use actix_web::web;
 use tokio::sync::{mpsc, watch};
 
 use crate::actors::roster::Starter;
-use crate::actors::span_exporter::{Flush, SpanExporterActor};
 use crate::actors::supervision::Escalation;
-use crate::actors::{ActorId, ActorRef};
+use crate::actors::ActorId;
 use crate::app_state::{AppState, RateLimiting};
 use crate::auth::keyring;
 use crate::auth::keys::KeySet;
@@ -40,9 +39,6 @@ use crate::traces;
 use server::Listeners;
 use shared::SharedActors;
 use workers::WorkerSpec;
-
-/// How long shutdown waits for the last trace spans to be exported.
-const SPANS_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -81,8 +77,6 @@ pub struct Application {
     escalated: mpsc::UnboundedReceiver<ActorId>,
     /// Between readiness turning 503 and the listener closing.
     shutdown_delay: Duration,
-    /// Flushed once the requests have drained, while traces are on.
-    span_exporter: Option<ActorRef<SpanExporterActor>>,
 }
 
 /// Why the application stopped.
@@ -145,7 +139,6 @@ impl Application {
             state,
             escalated,
             shutdown_delay: settings.shutdown.delay,
-            span_exporter: actors.span_exporter.map(|exporter| exporter.actor),
         })
     }
 
@@ -185,14 +178,6 @@ impl Application {
             Stopped::OnSignal
         };
         tracing::info!("server stopped; shutting down actors");
-        if let Some(exporter) = &self.span_exporter {
-            if tokio::time::timeout(SPANS_FLUSH_TIMEOUT, exporter.ask(Flush))
-                .await
-                .is_err()
-            {
-                tracing::warn!("the last trace spans were not exported in time");
-            }
-        }
         if let Some(roster) = self.state.roster.get() {
             roster.stop().await;
         }

@@ -30,7 +30,7 @@ pub(super) struct SharedActors {
     pub sink: MetricsSink,
     pub metrics: Started<MetricsActor>,
     /// Exports trace spans, while traces are on.
-    pub span_exporter: Option<Started<SpanExporterActor>>,
+    span_exporter: Option<Started<SpanExporterActor>>,
     /// The workers' cache shards, once they have started them.
     pub cache: CacheHandle,
     /// Hears other instances' writes (PostgreSQL), once started.
@@ -100,11 +100,10 @@ impl SharedActors {
     /// Every actor: these in the order they started, then the workers'.
     pub fn roster(&self, workers: impl IntoIterator<Item = Member>) -> Roster {
         let mut members = vec![self.metrics.member.clone()];
-        members.extend(
-            self.span_exporter
-                .iter()
-                .map(|exporter| exporter.member.clone()),
-        );
+        members.extend(self.span_exporter.iter().map(|exporter| {
+            let drain = exporter.actor.recipient();
+            exporter.member.clone().draining(drain)
+        }));
         members.push(self.fetcher.member.clone());
         members.extend(self.db_writer.iter().map(|writer| writer.member.clone()));
         members.extend(self.invalidator.clone());

@@ -10,9 +10,11 @@
 //!
 //! Finished spans go to the trace exporter actor
 //! ([`crate::actors::span_exporter`]), which owns the bounded queue and
-//! the exports; the SDK's processor here only hands each span over, with a
-//! `try_send` that never waits, so a slow or absent collector costs a
-//! request nothing: past the queue's bound, spans are dropped and counted.
+//! the exports; the SDK's processor here only hands spans over, a batch
+//! per thread at a time (a message per span would wake the exporter's
+//! thread for each), with a `try_send` that never waits, so a slow or
+//! absent collector costs a request nothing: past the queue's bound, spans
+//! are dropped and counted.
 //!
 //! With no endpoint set nothing is installed: no layer, no processor, and
 //! the actor spans are not even created ([`enabled`] is false), so traces
@@ -24,6 +26,7 @@ pub mod propagation;
 mod settings;
 pub mod spans;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -115,10 +118,10 @@ pub fn exporter() -> Result<Option<SpanExporter>, String> {
     Ok(Some(exporter))
 }
 
-/// A finished span, on its way to the exporter.
+/// Finished spans, on their way to the exporter.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Finished(pub Box<SpanData>);
+pub struct Finished(pub Vec<SpanData>);
 
 /// Finished spans go to the exporter from here on.
 pub fn deliver_to(exporter: Recipient<Finished>) {
@@ -130,8 +133,52 @@ pub fn take_refused() -> u64 {
     REFUSED.swap(0, Ordering::Relaxed)
 }
 
-/// The SDK's processor: hands each sampled span to the exporter actor,
-/// never waiting; a span its mailbox cannot take is counted as dropped.
+/// Spans a thread holds before it hands them over, at most: a message per
+/// span would wake the exporter's thread for each one.
+pub const HAND_OVER_AT: usize = 64;
+
+thread_local! {
+    /// The spans this thread has finished and not yet handed over.
+    static HELD: RefCell<Held> = const { RefCell::new(Held(Vec::new())) };
+}
+
+/// A thread's held spans; what a thread holds when it ends is handed over.
+struct Held(Vec<SpanData>);
+
+impl Held {
+    fn hand_over(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let spans = std::mem::take(&mut self.0);
+        let count = spans.len() as u64;
+        let taken = EXPORTER
+            .get()
+            .is_some_and(|exporter| exporter.try_send(Finished(spans)).is_ok());
+        if !taken {
+            REFUSED.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.hand_over();
+    }
+}
+
+/// Hands the spans this thread holds to the exporter. Every thread that
+/// ends spans runs actors, whose periodic report calls this, so no span is
+/// held longer than a report's interval.
+pub fn hand_over() {
+    if enabled() {
+        let _ = HELD.try_with(|held| held.borrow_mut().hand_over());
+    }
+}
+
+/// The SDK's processor: keeps each sampled span with the thread that ended
+/// it, and hands them to the exporter actor in batches, never waiting; a
+/// batch its mailbox cannot take is counted as dropped.
 #[derive(Debug)]
 struct HandOver;
 
@@ -142,10 +189,14 @@ impl SpanProcessor for HandOver {
         if !span.span_context.is_sampled() {
             return;
         }
-        let taken = EXPORTER
-            .get()
-            .is_some_and(|exporter| exporter.try_send(Finished(Box::new(span))).is_ok());
-        if !taken {
+        let held = HELD.try_with(|held| {
+            let mut held = held.borrow_mut();
+            held.0.push(span);
+            if held.0.len() >= HAND_OVER_AT {
+                held.hand_over();
+            }
+        });
+        if held.is_err() {
             REFUSED.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -1,9 +1,9 @@
 //! The spans a trace is made of, beyond the request's own: one per actor
 //! message, per database statement, per batch of statements and per fetch
-//! attempt. Each is created only while traces are on and inside a
+//! attempt. Each is created only while traces are on and inside a sampled
 //! request's trace; otherwise the current span goes on, so traces that
-//! are off add nothing to a request's path and background work starts no
-//! trace of its own.
+//! are off add nothing to a request's path, a request left out by sampling
+//! costs one span, and background work starts no trace of its own.
 //!
 //! Fields named `otel.*` are for the trace only (its name and kind); the
 //! logs leave them out ([`crate::telemetry`]). Attributes the logs need not
@@ -16,9 +16,16 @@ use opentelemetry::KeyValue;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Whether a span of `kind` is due here: traces on, inside a trace.
+/// Whether a span is due here: traces on, inside a trace that is sampled.
+/// An unsampled request's spans would record nothing; not making them
+/// saves what they cost.
 fn due() -> bool {
-    super::enabled() && !Span::current().is_none()
+    super::enabled() && sampled(&Span::current())
+}
+
+/// Is `span` part of a sampled trace?
+fn sampled(span: &Span) -> bool {
+    !span.is_none() && span.context().span().span_context().is_sampled()
 }
 
 /// A message to an actor, from its sending to the end of its handling,
@@ -68,10 +75,10 @@ pub fn statement(system: &'static str, operation: &'static str) -> Span {
 /// A batch of statements run as one, under the first it serves and linked
 /// to every other, so each request's trace leads to it.
 pub fn batch(served: &[Span]) -> Span {
-    let Some(first) = served.first().filter(|_| super::enabled()) else {
+    let Some(first) = served.first() else {
         return Span::none();
     };
-    if first.is_none() || served.len() == 1 {
+    if served.len() == 1 || !super::enabled() || !sampled(first) {
         return first.clone();
     }
     let span = tracing::info_span!(

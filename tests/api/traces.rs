@@ -168,24 +168,17 @@ async fn a_callers_trace_runs_through_the_actors_to_the_statement(db: TestDataba
     assert_eq!(hex(&server.parent_span_id), CALLER_SPAN);
     assert_eq!(server.kind, SpanKind::Server as i32);
     let attributes = &server.attributes;
-    assert_eq!(
-        string(attributes, "http.request.method").as_deref(),
-        Some("GET")
-    );
-    assert_eq!(
-        string(attributes, "http.route").as_deref(),
-        Some("/users/{id}")
-    );
+    let path = format!("/users/{id}");
+    for (key, expected) in [
+        ("http.request.method", "GET"),
+        ("http.route", "/users/{id}"),
+        ("url.path", &path),
+        ("client.address", "127.0.0.1"),
+        ("user_agent.original", "trace-test/1"),
+    ] {
+        assert_eq!(string(attributes, key).as_deref(), Some(expected), "{key}");
+    }
     assert_eq!(int(attributes, "http.response.status_code"), Some(200));
-    assert_eq!(string(attributes, "url.path"), Some(format!("/users/{id}")));
-    assert_eq!(
-        string(attributes, "client.address").as_deref(),
-        Some("127.0.0.1")
-    );
-    assert_eq!(
-        string(attributes, "user_agent.original").as_deref(),
-        Some("trace-test/1")
-    );
 
     for actor in ["cache Get", "db GetUser"] {
         let message = named(&ours, actor)[0];
@@ -457,4 +450,80 @@ async fn an_unsupported_protocol_stops_start_up_naming_the_variable() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{stderr}");
+}
+
+/// With no endpoint set nothing is exported, yet a request's log lines
+/// carry its caller's trace id and a span id of its own, and its upstream
+/// receives both, with the request id: logs across services still join.
+#[actix_web::test]
+async fn without_an_endpoint_the_ids_still_reach_the_logs_and_the_upstream() {
+    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&upstream)
+        .await;
+    let app = ProcessApp::start(
+        &db.url(),
+        &[(
+            "SWITCHBOARD_FETCH_ALLOW_HOSTS",
+            &upstream.address().to_string(),
+        )],
+    );
+    let answer = reqwest::Client::new()
+        .post(app.url("/fetch"))
+        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+        .header("x-request-id", "untraced-fetch")
+        .json(&json!({"urls": [format!("{}/thing", upstream.uri())]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let line = app.wait_for_log("request", |line| line["request_id"] == "untraced-fetch");
+    assert_eq!(line["trace_id"], CALLER_TRACE);
+    let span = line["span_id"].as_str().unwrap();
+    assert_eq!(span.len(), 16);
+    assert_ne!(span, CALLER_SPAN);
+    let seen = upstream.received_requests().await.unwrap();
+    let parent = seen[0]
+        .headers
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(parent, format!("00-{CALLER_TRACE}-{span}-01"));
+    assert_eq!(
+        seen[0].headers.get("x-request-id").unwrap(),
+        "untraced-fetch"
+    );
+}
+
+/// An actor that fails while handling a message leaves the failure as an
+/// event on that message's span, under the request that sent it.
+#[actix_web::test]
+async fn a_crash_is_an_event_on_the_span_that_saw_it() {
+    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let collector = collector().await;
+    let mut vars = exporting_to(&collector);
+    vars.push(("SWITCHBOARD_CHAOS", "true".into()));
+    let app = start(&db, &vars);
+    let crashed = reqwest::Client::new()
+        .post(app.url("/debug/crash/fetcher"))
+        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert!(crashed.status().is_success(), "{}", crashed.status());
+    let spans = collected_until(&collector, |spans| {
+        !named(spans, "fetcher Crash").is_empty()
+    })
+    .await;
+    let message = named(&spans, "fetcher Crash")[0];
+    assert_eq!(hex(&message.trace_id), CALLER_TRACE);
+    let failed = message.events.iter().find(|e| e.name == "actor failed");
+    let failed = failed.unwrap_or_else(|| panic!("no failure event: {:?}", message.events));
+    assert_eq!(
+        string(&failed.attributes, "reason").as_deref(),
+        Some("crash drill: the fetcher actor was told to fail")
+    );
 }
