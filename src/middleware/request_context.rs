@@ -174,17 +174,20 @@ fn server_span(
     client: String,
 ) -> SpanContext {
     let _ = span.set_parent(parent);
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", method_label(req.method())),
-        KeyValue::new("url.path", loggable(req.path()).to_owned()),
-        KeyValue::new("client.address", client),
-    ];
-    if let Some(agent) = req.headers().get(header::USER_AGENT) {
-        let agent = loggable(&String::from_utf8_lossy(agent.as_bytes())).to_owned();
-        attributes.push(KeyValue::new("user_agent.original", agent));
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    if ids.is_sampled() {
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method_label(req.method())),
+            KeyValue::new("url.path", loggable(req.path()).to_owned()),
+            KeyValue::new("client.address", client),
+        ];
+        if let Some(agent) = req.headers().get(header::USER_AGENT) {
+            let agent = loggable(&String::from_utf8_lossy(agent.as_bytes())).to_owned();
+            attributes.push(KeyValue::new("user_agent.original", agent));
+        }
+        context.span().set_attributes(attributes);
     }
-    spans::request_started(span, attributes);
-    let ids = span.context().span().span_context().clone();
     span.record("trace_id", tracing::field::display(ids.trace_id()));
     span.record("span_id", tracing::field::display(ids.span_id()));
     ids

@@ -41,7 +41,7 @@ use opentelemetry_sdk::trace::{
 };
 use opentelemetry_sdk::Resource;
 use tracing::{Level, Subscriber};
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
@@ -66,8 +66,9 @@ pub fn settings() -> Option<&'static TraceSettings> {
 }
 
 /// The layer that makes switchboard's spans OpenTelemetry's, when there
-/// is somewhere to export them; it sees switchboard's own spans and events
-/// at INFO and above, whatever `RUST_LOG` keeps for the logs.
+/// is somewhere to export them; it sees switchboard's own spans at INFO and
+/// above, and its warnings and errors (which become events on their spans),
+/// whatever `RUST_LOG` keeps for the logs.
 pub fn layer<S>(settings: Option<TraceSettings>) -> Option<impl Layer<S>>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
@@ -84,7 +85,14 @@ where
         .with_threads(false)
         .with_location(false)
         .with_target(false)
-        .with_filter(Targets::new().with_target("switchboard", Level::INFO));
+        .with_filter(filter_fn(|metadata| {
+            let level = if metadata.is_span() {
+                Level::INFO
+            } else {
+                Level::WARN
+            };
+            metadata.target().starts_with("switchboard") && *metadata.level() <= level
+        }));
     Some(layer)
 }
 

@@ -142,17 +142,13 @@ pub fn attempt_ended(span: &Span, status: Option<u16>, failure: Option<&'static 
     }
 }
 
-/// The server span's attributes known once the request has been read.
-pub fn request_started(span: &Span, attributes: Vec<KeyValue>) {
-    for KeyValue { key, value, .. } in attributes {
-        span.set_attribute(key, value);
-    }
-}
-
 /// The server span's name (`GET /users/{id}`) and outcome, once answered.
 pub fn request_ended(span: &Span, method: &str, route: &str, status: u16) {
     let context = span.context();
     let otel = context.span();
+    if !otel.span_context().is_sampled() {
+        return;
+    }
     otel.update_name(format!("{method} {route}"));
     otel.set_attribute(KeyValue::new("http.route", route.to_owned()));
     otel.set_attribute(KeyValue::new(
