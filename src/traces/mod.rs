@@ -81,6 +81,11 @@ where
     let tracer = provider.tracer("switchboard");
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        // Spans find their parents through `tracing`, and switchboard asks a
+        // span for its context (`OpenTelemetrySpanExt::context`) where it
+        // needs it: nothing reads the active OpenTelemetry context, so no
+        // span is made active at every poll of its future.
+        .with_context_activation(false)
         .with_tracked_inactivity(false)
         .with_threads(false)
         .with_location(false)
