@@ -9,7 +9,8 @@
 //! it ends when its thread does: shutdown waits for the workers' actors to
 //! end with their workers, then stops the others' threads in the reverse of
 //! the order they started (SQLite's writer first, the metrics last, so the
-//! others' final figures still reach it).
+//! others' final figures still reach it). An actor with work in hand at
+//! that point (the span exporter's queue) is asked to [`Drain`] it first.
 
 use std::time::Duration;
 

@@ -321,7 +321,7 @@ async fn every_panel_and_alert_works_on_a_real_prometheus() {
         .map(|expr| ("annotation".to_owned(), expr))
         .collect();
     let rules = alert_rules(&client, &prometheus).await;
-    assert_eq!(rules.len(), 8);
+    assert_eq!(rules.len(), 9);
     // What each alert compares exists in switchboard's own series.
     let compared: Vec<(String, String)> = rules
         .iter()

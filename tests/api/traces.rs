@@ -263,11 +263,16 @@ on_both_backends!(
 
 /// An unsampled caller (`-00`) is answered and exports nothing; a
 /// malformed `traceparent` is answered 200 and starts a trace of its own.
+/// Exports carry `OTEL_EXPORTER_OTLP_HEADERS` and the resource names
+/// `OTEL_RESOURCE_ATTRIBUTES`.
 #[actix_web::test]
 async fn sampling_is_the_callers_and_a_malformed_parent_starts_a_new_trace() {
     let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
     let collector = collector().await;
-    let app = start(&db, &exporting_to(&collector));
+    let mut vars = exporting_to(&collector);
+    vars.push(("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=k3y".into()));
+    vars.push(("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=t1".into()));
+    let app = start(&db, &vars);
     let client = reqwest::Client::new();
     let unsampled = "0af7651916cd43dd8448eb211c80319c";
     let answered = client
@@ -306,6 +311,18 @@ async fn sampling_is_the_callers_and_a_malformed_parent_starts_a_new_trace() {
     );
     let line = app.wait_for_log("request", |line| line["trace_id"] == unsampled);
     assert_eq!(line["status"], 200);
+    // The exports carry the operator's headers and resource attributes.
+    for export in collector.received_requests().await.unwrap() {
+        assert_eq!(export.headers.get("x-collector-key").unwrap(), "k3y");
+        let export = ExportTraceServiceRequest::decode(&export.body[..]).unwrap();
+        for resource in export.resource_spans {
+            let attributes = resource.resource.unwrap().attributes;
+            assert_eq!(
+                string(&attributes, "service.instance.id").as_deref(),
+                Some("t1")
+            );
+        }
+    }
 }
 
 /// Each attempt at an upstream is a client span under the request's
