@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{eventually, scrape, Backend, TestDatabase};
+use crate::helpers::{eventually, scrape, slack, Backend, TestDatabase};
 use crate::process_app::ProcessApp;
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -422,6 +422,7 @@ async fn with_the_collector_down_requests_go_on_and_dropped_spans_are_counted() 
         ],
     );
     let client = reqwest::Client::new();
+    let normal = slack(&app.url("/health"), Duration::from_millis(500)).await;
     let mut slowest = Duration::ZERO;
     for _ in 0..200 {
         let started = Instant::now();
@@ -429,7 +430,7 @@ async fn with_the_collector_down_requests_go_on_and_dropped_spans_are_counted() 
         assert_eq!(answered.status(), 200);
         slowest = slowest.max(started.elapsed());
     }
-    assert!(slowest < Duration::from_millis(500), "slowest {slowest:?}");
+    assert!(slowest < normal, "slowest {slowest:?}, bound {normal:?}");
     let metrics = app.url("/metrics");
     assert!(
         eventually(Duration::from_secs(10), || async {
