@@ -558,6 +558,10 @@ fn command() -> Command {
         Command::new("switchboard")
             .version(env!("CARGO_PKG_VERSION"))
             .about("An actor-based REST service: users API and outbound fetch API")
+            .after_help(
+                "Traces: set OTEL_EXPORTER_OTLP_ENDPOINT to export them over OTLP/HTTP; the standard \
+                 OTEL_* variables configure them (docs/OPERATIONS.md, \"Traces\").",
+            )
             .arg(config)
             .subcommand(migrate)
             .subcommand(healthcheck),
