@@ -81,7 +81,7 @@ impl<M: Message> Message for Traced<M> {
 impl<M> Traced<M> {
     /// `msg` to `actor`, sent from the current span.
     pub fn new(actor: ActorId, msg: M) -> Self {
-        match spans::message(actor.name(), spans::type_name::<M>()) {
+        match spans::message::<M>(actor.name()) {
             Some((span, sent)) => Self {
                 msg,
                 span,

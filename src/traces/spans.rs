@@ -28,12 +28,14 @@ fn sampled(span: &Span) -> bool {
     !span.is_none() && span.context().span().span_context().is_sampled()
 }
 
-/// A message to an actor, from its sending to the end of its handling,
-/// named `actor Message` (`db GetUser`); `None` when no span is due.
-pub fn message(actor: &'static str, message: &'static str) -> Option<(Span, Instant)> {
+/// A message of type `M` to an actor, from its sending to the end of its
+/// handling, named `actor Message` (`db GetUser`); `None` when no span is
+/// due.
+pub fn message<M>(actor: &'static str) -> Option<(Span, Instant)> {
     if !due() {
         return None;
     }
+    let message = type_name::<M>();
     let span = tracing::info_span!(
         "actor message",
         otel.name = %format_args!("{actor} {message}"),
@@ -51,7 +53,7 @@ pub fn dequeued(span: &Span, sent: Instant) {
 }
 
 /// The short name of a message type: `GetUser` for `...::db::GetUser`.
-pub fn type_name<M>() -> &'static str {
+fn type_name<M>() -> &'static str {
     let full = std::any::type_name::<M>();
     let plain = full.split('<').next().unwrap_or(full);
     plain.rsplit("::").next().unwrap_or(plain)
