@@ -104,7 +104,7 @@ where
 /// The resource every span names: `OTEL_SERVICE_NAME` and
 /// `OTEL_RESOURCE_ATTRIBUTES` as the SDK reads them, the service named
 /// `switchboard` unless they name it.
-pub fn resource() -> Resource {
+fn resource() -> Resource {
     let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
         || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
             .is_ok_and(|attributes| attributes.contains("service.name="));
