@@ -9,10 +9,13 @@ benches/suite.py does):
   connections   10,000 users; cached and uncached GET /users/{id}, POST
                 /users and the mixed scenario at 16 to 4,096 connections:
                 goodput (2xx answers per second), p50/p99, the slowest
-                answer, what was shed (non-2xx) or failed, and peak RSS.
-                Past SWITCHBOARD_MAX_IN_FLIGHT the server sheds with 503:
-                goodput must hold, and no answer may come past the request
-                deadline.
+                answer, what was shed (non-2xx) or failed, peak RSS, and
+                the CPU time the server spent per 2xx answer and wrk per
+                answer. Past SWITCHBOARD_MAX_IN_FLIGHT the server sheds
+                with 503: goodput must hold, and no answer may come past
+                the request deadline. The bare actix-web yardstick's
+                GET /health (benches/baseline.rs) runs alongside: the
+                machine's own curve, what the connections alone cost.
   users         10,000 and then 1,000,000 users at 64 connections: a page of
                 GET /users deep in the table, GET /users?email=, and
                 uncached GET /users/{id} (p99 against 10,000 users); then
@@ -53,6 +56,8 @@ import suite
 resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
 
 DEADLINE_MS = 30_000
+MACHINE_CURVE = "GET /health, bare actix-web"
+CORES = os.cpu_count()
 CONNECTIONS_USERS = 10_000
 LOAD = os.path.join(suite.BENCHES, "load.lua")
 # (label, load.lua scenario, server)
@@ -61,6 +66,10 @@ CONNECTION_SCENARIOS = [
     ("GET /users/{id} no cache", "get", "no cache"),
     ("POST /users", "create", "cached"),
     ("mixed 90% GET / 10% PATCH", "mixed", "cached"),
+    # The machine's own curve: what the connections alone cost a server
+    # that does nothing with a request (plain actix-web, no guards, nothing
+    # to shed), with wrk on the same cores.
+    (MACHINE_CURVE, "health", "bare"),
 ]
 USER_SCENARIOS = [
     ("GET /users?after=&limit=50 (last tenth)", "deep"),
@@ -74,13 +83,14 @@ def main():
     for tool in ("wrk", "psql"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian: apt-get install wrk postgresql-client)")
-    binary = os.path.abspath(args.switchboard or suite.build()["switchboard"])
+    binaries = suite.build()
+    binary = os.path.abspath(args.switchboard or binaries["switchboard"])
     plots = None
     if args.plots:
         plots = plotter(args.plots)
     late = []
     if "connections" in args.only:
-        rows = connections_study(binary, args)
+        rows = connections_study(binary, binaries["baseline"], args)
         print_connections(rows, args)
         late += [r for r in rows if r["max"] > DEADLINE_MS or r["socket"]]
         if plots:
@@ -121,15 +131,16 @@ def parse_args():
 class Study:
     """A fresh database seeded with USERS users, and servers on it."""
 
-    def __init__(self, binary, users, servers):
+    def __init__(self, users, servers):
         self.work = tempfile.mkdtemp(prefix="switchboard-growth-")
         self.url = suite.fresh_database("postgres", self.work)
         env = suite.server_env(self.url)
+        binary = next(iter(servers.values()))[0]
         subprocess.run([binary, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
         suite.seed_by_copy(self.url, users)
         self.users = users
         self.servers = {}
-        for port, (name, overrides) in enumerate(servers.items(), start=18420):
+        for port, (name, (binary, overrides)) in enumerate(servers.items(), start=18420):
             self.servers[name] = suite.Server(
                 name, [binary], dict(env, SWITCHBOARD_BIND=f"127.0.0.1:{port}", **overrides),
                 port, os.path.join(self.work, name.replace(" ", "-") + ".log"))
@@ -145,7 +156,10 @@ class Study:
         if args.warmup:
             run(args.warmup)
         server.reset_peak()
+        server_cpu, wrk_cpu = server.cpu_seconds(), children_cpu_seconds()
         result = run(args.duration)
+        result["server_cpu"] = server.cpu_seconds() - server_cpu
+        result["wrk_cpu"] = children_cpu_seconds() - wrk_cpu
         result["peak_rss_kib"] = server.memory_kib("VmHWM")
         return result
 
@@ -154,6 +168,13 @@ class Study:
             server.stop()
         suite.drop_database("postgres")
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def children_cpu_seconds():
+    """The CPU time of the child processes that have ended: wrk's, read
+    either side of one wrk run (the servers are still running)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median_of(results):
@@ -169,12 +190,21 @@ def median_of(results):
         "shed": sum(r["non_2xx"] for r in results),
         "socket": sum(r["errors"] - r["non_2xx"] for r in results),
         "peak_rss_kib": max(r["peak_rss_kib"] for r in results),
+        # CPU µs per 2xx answer (the server's) and per answer (wrk's).
+        "server_us": statistics.median(r["server_cpu"] / max(1, r["requests"] - r["errors"])
+                                       for r in results) * 1e6,
+        "wrk_us": statistics.median(r["wrk_cpu"] / max(1, r["requests"])
+                                    for r in results) * 1e6,
+        "cpu_share": statistics.median((r["server_cpu"] + r["wrk_cpu"]) / (CORES * s)
+                                       for r, s in zip(results, seconds)),
     }
 
 
-def connections_study(binary, args):
-    study = Study(binary, CONNECTIONS_USERS if not args.smoke else args.users[0],
-                  {"cached": {}, "no cache": {"SWITCHBOARD_CACHE_MAX_ENTRIES": "0"}})
+def connections_study(binary, bare, args):
+    study = Study(CONNECTIONS_USERS if not args.smoke else args.users[0],
+                  {"cached": (binary, {}),
+                   "no cache": (binary, {"SWITCHBOARD_CACHE_MAX_ENTRIES": "0"}),
+                   "bare": (bare, {})})
     runs = {}
     try:
         for number in range(1, args.passes + 1):
@@ -193,8 +223,8 @@ def connections_study(binary, args):
 def users_study(binary, args):
     rows, cache = [], []
     for users in args.users:
-        study = Study(binary, users, {"cached": {}, "no cache":
-                                      {"SWITCHBOARD_CACHE_MAX_ENTRIES": "0"}})
+        study = Study(users, {"cached": (binary, {}),
+                              "no cache": (binary, {"SWITCHBOARD_CACHE_MAX_ENTRIES": "0"})})
         runs, hit_rates = {}, []
         try:
             for number in range(1, args.passes + 1):
@@ -238,21 +268,29 @@ def print_connections(rows, args):
           f"{args.duration} s, medians\n")
     print("goodput: 2xx answers per second; shed: non-2xx answers (503 past the in-flight "
           "cap), all passes; failed: connections wrk saw fail; slowest: the slowest answer of "
-          "any pass\n")
+          "any pass; machine's x best: the bare actix-web server's own x best at as many "
+          "connections (what the connections alone cost on this machine); server µs per 2xx: "
+          "the server's CPU time over its 2xx answers; wrk µs per answer: the load "
+          "generator's; server + wrk CPU: their CPU time over all cores' time\n")
     best = {}
     for r in rows:
         best[r["scenario"]] = max(best.get(r["scenario"], 0), r["goodput"])
-    header = ["scenario", "conns", "req/s", "goodput", "x best", "p50 ms", "p99 ms",
-              "slowest ms", "shed", "failed", "peak RSS"]
+    machine = {r["connections"]: r["goodput"] / best[MACHINE_CURVE]
+               for r in rows if r["scenario"] == MACHINE_CURVE}
+    header = ["scenario", "conns", "req/s", "goodput", "x best", "machine's x best", "p50 ms",
+              "p99 ms", "slowest ms", "shed", "failed", "peak RSS", "server µs per 2xx",
+              "wrk µs per answer", "server + wrk CPU"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join(" --- " for _ in header) + "|")
     for r in sorted(rows, key=lambda r: ([s[0] for s in CONNECTION_SCENARIOS].index(
             r["scenario"]), r["connections"])):
         print("| " + " | ".join([
             r["scenario"], f"{r['connections']:,}", f"{r['rps']:,.0f}", f"{r['goodput']:,.0f}",
-            f"{r['goodput'] / best[r['scenario']]:.2f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}",
+            f"{r['goodput'] / best[r['scenario']]:.2f}", f"{machine[r['connections']]:.2f}",
+            f"{r['p50']:.2f}", f"{r['p99']:.2f}",
             f"{r['max']:,.0f}", f"{r['shed']:,}", f"{r['socket']:,}",
-            f"{r['peak_rss_kib'] / 1024:.1f} MiB"]) + " |")
+            f"{r['peak_rss_kib'] / 1024:.1f} MiB", f"{r['server_us']:.1f}",
+            f"{r['wrk_us']:.1f}", f"{r['cpu_share']:.0%}"]) + " |")
 
 
 def print_users(rows, cache, args):

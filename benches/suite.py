@@ -188,6 +188,12 @@ class Server:
                     return int(line.split()[1])
         raise RuntimeError(f"no {field} for {self.name}")
 
+    def cpu_seconds(self):
+        """The CPU time (user and system) the server has used so far."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def reset_peak(self):
         """Starts a new peak RSS (VmHWM) reading."""
         with open(f"/proc/{self.process.pid}/clear_refs", "w") as clear:
