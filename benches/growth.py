@@ -332,11 +332,16 @@ def plotter(folder):
                 mine = sorted((r for r in rows if r["scenario"] == label),
                               key=lambda r: r["connections"])
                 x = [r["connections"] for r in mine]
-                axes[0].plot(x, [r["goodput"] for r in mine], marker="o", label=label)
-                axes[1].plot(x, [r["p99"] for r in mine], marker="o", label=label)
-                axes[2].plot(x, [r["peak_rss_kib"] / 1024 for r in mine], marker="o",
-                             label=label)
-            for ax, title in zip(axes, ["goodput (2xx/s)", "p99 (ms)", "peak RSS (MiB)"]):
+                best = max(r["goodput"] for r in mine)
+                style = dict(marker="o", label=label)
+                if label == MACHINE_CURVE:
+                    style.update(linestyle="--", color="grey")
+                axes[0].plot(x, [r["goodput"] / best for r in mine], **style)
+                axes[1].plot(x, [r["p99"] for r in mine], **style)
+                if label != MACHINE_CURVE:
+                    axes[2].plot(x, [r["peak_rss_kib"] / 1024 for r in mine], **style)
+            for ax, title in zip(axes, ["goodput, x its best", "p99 (ms)",
+                                        "switchboard's peak RSS (MiB)"]):
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(sorted({r["connections"] for r in rows}))
                 ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
