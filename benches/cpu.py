@@ -53,6 +53,7 @@ PARTS = [
     ("metrics", r"switchboard::metrics|actors::metrics|prometheus"),
     ("actor mailboxes and channels",
      r"actix::(address|mailbox|contextimpl|fut)|actor_ref|oneshot|futures_channel|tokio::sync"),
+    ("routing: path patterns", r"regex|actix_router"),
     ("HTTP: parse, dispatch, write", r"actix_http|httparse|http::header|h1::"),
     ("routing, middleware, handlers", r"actix_web|actix_router|actix_service|switchboard::"),
     ("JSON", r"serde_json|serde::"),
