@@ -135,6 +135,7 @@ class Study:
         self.work = tempfile.mkdtemp(prefix="switchboard-growth-")
         self.url = suite.fresh_database("postgres", self.work)
         env = suite.server_env(self.url)
+        # The first server is a switchboard: it migrates the database.
         binary = next(iter(servers.values()))[0]
         subprocess.run([binary, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
         suite.seed_by_copy(self.url, users)
