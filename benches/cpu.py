@@ -11,8 +11,9 @@ medians of the passes.
 
 With --parts, one more run per row under `perf record` attributes the CPU
 to the parts of a request by the function each sample fell in (the kernel's
-sockets and scheduling, HTTP, routing, the rate limiter, the cache, the
-actors' mailboxes and channels, metrics, JSON, memory, the runtime), in µs
+sockets and scheduling, HTTP, matching path patterns, routing, the rate
+limiter, the cache, the actors' mailboxes and channels, metrics, JSON,
+memory, the runtime), in µs
 per request. Inlined code counts where it was inlined.
 
   python3 benches/cpu.py --scenarios health,hello,get --parts
@@ -55,7 +56,7 @@ PARTS = [
      r"actix::(address|mailbox|contextimpl|fut)|actor_ref|oneshot|futures_channel|tokio::sync"),
     ("routing: path patterns", r"regex|actix_router"),
     ("HTTP: parse, dispatch, write", r"actix_http|httparse|http::header|h1::"),
-    ("routing, middleware, handlers", r"actix_web|actix_router|actix_service|switchboard::"),
+    ("routing, middleware, handlers", r"actix_web|actix_service|switchboard::"),
     ("JSON", r"serde_json|serde::"),
     ("memory: allocate, copy, free",
      r"malloc|free|realloc|memcpy|memmove|memset|_int_|alloc::|bytes::"),

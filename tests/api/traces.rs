@@ -312,7 +312,9 @@ async fn sampling_is_the_callers_and_a_malformed_parent_starts_a_new_trace() {
     let line = app.wait_for_log("request", |line| line["trace_id"] == unsampled);
     assert_eq!(line["status"], 200);
     // The exports carry the operator's headers and resource attributes.
-    for export in collector.received_requests().await.unwrap() {
+    let exports = collector.received_requests().await.unwrap();
+    assert!(!exports.is_empty(), "the new trace was exported");
+    for export in exports {
         assert_eq!(export.headers.get("x-collector-key").unwrap(), "k3y");
         let export = ExportTraceServiceRequest::decode(&export.body[..]).unwrap();
         for resource in export.resource_spans {
